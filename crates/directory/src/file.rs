@@ -1,0 +1,338 @@
+//! The embedded directory: a TOML file of users, reloaded when an operator changes it.
+//!
+//! ```toml
+//! [[user]]
+//! address = "alice@example.com"
+//! aliases = ["a.smith@example.com"]       # optional
+//! display_name = "Alice Smith"            # optional
+//! password = "{SHA512-CRYPT}$6$..."       # from `mailfront hash-password`
+//! mailbox_guid = "0b0c7a4e-…"             # unique
+//! tenant = "example.com"                  # optional; defaults to the address's domain
+//! database = "DB01"
+//! version = "15.1"
+//! protocols = ["imap", "pop3", "submission", "smtp", "http", "sip"]   # optional; default all
+//! sip_extension = "4001"                  # optional
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use mailfront_filewatch::{FileWatch, spawn_poller};
+use mailfront_model::{DatabaseName, Principal, ProtocolSet, Secret, Version};
+use mailfront_password::{PasswordHash, Scheme, hash_password};
+use serde::Deserialize;
+
+use crate::{AuthError, Directory, Unavailable};
+
+/// Why a directory file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryFileError {
+    /// The file could not be read.
+    #[error("cannot read directory file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid directory; the message names the key.
+    #[error("invalid directory file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key (e.g. `user[2].password: …`).
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFile {
+    #[serde(default)]
+    user: Vec<UserRecord>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRecord {
+    address: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    display_name: Option<String>,
+    password: String,
+    mailbox_guid: String,
+    tenant: Option<String>,
+    database: String,
+    version: Version,
+    protocols: Option<ProtocolSet>,
+    sip_extension: Option<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    principal: Principal,
+    hash: PasswordHash,
+}
+
+/// A parsed, validated directory file.
+#[derive(Debug, Default)]
+pub struct Users {
+    by_name: HashMap<String, Arc<Entry>>,
+    count: usize,
+    plaintext: Vec<String>,
+}
+
+impl Users {
+    /// How many users the file defines.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the file defines no user.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Addresses of users whose password is stored as `{PLAIN}` (`mailfront check` warns).
+    pub fn plaintext_passwords(&self) -> &[String] {
+        &self.plaintext
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.by_name.get(&name.to_ascii_lowercase())
+    }
+}
+
+fn valid_address(address: &str) -> bool {
+    let mut parts = address.split('@');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(local), Some(domain), None) if !local.is_empty() && !domain.is_empty()
+    ) && !address.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// Parses and validates the text of a directory file. Errors name the offending key.
+pub fn parse(text: &str) -> Result<Users, String> {
+    let deserializer = toml::Deserializer::new(text);
+    let file: UserFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().message().to_owned();
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })?;
+    let mut users = Users::default();
+    let mut guids = HashSet::new();
+    for (i, record) in file.user.into_iter().enumerate() {
+        let key = format!("user[{i}]");
+        let address = record.address.trim().to_ascii_lowercase();
+        if !valid_address(&address) {
+            return Err(format!(
+                "{key}.address: `{}` is not an address (local@domain)",
+                record.address
+            ));
+        }
+        let hash: PasswordHash = record
+            .password
+            .parse()
+            .map_err(|e| format!("{key}.password: {e}"))?;
+        if hash.is_plaintext() {
+            users.plaintext.push(address.clone());
+        }
+        if record.mailbox_guid.trim().is_empty() {
+            return Err(format!("{key}.mailbox_guid: must not be empty"));
+        }
+        if !guids.insert(record.mailbox_guid.clone()) {
+            return Err(format!(
+                "{key}.mailbox_guid: `{}` is already used by another user",
+                record.mailbox_guid
+            ));
+        }
+        if record.database.trim().is_empty() {
+            return Err(format!("{key}.database: must not be empty"));
+        }
+        let mut aliases = Vec::with_capacity(record.aliases.len());
+        for (j, alias) in record.aliases.iter().enumerate() {
+            let alias = alias.trim().to_ascii_lowercase();
+            if !valid_address(&alias) {
+                return Err(format!(
+                    "{key}.aliases[{j}]: `{alias}` is not an address (local@domain)"
+                ));
+            }
+            aliases.push(alias);
+        }
+        let tenant = match record.tenant {
+            Some(tenant) => tenant.to_ascii_lowercase(),
+            None => address.split('@').nth(1).unwrap_or_default().to_owned(),
+        };
+        let principal = Principal {
+            address: address.clone(),
+            aliases: aliases.clone(),
+            display_name: record.display_name,
+            mailbox_guid: record.mailbox_guid,
+            tenant,
+            database: DatabaseName::new(record.database.trim()),
+            version: record.version,
+            protocols: record.protocols.unwrap_or(ProtocolSet::ALL),
+            sip_extension: record.sip_extension,
+        };
+        let entry = Arc::new(Entry { principal, hash });
+        for (name, name_key) in std::iter::once((address, format!("{key}.address"))).chain(
+            aliases
+                .into_iter()
+                .enumerate()
+                .map(|(j, a)| (a, format!("{key}.aliases[{j}]"))),
+        ) {
+            if users
+                .by_name
+                .insert(name.clone(), Arc::clone(&entry))
+                .is_some()
+            {
+                return Err(format!(
+                    "{name_key}: `{name}` is already the address or alias of another user"
+                ));
+            }
+        }
+        users.count += 1;
+    }
+    Ok(users)
+}
+
+/// Reads and validates a directory file once (for `mailfront check` and start-up).
+pub fn load(path: &Path) -> Result<Users, DirectoryFileError> {
+    let bytes = std::fs::read(path).map_err(|source| DirectoryFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_bytes(path, &bytes)
+}
+
+fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Users, DirectoryFileError> {
+    let invalid = |message: String| DirectoryFileError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| invalid("the file is not UTF-8".to_owned()))?;
+    parse(text).map_err(invalid)
+}
+
+/// The embedded file directory.
+pub struct FileDirectory {
+    users: Arc<ArcSwap<Users>>,
+    /// Verified against for unknown users, so that they cost the same work as known ones.
+    decoy: Option<Arc<PasswordHash>>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FileDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileDirectory")
+            .field("users", &self.users.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hash of a random password that nobody knows.
+fn decoy_hash() -> Option<PasswordHash> {
+    let mut random = [0u8; 16];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut random[..]);
+    hash_password(Scheme::Sha512Crypt, &random)
+        .ok()
+        .and_then(|h| h.parse().ok())
+}
+
+impl FileDirectory {
+    /// A directory over already-loaded users, not watching any file (tests, `mailfront route`).
+    pub fn from_users(users: Users) -> Self {
+        Self {
+            users: Arc::new(ArcSwap::from_pointee(users)),
+            decoy: decoy_hash().map(Arc::new),
+            poller: None,
+        }
+    }
+
+    /// Loads the file (an error stops start-up) and follows changes every `interval`. A change
+    /// that does not validate is logged and ignored: the last good users stay in force.
+    pub fn start(path: &Path, interval: Duration) -> Result<Self, DirectoryFileError> {
+        let mut watch = FileWatch::new(path);
+        let bytes = watch.read().map_err(|source| DirectoryFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let users = parse_bytes(path, &bytes)?;
+        tracing::info!(path = %path.display(), users = users.len(), "directory loaded");
+        let mut directory = Self::from_users(users);
+        let shared = Arc::clone(&directory.users);
+        let path = path.to_owned();
+        directory.poller = Some(spawn_poller(
+            watch,
+            interval,
+            move |bytes| match parse_bytes(&path, &bytes) {
+                Ok(users) => {
+                    tracing::info!(path = %path.display(), users = users.len(), "directory reloaded");
+                    shared.store(Arc::new(users));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "directory change rejected; keeping the last good users");
+                }
+            },
+        ));
+        Ok(directory)
+    }
+
+    /// The users currently in force.
+    pub fn users(&self) -> Arc<Users> {
+        self.users.load_full()
+    }
+}
+
+impl Drop for FileDirectory {
+    fn drop(&mut self) {
+        if let Some(poller) = &self.poller {
+            poller.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Directory for FileDirectory {
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &Secret<Vec<u8>>,
+    ) -> Result<Principal, AuthError> {
+        let entry = self.users.load().get(login).cloned();
+        let password = password.clone();
+        let decoy = self.decoy.clone();
+        // Hash verification is deliberately slow CPU work: keep it off the async threads.
+        let verified = tokio::task::spawn_blocking(move || match entry {
+            Some(entry) => entry
+                .hash
+                .verify(password.expose())
+                .then(|| entry.principal.clone()),
+            None => {
+                if let Some(decoy) = decoy {
+                    let _ = decoy.verify(password.expose());
+                }
+                None
+            }
+        })
+        .await
+        .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
+        verified.ok_or(AuthError::InvalidCredentials)
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Option<Principal>, Unavailable> {
+        Ok(self.users.load().get(name).map(|e| e.principal.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

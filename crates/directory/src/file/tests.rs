@@ -1,0 +1,166 @@
+//! Tests of the embedded directory file.
+
+use super::*;
+
+/// `{PLAIN}` keeps these tests fast; the schemes themselves are tested in mailfront-password.
+const USERS: &str = r#"
+[[user]]
+address = "Alice@Example.com"
+aliases = ["a.smith@example.com"]
+display_name = "Alice Smith"
+password = "{PLAIN}demo-password-1"
+mailbox_guid = "guid-alice"
+database = "DB01"
+version = "15.1"
+sip_extension = "4001"
+
+[[user]]
+address = "bob@example.com"
+password = "{SSHA}5WlVtptmV8dBaFOmBENGWrSe/wg2ZjcwOTE="
+mailbox_guid = "guid-bob"
+tenant = "Example.com"
+database = "DB02"
+version = "15"
+protocols = ["imap"]
+"#;
+
+fn password(text: &str) -> Secret<Vec<u8>> {
+    Secret::new(text.as_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn authenticates_by_address_or_alias_in_any_case() {
+    let directory = FileDirectory::from_users(parse(USERS).unwrap());
+    for login in [
+        "alice@example.com",
+        "ALICE@example.COM",
+        "a.smith@example.com",
+    ] {
+        let principal = directory
+            .authenticate(login, &password("demo-password-1"))
+            .await
+            .unwrap();
+        assert_eq!(principal.address, "alice@example.com");
+        assert_eq!(principal.tenant, "example.com");
+        assert_eq!(principal.database, DatabaseName::new("DB01"));
+        assert_eq!(principal.version, Version::new(15, 1, 0));
+        assert_eq!(principal.protocols, ProtocolSet::ALL);
+        assert_eq!(principal.sip_extension.as_deref(), Some("4001"));
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_are_the_same_error() {
+    let directory = FileDirectory::from_users(parse(USERS).unwrap());
+    assert_eq!(
+        directory
+            .authenticate("alice@example.com", &password("nope"))
+            .await,
+        Err(AuthError::InvalidCredentials)
+    );
+    assert_eq!(
+        directory
+            .authenticate("nobody@example.com", &password("nope"))
+            .await,
+        Err(AuthError::InvalidCredentials)
+    );
+    assert_eq!(
+        directory
+            .authenticate("alice@example.com", &password(""))
+            .await,
+        Err(AuthError::InvalidCredentials)
+    );
+}
+
+#[tokio::test]
+async fn lookup_without_password() {
+    let directory = FileDirectory::from_users(parse(USERS).unwrap());
+    let bob = directory.lookup("BOB@example.com").await.unwrap().unwrap();
+    assert_eq!(
+        bob.protocols.iter().collect::<Vec<_>>(),
+        vec![mailfront_model::Protocol::Imap]
+    );
+    assert_eq!(bob.tenant, "example.com");
+    assert_eq!(directory.lookup("nobody@example.com").await.unwrap(), None);
+}
+
+#[test]
+fn plaintext_passwords_are_reported() {
+    let users = parse(USERS).unwrap();
+    assert_eq!(users.len(), 2);
+    assert_eq!(users.plaintext_passwords(), ["alice@example.com"]);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let user = |extra: &str| {
+        format!(
+            "[[user]]\naddress = \"a@x\"\npassword = \"{{PLAIN}}p\"\nmailbox_guid = \"g1\"\ndatabase = \"DB01\"\nversion = \"15\"\n{extra}"
+        )
+    };
+    let cases = [
+        (user("").replace("a@x", "not-an-address"), "user[0].address"),
+        (user("").replace("{PLAIN}p", "md5:p"), "user[0].password"),
+        (
+            user("").replace("version = \"15\"", "version = \"fifteen\""),
+            "user[0].version",
+        ),
+        (user("protocols = [\"gopher\"]"), "user[0].protocols"),
+        (user("colour = \"red\""), "colour"),
+        (user("aliases = [\"bad alias\"]"), "user[0].aliases[0]"),
+        (
+            format!("{}{}", user(""), user("").replace("g1", "g2")),
+            "user[1].address",
+        ),
+        (
+            format!("{}{}", user(""), user("").replace("a@x", "b@x")),
+            "user[1].mailbox_guid",
+        ),
+        (user("").replace("database = \"DB01\"\n", ""), "database"),
+    ];
+    for (text, key) in cases {
+        let error = parse(&text).unwrap_err();
+        assert!(error.contains(key), "expected `{key}` in `{error}`");
+        assert!(
+            !error.contains("{PLAIN}p"),
+            "a password leaked into `{error}`"
+        );
+    }
+}
+
+#[tokio::test]
+async fn follows_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    std::fs::write(&path, USERS).unwrap();
+    let directory = FileDirectory::start(&path, Duration::from_millis(10)).unwrap();
+    assert!(
+        directory
+            .lookup("carol@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let carol = "\n[[user]]\naddress = \"carol@example.com\"\npassword = \"{PLAIN}c\"\nmailbox_guid = \"guid-carol\"\ndatabase = \"DB01\"\nversion = \"15\"\n";
+    std::fs::write(&path, format!("{USERS}{carol}")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while directory
+        .lookup("carol@example.com")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new user never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        directory
+            .authenticate("carol@example.com", &password("c"))
+            .await
+            .is_ok()
+    );
+}

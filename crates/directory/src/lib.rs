@@ -1,0 +1,45 @@
+//! Who a user is.
+//!
+//! In the flow of a session (DESIGN.md) this crate is the *auth* step: it checks a login name
+//! and password and answers with the [`Principal`] — the user's addresses, mailbox, database,
+//! version and enabled protocols — or says why not. The [`Directory`] trait is what the rest of
+//! mailfront calls; [`file::FileDirectory`] is the embedded backend (a TOML file of users,
+//! reloaded when it changes).
+
+pub mod file;
+
+use async_trait::async_trait;
+use mailfront_model::{Principal, Secret};
+
+/// Why authentication did not produce a principal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user or wrong password. One variant on purpose: nothing downstream can tell
+    /// them apart, so no reply can either.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The directory could not be asked (the client gets a temporary error).
+    #[error("directory unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A lookup that could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("directory unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// A source of users. Implementations must be cheap to share between sessions.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Checks `password` for the user known by `login` (address or alias, any case).
+    /// Implementations run password verification off the async threads.
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &Secret<Vec<u8>>,
+    ) -> Result<Principal, AuthError>;
+
+    /// Finds a user by address or alias without a password (for inbound recipients, anchor
+    /// mailboxes and `mailfront route`). `Ok(None)`: no such user.
+    async fn lookup(&self, name: &str) -> Result<Option<Principal>, Unavailable>;
+}

@@ -1,0 +1,24 @@
+//! How mailfront talks to a backend: words shared by the topology and the backend-login clients.
+
+/// Whether and how mailfront speaks TLS to a backend endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendTls {
+    /// Plain TCP (a trusted network between mailfront and the mailbox servers).
+    #[default]
+    None,
+    /// Plain TCP upgraded with the protocol's STARTTLS before logging in.
+    StartTls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+/// The SASL mechanism used to log in to a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `AUTHENTICATE PLAIN` (RFC 4616): the master user goes in the authentication identity and
+    /// the user in the authorization identity, so no separator character is needed.
+    #[default]
+    Plain,
+    /// `LOGIN "user<separator>master" password`: Dovecot's master-user separator syntax.
+    Login,
+}

@@ -1,0 +1,22 @@
+//! IMAP (RFC 3501): the pre-authentication front end and the backend-login client.
+//!
+//! [`ImapFrontEnd`] speaks to the client from the greeting until LOGIN or AUTHENTICATE succeeds:
+//! CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN (atom, quoted, literal and non-synchronising
+//! literal forms) and AUTHENTICATE PLAIN/LOGIN with or without SASL-IR (RFC 4959). Command syntax
+//! is decoded with `imap-codec`, after a bounded [`framing::Framer`] has cut the input into whole
+//! messages. [`ImapBackendLogin`] logs in to a mailbox server (RFC 3501 LOGIN with Dovecot's
+//! master-user separator, or AUTHENTICATE PLAIN with an authorization identity) and collects the
+//! post-login capabilities that the client is then told.
+
+mod backend;
+pub mod framing;
+mod response;
+mod server;
+
+pub use backend::ImapBackendLogin;
+pub use server::{ImapFrontEnd, ImapSettings};
+
+/// The notice sent to a proxied client when its database moves to another server and the
+/// session is closed (RFC 5530 `UNAVAILABLE`): the client reconnects and lands on the new server.
+pub const FAILOVER_NOTICE: &[u8] =
+    b"* BYE [UNAVAILABLE] Mailbox database moved to another server, please reconnect.\r\n";

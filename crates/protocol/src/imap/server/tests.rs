@@ -1,0 +1,505 @@
+//! Byte-level tests of the IMAP front end, including every split of the input.
+
+use super::*;
+
+/// What a driver saw, with consecutive sends merged so that chunking does not matter.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Out(String),
+    Auth {
+        authcid: String,
+        authzid: Option<String>,
+        password: Vec<u8>,
+        mechanism: &'static str,
+    },
+    StartTls,
+    Proxy(Vec<u8>),
+    Close,
+}
+
+fn plain_settings() -> ImapSettings {
+    ImapSettings {
+        tls: ClientTls::None,
+        allow_plaintext_auth: true,
+        ..ImapSettings::default()
+    }
+}
+
+/// Drives a front end over `input` in `chunk`-sized pieces, answering every authentication
+/// with `answer`. Bytes not yet fed when the session turns to proxying count as pending.
+fn drive(
+    settings: ImapSettings,
+    input: &[u8],
+    chunk: usize,
+    mut answer: impl FnMut(&Credentials) -> AuthResult,
+) -> Vec<Seen> {
+    let mut front = ImapFrontEnd::new(settings);
+    let mut seen: Vec<Seen> = Vec::new();
+    let out = |seen: &mut Vec<Seen>, bytes: Vec<u8>| {
+        let text = String::from_utf8(bytes).unwrap();
+        if let Some(Seen::Out(last)) = seen.last_mut() {
+            last.push_str(&text);
+        } else {
+            seen.push(Seen::Out(text));
+        }
+    };
+    let mut pieces = input.chunks(chunk.max(1));
+    let mut fed_all = input.is_empty();
+    loop {
+        match front.next_action() {
+            Action::Send(bytes) => out(&mut seen, bytes),
+            Action::Read => match pieces.next() {
+                Some(piece) => front.feed(piece),
+                None => {
+                    fed_all = true;
+                    break;
+                }
+            },
+            Action::StartTls => {
+                seen.push(Seen::StartTls);
+                front.tls_established();
+            }
+            Action::Authenticate(credentials) => {
+                let result = answer(&credentials);
+                seen.push(Seen::Auth {
+                    authcid: credentials.authcid,
+                    authzid: credentials.authzid,
+                    password: credentials.password.expose().clone(),
+                    mechanism: credentials.mechanism,
+                });
+                front.auth_result(result);
+            }
+            Action::Proxy { mut pending } => {
+                pending.extend(pieces.by_ref().flatten());
+                seen.push(Seen::Proxy(pending));
+                break;
+            }
+            Action::Close => {
+                seen.push(Seen::Close);
+                break;
+            }
+        }
+    }
+    let _ = fed_all;
+    seen
+}
+
+fn ok_caps(_: &Credentials) -> AuthResult {
+    AuthResult::Proxied {
+        capabilities: Some("IMAP4rev1 IDLE".into()),
+    }
+}
+
+fn bad(_: &Credentials) -> AuthResult {
+    AuthResult::Failed(AuthFailure::BadCredentials)
+}
+
+const GREETING_PLAIN: &str =
+    "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN] mailfront ready.\r\n";
+
+fn out(text: &str) -> Seen {
+    Seen::Out(text.to_owned())
+}
+
+fn auth(user: &str, password: &[u8], mechanism: &'static str) -> Seen {
+    Seen::Auth {
+        authcid: user.to_owned(),
+        authzid: None,
+        password: password.to_vec(),
+        mechanism,
+    }
+}
+
+#[test]
+fn every_split_gives_the_same_session() {
+    let input: &[u8] = b"a1 CAPABILITY\r\na2 NOOP\r\na3 ID (\"name\" \"imaplib\")\r\n\
+        a4 LOGIN {5}\r\nalice {3+}\r\nbad\r\nfoo BAR\r\n\x00\xff\r\n\
+        a5 AUTHENTICATE PLAIN\r\nAGFsaWNlAHB3\r\nz1 SELECT INBOX\r\nz2 NO";
+    let mut attempts = 0;
+    let mut answer = |c: &Credentials| {
+        attempts += 1;
+        if c.password.expose() == b"pw" {
+            ok_caps(c)
+        } else {
+            bad(c)
+        }
+    };
+    let expected = vec![
+        out(&format!(
+            "{GREETING_PLAIN}* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\n\
+             a1 OK Capability completed.\r\na2 OK NOOP completed.\r\n\
+             * ID (\"name\" \"mailfront\")\r\na3 OK ID completed.\r\n+ OK\r\n"
+        )),
+        auth("alice", b"bad", "LOGIN"),
+        out("a4 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n\
+             foo BAD Error in IMAP command.\r\n* BAD Error in IMAP command.\r\n+ \r\n"),
+        auth("alice", b"pw", "PLAIN"),
+        out("a5 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"),
+        Seen::Proxy(b"z1 SELECT INBOX\r\nz2 NO".to_vec()),
+    ];
+    assert_eq!(
+        drive(plain_settings(), input, input.len(), &mut answer),
+        expected
+    );
+    for chunk in 1..input.len() {
+        assert_eq!(
+            drive(plain_settings(), input, chunk, &mut answer),
+            expected,
+            "chunk {chunk}"
+        );
+    }
+    assert!(attempts > 0);
+}
+
+#[test]
+fn login_argument_forms() {
+    let cases: [(&[u8], &str, &[u8]); 5] = [
+        (b"a LOGIN alice secret\r\n", "alice", b"secret"),
+        (
+            b"a LOGIN \"alice@example.com\" \"p\\\"w\\\\x\"\r\n",
+            "alice@example.com",
+            b"p\"w\\x",
+        ),
+        (
+            b"a LOGIN {17}\r\nalice@example.com {6}\r\nsecret\r\n",
+            "alice@example.com",
+            b"secret",
+        ),
+        (
+            b"a LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n",
+            "alice",
+            b"secret",
+        ),
+        (
+            b"a LOGIN alice {4+}\r\n\xc3\xa9\xc3\xa9\r\n",
+            "alice",
+            "éé".as_bytes(),
+        ),
+    ];
+    for (input, user, password) in cases {
+        let seen = drive(plain_settings(), input, input.len(), ok_caps);
+        assert!(
+            seen.contains(&auth(user, password, "LOGIN")),
+            "{input:?}: {seen:?}"
+        );
+        assert!(matches!(seen.last(), Some(Seen::Proxy(p)) if p.is_empty()));
+    }
+}
+
+#[test]
+fn authenticate_variants() {
+    // PLAIN with SASL-IR, with an authorization identity.
+    let seen = drive(
+        plain_settings(),
+        b"a AUTHENTICATE PLAIN Ym9iAGFsaWNlAHB3\r\n",
+        64,
+        ok_caps,
+    );
+    assert!(seen.contains(&Seen::Auth {
+        authcid: "alice".into(),
+        authzid: Some("bob".into()),
+        password: b"pw".to_vec(),
+        mechanism: "PLAIN"
+    }));
+    // LOGIN without initial response: two challenges.
+    let seen = drive(
+        plain_settings(),
+        b"a AUTHENTICATE LOGIN\r\nYWxpY2U=\r\ncHc=\r\n",
+        64,
+        ok_caps,
+    );
+    assert_eq!(
+        seen[0],
+        out(&format!(
+            "{GREETING_PLAIN}+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n"
+        ))
+    );
+    assert_eq!(seen[1], auth("alice", b"pw", "LOGIN"));
+    // LOGIN with the user name as initial response.
+    let seen = drive(
+        plain_settings(),
+        b"a AUTHENTICATE LOGIN YWxpY2U=\r\ncHc=\r\n",
+        64,
+        ok_caps,
+    );
+    assert_eq!(seen[1], auth("alice", b"pw", "LOGIN"));
+    // Cancelled, bad base64, malformed PLAIN, unknown mechanism.
+    let seen = drive(
+        plain_settings(),
+        b"a AUTHENTICATE PLAIN\r\n*\r\nb AUTHENTICATE PLAIN\r\n!!\r\nc AUTHENTICATE PLAIN YWxpY2U=\r\nd AUTHENTICATE CRAM-MD5\r\n",
+        200,
+        ok_caps,
+    );
+    assert_eq!(
+        seen,
+        vec![out(&format!(
+            "{GREETING_PLAIN}+ \r\na BAD Authentication aborted by client.\r\n\
+             + \r\nb BAD Invalid base64 data in continued response.\r\n\
+             c NO [AUTHENTICATIONFAILED] Authentication failed.\r\n\
+             d NO Unsupported authentication mechanism.\r\n"
+        ))]
+    );
+}
+
+#[test]
+fn plaintext_auth_refused_without_tls() {
+    let settings = ImapSettings {
+        tls: ClientTls::StartTls,
+        ..ImapSettings::default()
+    };
+    let seen = drive(
+        settings,
+        b"a CAPABILITY\r\nb LOGIN alice pw\r\nc AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n",
+        100,
+        ok_caps,
+    );
+    assert_eq!(
+        seen,
+        vec![out(
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED] mailfront ready.\r\n\
+             * CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED\r\na OK Capability completed.\r\n\
+             b NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections.\r\n\
+             c NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections.\r\n"
+        )]
+    );
+}
+
+#[test]
+fn starttls_discards_pipelined_commands() {
+    let settings = ImapSettings::default();
+    let mut front = ImapFrontEnd::new(settings);
+    assert!(matches!(front.next_action(), Action::Send(_)));
+    front.feed(b"a STARTTLS\r\nb LOGIN alice pw\r\n");
+    let Action::Send(reply) = front.next_action() else {
+        panic!()
+    };
+    assert_eq!(reply, b"a OK Begin TLS negotiation now.\r\n");
+    assert!(matches!(front.next_action(), Action::StartTls));
+    // Bytes arriving before the handshake completes are not buffered either.
+    front.feed(b"c LOGIN alice pw\r\n");
+    front.tls_established();
+    assert!(matches!(front.next_action(), Action::Read));
+    // Over TLS: STARTTLS is gone, authentication is offered.
+    front.feed(b"d CAPABILITY\r\ne STARTTLS\r\n");
+    let Action::Send(caps) = front.next_action() else {
+        panic!()
+    };
+    assert_eq!(
+        caps,
+        b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\n"
+    );
+    let Action::Send(_) = front.next_action() else {
+        panic!()
+    };
+    let Action::Send(again) = front.next_action() else {
+        panic!()
+    };
+    assert_eq!(again, b"e BAD TLS is already active.\r\n");
+}
+
+#[test]
+fn starttls_where_not_offered() {
+    let seen = drive(plain_settings(), b"a STARTTLS\r\n", 64, ok_caps);
+    assert_eq!(
+        seen,
+        vec![out(&format!(
+            "{GREETING_PLAIN}a BAD STARTTLS is not available on this port.\r\n"
+        ))]
+    );
+    let implicit = ImapSettings {
+        tls: ClientTls::Implicit,
+        ..ImapSettings::default()
+    };
+    let seen = drive(implicit, b"a STARTTLS\r\n", 64, ok_caps);
+    assert!(matches!(&seen[0], Seen::Out(t) if t.ends_with("a BAD TLS is already active.\r\n")));
+}
+
+#[test]
+fn limits() {
+    let limits = Limits {
+        max_line_length: 40,
+        max_literal_size: 10,
+        max_commands_before_auth: 4,
+        max_auth_failures: 2,
+    };
+    let settings = ImapSettings {
+        limits,
+        ..plain_settings()
+    };
+    let greeting = GREETING_PLAIN;
+    // A line over the limit: BYE and close, without waiting for its end.
+    let seen = drive(settings.clone(), &[b'a'; 100], 100, ok_caps);
+    assert_eq!(
+        seen,
+        vec![
+            out(&format!("{greeting}* BYE Line too long.\r\n")),
+            Seen::Close
+        ]
+    );
+    // A synchronising literal over the limit is refused and the session goes on.
+    let seen = drive(
+        settings.clone(),
+        b"a LOGIN {11}\r\nb NOOP\r\n",
+        100,
+        ok_caps,
+    );
+    assert_eq!(
+        seen,
+        vec![out(&format!(
+            "{greeting}a BAD Literal too large.\r\nb OK NOOP completed.\r\n"
+        ))]
+    );
+    // A non-synchronising one cannot be skipped safely: close.
+    let seen = drive(
+        settings.clone(),
+        b"a LOGIN {11+}\r\n01234567890\r\n",
+        100,
+        ok_caps,
+    );
+    assert_eq!(
+        seen,
+        vec![
+            out(&format!("{greeting}* BYE Literal too large.\r\n")),
+            Seen::Close
+        ]
+    );
+    // Commands before authentication.
+    let seen = drive(
+        settings.clone(),
+        b"a NOOP\r\nb NOOP\r\nc NOOP\r\nd NOOP\r\ne NOOP\r\n",
+        100,
+        ok_caps,
+    );
+    assert_eq!(seen.last(), Some(&Seen::Close),);
+    assert!(
+        matches!(&seen[0], Seen::Out(t) if t.ends_with("d OK NOOP completed.\r\n* BYE Too many commands before authentication.\r\n"))
+    );
+    // Authentication failures.
+    let seen = drive(
+        settings,
+        b"a LOGIN x y\r\nb LOGIN x y\r\nc LOGIN x y\r\n",
+        100,
+        bad,
+    );
+    assert_eq!(seen.last(), Some(&Seen::Close));
+    let auths = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Auth { .. }))
+        .count();
+    assert_eq!(auths, 2);
+    assert!(
+        matches!(&seen[seen.len() - 2], Seen::Out(t) if t == "b NO [AUTHENTICATIONFAILED] Authentication failed.\r\n* BYE Too many authentication failures.\r\n")
+    );
+}
+
+#[test]
+fn failure_replies() {
+    let cases = [
+        (
+            AuthFailure::BadCredentials,
+            "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+        ),
+        (
+            AuthFailure::AuthzidRefused,
+            "a NO [AUTHORIZATIONFAILED] Not authorized to act as that user.\r\n",
+        ),
+        (
+            AuthFailure::ProtocolDisabled,
+            "a NO [CONTACTADMIN] IMAP access is not enabled for this account.\r\n",
+        ),
+        (
+            AuthFailure::Temporary,
+            "a NO [UNAVAILABLE] Service temporarily unavailable, try again later.\r\n",
+        ),
+    ];
+    for (failure, reply) in cases {
+        let seen = drive(plain_settings(), b"a LOGIN x y\r\n", 64, |_| {
+            AuthResult::Failed(failure)
+        });
+        assert_eq!(seen[2], out(reply), "{failure:?}");
+    }
+    // Temporary failures do not count towards the limit.
+    let settings = ImapSettings {
+        limits: Limits {
+            max_auth_failures: 1,
+            ..Limits::default()
+        },
+        ..plain_settings()
+    };
+    let seen = drive(settings, b"a LOGIN x y\r\nb LOGIN x y\r\n", 64, |_| {
+        AuthResult::Failed(AuthFailure::Temporary)
+    });
+    assert!(!seen.contains(&Seen::Close));
+}
+
+#[test]
+fn proxied_without_capabilities() {
+    let seen = drive(plain_settings(), b"a LOGIN x y\r\n", 64, |_| {
+        AuthResult::Proxied { capabilities: None }
+    });
+    assert_eq!(seen[2], out("a OK Logged in\r\n"));
+}
+
+#[test]
+fn commands_needing_authentication_and_garbage() {
+    let seen = drive(
+        plain_settings(),
+        b"a SELECT INBOX\r\n\r\n* NOOP\r\n\x01\x02\x03\r\nb LOGIN\r\nc LOGIN a b c\r\n",
+        64,
+        ok_caps,
+    );
+    assert_eq!(
+        seen,
+        vec![out(&format!(
+            "{GREETING_PLAIN}a BAD Command not permitted before authentication.\r\n\
+             * BAD Error in IMAP command.\r\n* BAD Error in IMAP command.\r\n* BAD Error in IMAP command.\r\n\
+             b BAD Error in IMAP command.\r\nc BAD Error in IMAP command.\r\n"
+        ))]
+    );
+}
+
+#[test]
+fn user_names_with_control_characters_never_reach_the_driver() {
+    let seen = drive(
+        plain_settings(),
+        b"a LOGIN {7+}\r\nal\r\nice pw\r\n",
+        64,
+        ok_caps,
+    );
+    assert!(!seen.iter().any(|s| matches!(s, Seen::Auth { .. })));
+    assert!(
+        matches!(&seen[0], Seen::Out(t) if t.ends_with("a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"))
+    );
+}
+
+#[test]
+fn idle_timeout_and_shutdown_say_goodbye() {
+    let mut front = ImapFrontEnd::new(plain_settings());
+    let _ = front.next_action();
+    front.idle_timeout();
+    let Action::Send(bye) = front.next_action() else {
+        panic!()
+    };
+    assert_eq!(bye, b"* BYE Disconnected for inactivity.\r\n");
+    assert!(matches!(front.next_action(), Action::Close));
+    let mut front = ImapFrontEnd::new(plain_settings());
+    front.shutdown();
+    let Action::Send(bye) = front.next_action() else {
+        panic!()
+    };
+    assert_eq!(bye, b"* BYE Server shutting down.\r\n");
+}
+
+#[test]
+fn logout() {
+    let seen = drive(plain_settings(), b"a LOGOUT\r\nb NOOP\r\n", 64, ok_caps);
+    assert_eq!(
+        seen,
+        vec![
+            out(&format!(
+                "{GREETING_PLAIN}* BYE Logging out.\r\na OK Logout completed.\r\n"
+            )),
+            Seen::Close
+        ]
+    );
+}

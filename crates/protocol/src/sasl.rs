@@ -1,0 +1,160 @@
+//! The SASL mechanisms mailfront accepts from clients and uses towards backends: PLAIN
+//! (RFC 4616) and the non-standard but ubiquitous LOGIN (draft-murchison-sasl-login).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use mailfront_model::Secret;
+
+/// A SASL exchange that cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SaslError {
+    /// The response is not valid base64.
+    #[error("invalid base64")]
+    Base64,
+    /// A PLAIN message without the two NUL separators, or with an empty user name.
+    #[error("malformed PLAIN message")]
+    MalformedPlain,
+    /// A user name that is not UTF-8 or contains control characters.
+    #[error("invalid user name")]
+    InvalidName,
+}
+
+/// Decodes a base64 SASL response. A lone `=` is an empty response (RFC 4959, SASL-IR).
+pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, SaslError> {
+    if text == b"=" {
+        return Ok(Vec::new());
+    }
+    STANDARD.decode(text).map_err(|_| SaslError::Base64)
+}
+
+/// Encodes bytes as base64 for a SASL exchange (an empty string as `=`).
+pub fn encode_base64(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "=".to_owned();
+    }
+    STANDARD.encode(bytes)
+}
+
+/// A user name as typed by a client: UTF-8, without control characters (no CR, LF or NUL can
+/// reach a backend command or a log line through it).
+pub fn user_name(bytes: &[u8]) -> Result<String, SaslError> {
+    let name = std::str::from_utf8(bytes).map_err(|_| SaslError::InvalidName)?;
+    if name.chars().any(char::is_control) {
+        return Err(SaslError::InvalidName);
+    }
+    Ok(name.to_owned())
+}
+
+/// A decoded PLAIN message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plain {
+    /// The authorization identity (who to act as), if given.
+    pub authzid: Option<String>,
+    /// The authentication identity (whose password this is).
+    pub authcid: String,
+    /// The password.
+    pub password: Secret<Vec<u8>>,
+}
+
+/// Decodes the (already base64-decoded) PLAIN message `authzid NUL authcid NUL password`.
+pub fn decode_plain(message: &[u8]) -> Result<Plain, SaslError> {
+    let mut parts = message.splitn(3, |&b| b == 0);
+    let (Some(authzid), Some(authcid), Some(password)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(SaslError::MalformedPlain);
+    };
+    if authcid.is_empty() || password.contains(&0) {
+        return Err(SaslError::MalformedPlain);
+    }
+    let authzid = if authzid.is_empty() {
+        None
+    } else {
+        Some(user_name(authzid)?)
+    };
+    Ok(Plain {
+        authzid,
+        authcid: user_name(authcid)?,
+        password: Secret::new(password.to_vec()),
+    })
+}
+
+/// Encodes a PLAIN message and its base64 form.
+pub fn encode_plain(authzid: &str, authcid: &str, password: &[u8]) -> Secret<String> {
+    let mut message = Vec::with_capacity(authzid.len() + authcid.len() + password.len() + 2);
+    message.extend_from_slice(authzid.as_bytes());
+    message.push(0);
+    message.extend_from_slice(authcid.as_bytes());
+    message.push(0);
+    message.extend_from_slice(password);
+    let encoded = STANDARD.encode(&message);
+    zeroize_vec(&mut message);
+    Secret::new(encoded)
+}
+
+fn zeroize_vec(bytes: &mut Vec<u8>) {
+    // Overwrite before freeing; a plain loop is enough for this purpose.
+    bytes.iter_mut().for_each(|b| *b = 0);
+    bytes.clear();
+}
+
+/// The LOGIN mechanism's server challenge for the user name, base64 of `Username:`.
+pub const LOGIN_USERNAME_CHALLENGE: &str = "VXNlcm5hbWU6";
+/// The LOGIN mechanism's server challenge for the password, base64 of `Password:`.
+pub const LOGIN_PASSWORD_CHALLENGE: &str = "UGFzc3dvcmQ6";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_round_trip() {
+        let encoded = encode_plain("", "alice@example.com", b"pw");
+        let decoded = decode_plain(&decode_base64(encoded.expose().as_bytes()).unwrap()).unwrap();
+        assert_eq!(decoded.authzid, None);
+        assert_eq!(decoded.authcid, "alice@example.com");
+        assert_eq!(decoded.password.expose(), b"pw");
+    }
+
+    #[test]
+    fn plain_with_authzid() {
+        let decoded = decode_plain(b"bob\0alice\0pw").unwrap();
+        assert_eq!(decoded.authzid.as_deref(), Some("bob"));
+        assert_eq!(decoded.authcid, "alice");
+    }
+
+    #[test]
+    fn malformed_plain() {
+        for bad in [
+            &b""[..],
+            b"alice",
+            b"\0alice",
+            b"\0\0pw",
+            b"\0alice\0pw\0x",
+            b"\0al\rice\0pw",
+            b"\0\xff\xfe\0pw",
+            b"\x01\0alice\0pw",
+        ] {
+            assert!(decode_plain(bad).is_err(), "{bad:?}");
+        }
+        // An empty password is well-formed (and simply will not verify).
+        assert!(decode_plain(b"\0alice\0").is_ok());
+    }
+
+    #[test]
+    fn base64_edges() {
+        assert_eq!(decode_base64(b"="), Ok(vec![]));
+        assert_eq!(decode_base64(b"YQ=="), Ok(b"a".to_vec()));
+        assert_eq!(decode_base64(b"YQ"), Err(SaslError::Base64));
+        assert_eq!(decode_base64(b"Y Q=="), Err(SaslError::Base64));
+        assert_eq!(decode_base64(b"*"), Err(SaslError::Base64));
+        assert_eq!(encode_base64(b""), "=");
+        assert_eq!(
+            decode_base64(LOGIN_USERNAME_CHALLENGE.as_bytes()),
+            Ok(b"Username:".to_vec())
+        );
+        assert_eq!(
+            decode_base64(LOGIN_PASSWORD_CHALLENGE.as_bytes()),
+            Ok(b"Password:".to_vec())
+        );
+    }
+}
