@@ -132,8 +132,8 @@ impl FileSource {
                     for moved in locator.publish(map) {
                         tracing::info!(
                             database = %moved.database,
-                            from = moved.from.as_ref().map_or("-", |s| s.as_str()),
-                            to = moved.to.as_ref().map_or("-", |s| s.as_str()),
+                            from = %moved.from.as_ref().map_or("-", |s| s.as_str()),
+                            to = %moved.to.as_ref().map_or("-", |s| s.as_str()),
                             "active copy moved"
                         );
                     }

@@ -1,0 +1,304 @@
+//! Wiring: from a validated [`Config`] to a running node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use mailfront_directory::Directory;
+use mailfront_directory::file::{self as directory_file, FileDirectory};
+use mailfront_location::file::{self as location_file, FileSource, Validator};
+use mailfront_location::{LocationMap, Locator};
+use mailfront_model::{Protocol, ServerName, SiteName};
+use mailfront_protocol::imap::ImapSettings;
+use mailfront_protocol::{ClientTls, Limits};
+use mailfront_proxy::admission::{AdmissionSettings, Gateway};
+use mailfront_proxy::backend::BackendTimeouts;
+use mailfront_proxy::driver::ListenerContext;
+use mailfront_proxy::tls::{self, TlsAcceptor, TlsConnector};
+use mailfront_proxy::{Imap, listener};
+use mailfront_routing::{
+    Endpoint, Endpoints, LoginMethod, MasterUser, Node, Server, Site, Topology,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{
+    Config, DirectoryConfig, EndpointConfig, ListenerConfig, ListenerTls, LocationConfig,
+    LoginMethodConfig,
+};
+
+/// Builds the routing topology from the configuration (reads master password files).
+pub fn topology(config: &Config) -> Result<Topology, String> {
+    let mut sites: BTreeMap<SiteName, Site> = config
+        .site
+        .iter()
+        .map(|s| {
+            let site = Site {
+                name: SiteName::new(&s.name),
+                external_urls: s.external_urls.clone(),
+                costs: s
+                    .costs
+                    .iter()
+                    .map(|(name, cost)| (SiteName::new(name), *cost))
+                    .collect(),
+            };
+            (site.name.clone(), site)
+        })
+        .collect();
+    if config.site.is_empty() {
+        // Without [[site]] tables, every site named anywhere exists, with no URLs or costs.
+        let named = std::iter::once(config.node.site.as_str())
+            .chain(config.server.iter().map(|s| s.site.as_str()));
+        for name in named {
+            let name = SiteName::new(name);
+            sites.entry(name.clone()).or_insert_with(|| Site {
+                name,
+                external_urls: BTreeMap::new(),
+                costs: BTreeMap::new(),
+            });
+        }
+    }
+    let mut servers = Vec::with_capacity(config.server.len());
+    for (i, s) in config.server.iter().enumerate() {
+        let endpoint = |e: &Option<EndpointConfig>| {
+            e.as_ref().map(|e| Endpoint {
+                host: e.host.clone().unwrap_or_else(|| s.host.clone()),
+                port: e.port,
+                tls: e.tls.into(),
+            })
+        };
+        let login = match s.login.method {
+            LoginMethodConfig::Passthrough => LoginMethod::PassThrough {
+                mechanism: s.login.mechanism.into(),
+            },
+            LoginMethodConfig::Master => {
+                let password = config
+                    .master_password(i)?
+                    .ok_or_else(|| format!("server[{i}].login.master_password_file: required"))?;
+                LoginMethod::Master {
+                    master: MasterUser {
+                        user: s.login.master_user.clone().unwrap_or_default(),
+                        password,
+                        separator: s.login.separator.clone(),
+                    },
+                    mechanism: s.login.mechanism.into(),
+                }
+            }
+        };
+        servers.push(Server {
+            name: ServerName::new(&s.name),
+            site: SiteName::new(&s.site),
+            version: s.version,
+            endpoints: Endpoints {
+                imap: endpoint(&s.imap),
+                pop3: endpoint(&s.pop3),
+                submission: endpoint(&s.submission),
+                delivery: endpoint(&s.delivery),
+                http: s.http.clone(),
+                sip: s.sip.clone(),
+            },
+            login,
+        });
+    }
+    let node = Node {
+        name: config.node.name.clone(),
+        site: SiteName::new(&config.node.site),
+        version: config.node.version,
+    };
+    Topology::new(node, sites.into_values(), servers).map_err(|e| e.to_string())
+}
+
+/// A check of a location map against the configuration: every server it names must be
+/// defined, and where the database's copies are configured, the active one must be a copy.
+pub fn location_validator(config: &Config) -> Arc<Validator> {
+    let servers: BTreeSet<String> = config.server.iter().map(|s| s.name.clone()).collect();
+    let copies: BTreeMap<String, BTreeSet<String>> = config
+        .database
+        .iter()
+        .map(|d| (d.name.clone(), d.copies.iter().cloned().collect()))
+        .collect();
+    Arc::new(move |map: &LocationMap| {
+        for (database, server) in map.iter() {
+            if !servers.contains(server.as_str()) {
+                return Err(format!("active.{database}: unknown server `{server}`"));
+            }
+            if let Some(copies) = copies.get(database.as_str())
+                && !copies.contains(server.as_str())
+            {
+                return Err(format!(
+                    "active.{database}: `{server}` holds no copy of {database} (copies: {})",
+                    copies.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The TLS acceptor for clients, if `[tls]` is configured.
+pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| tls::server_acceptor(&t.certificate, &t.key).map_err(|e| format!("tls: {e}")))
+        .transpose()
+}
+
+/// The TLS connector towards backends, if `[backend_tls]` is configured.
+pub fn connector(config: &Config) -> Result<Option<TlsConnector>, String> {
+    config
+        .backend_tls
+        .as_ref()
+        .map(|t| {
+            tls::backend_connector(&t.ca_file).map_err(|e| format!("backend_tls.ca_file: {e}"))
+        })
+        .transpose()
+}
+
+/// Loads the directory once, without watching (for `check` and `route`).
+pub fn load_directory(config: &Config) -> Result<directory_file::Users, String> {
+    match &config.directory {
+        DirectoryConfig::File { path } => {
+            directory_file::load(path).map_err(|e| format!("directory.path: {e}"))
+        }
+    }
+}
+
+/// Loads the location map once, without watching (for `check` and `route`).
+pub fn load_locations(config: &Config) -> Result<LocationMap, String> {
+    match &config.location {
+        LocationConfig::File { path } => location_file::load(path, &*location_validator(config))
+            .map_err(|e| format!("location.path: {e}")),
+    }
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_line_length: config.limits.max_line_length,
+        max_literal_size: config.limits.max_literal_size,
+        max_commands_before_auth: config.limits.max_commands_before_auth,
+        max_auth_failures: config.limits.max_auth_failures,
+    }
+}
+
+fn client_tls(tls: ListenerTls) -> ClientTls {
+    match tls {
+        ListenerTls::None => ClientTls::None,
+        ListenerTls::Starttls => ClientTls::StartTls,
+        ListenerTls::Implicit => ClientTls::Implicit,
+    }
+}
+
+fn listener_name(listener: &ListenerConfig) -> String {
+    listener
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}@{}", listener.protocol, listener.address))
+}
+
+/// A running node: what must stay alive while it serves.
+pub struct RunningNode {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _directory: Arc<FileDirectory>,
+    _locations: FileSource,
+    /// The addresses the listeners are bound to, in configuration order.
+    pub bound: Vec<std::net::SocketAddr>,
+}
+
+impl RunningNode {
+    /// Starts everything the configuration describes and binds every listener.
+    pub async fn start(config: &Config) -> Result<RunningNode, String> {
+        let topology = topology(config)?;
+        let acceptor = acceptor(config)?;
+        let connector = connector(config)?;
+        let directory = match &config.directory {
+            DirectoryConfig::File { path } => Arc::new(
+                FileDirectory::start(path, config.reload.interval)
+                    .map_err(|e| format!("directory.path: {e}"))?,
+            ),
+        };
+        let locator = Arc::new(Locator::new());
+        let locations = match &config.location {
+            LocationConfig::File { path } => FileSource::start(
+                path,
+                Arc::clone(&locator),
+                location_validator(config),
+                config.reload.interval,
+            )
+            .map_err(|e| format!("location.path: {e}"))?,
+        };
+        let t = &config.timeouts;
+        let gateway = Arc::new(Gateway::new(
+            Arc::clone(&directory) as Arc<dyn Directory>,
+            locator,
+            topology,
+            connector,
+            AdmissionSettings {
+                auth_failure_delay: t.auth_failure_delay,
+                directory_timeout: t.directory,
+                backend: BackendTimeouts {
+                    connect: t.backend_connect,
+                    login: t.backend_login,
+                },
+            },
+        ));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut bound = Vec::new();
+        for (i, listener) in config.listener.iter().enumerate() {
+            let socket = TcpListener::bind(listener.address).await.map_err(|e| {
+                format!(
+                    "listener[{i}].address: cannot listen on {}: {e}",
+                    listener.address
+                )
+            })?;
+            bound.push(socket.local_addr().unwrap_or(listener.address));
+            let context = Arc::new(ListenerContext {
+                name: listener_name(listener),
+                tls: client_tls(listener.tls),
+                acceptor: acceptor.clone(),
+                pre_auth_idle: t.pre_auth_idle,
+                login: t.login,
+            });
+            let task = match listener.protocol {
+                Protocol::Imap => {
+                    let imap = Arc::new(Imap::new(ImapSettings {
+                        tls: client_tls(listener.tls),
+                        allow_plaintext_auth: listener.allow_plaintext_auth,
+                        limits: limits(config),
+                        greeting: format!("{} ready.", config.node.name),
+                    }));
+                    tokio::spawn(listener::run(
+                        socket,
+                        imap,
+                        Arc::clone(&gateway),
+                        context,
+                        shutdown_rx.clone(),
+                    ))
+                }
+                other => {
+                    return Err(format!(
+                        "listener[{i}].protocol: `{other}` is not supported yet"
+                    ));
+                }
+            };
+            tracing::info!(listener = %listener_name(listener), address = %listener.address, tls = ?listener.tls, "listening");
+            tasks.push(task);
+        }
+        Ok(RunningNode {
+            shutdown,
+            tasks,
+            _directory: directory,
+            _locations: locations,
+            bound,
+        })
+    }
+
+    /// Stops accepting connections.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

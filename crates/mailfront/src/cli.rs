@@ -1,0 +1,282 @@
+//! The command line: `serve`, `check`, `route`, `hash-password`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mailfront_directory::Directory;
+use mailfront_directory::file::FileDirectory;
+use mailfront_location::{LocateError, Locator};
+use mailfront_model::Protocol;
+use mailfront_password::{Scheme, hash_password};
+use mailfront_routing::{Decision, Facts, LocationFailure, Request, route};
+use tracing_subscriber::EnvFilter;
+
+use crate::app;
+use crate::config::{Config, LogFormat};
+
+/// mailfront: a stateless Client Access Server for mail.
+#[derive(Debug, Parser)]
+#[command(name = "mailfront", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and everything it refers to; exit non-zero on error.
+    Check {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Explain where a user would be routed, and why.
+    Route {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The user's address or alias.
+        user: String,
+        /// The protocol to route.
+        #[arg(long, short, default_value = "imap")]
+        protocol: Protocol,
+    },
+    /// Print a password hash for the password read from standard input.
+    HashPassword {
+        /// The scheme: SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2ID, SSHA, SSHA512.
+        #[arg(long, short, default_value = "SHA512-CRYPT")]
+        scheme: Scheme,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config),
+        Command::Route {
+            config,
+            user,
+            protocol,
+        } => route_command(config, &user, protocol),
+        Command::HashPassword { scheme } => hash(scheme),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    init_logging(&config);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let node = match app::RunningNode::start(&config).await {
+            Ok(node) => node,
+            Err(e) => {
+                tracing::error!("{e}");
+                return fail(e);
+            }
+        };
+        tracing::info!(node = %config.node.name, listeners = node.bound.len(), "mailfront ready");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        node.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    let topology = match app::topology(&config) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let mut warnings = config.warnings();
+    let users = match app::load_directory(&config) {
+        Ok(users) => users,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    for address in users.plaintext_passwords() {
+        warnings.push(format!(
+            "directory: {address} has a {{PLAIN}} password; store a hash (mailfront hash-password)"
+        ));
+    }
+    let map = match app::load_locations(&config) {
+        Ok(map) => map,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    if let Err(e) = app::acceptor(&config).and_then(|_| app::connector(&config)) {
+        return fail(format!("{}: {e}", path.display()));
+    }
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!(
+        "{}: OK ({} servers, {} users, {} databases located, {} listeners)",
+        path.display(),
+        topology.servers.len(),
+        users.len(),
+        map.iter().count(),
+        config.listener.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    let loaded = app::topology(&config).and_then(|t| {
+        Ok((
+            t,
+            app::load_directory(&config)?,
+            app::load_locations(&config)?,
+        ))
+    });
+    let (topology, users, map) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let directory = FileDirectory::from_users(users);
+    let principal = match runtime.block_on(directory.lookup(user)) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let locator = Locator::new();
+    locator.publish(map);
+    let active = principal.as_ref().map(|p| locator.locate(&p.database));
+    let facts = match (&principal, &active) {
+        (None, _) => Facts::AuthFailed,
+        (Some(principal), Some(active)) => Facts::Authenticated {
+            principal,
+            active: active.as_ref().map_err(|e| match e {
+                LocateError::Unavailable => LocationFailure::Unavailable,
+                LocateError::UnknownDatabase => LocationFailure::UnknownDatabase,
+            }),
+        },
+        (Some(_), None) => Facts::DirectoryUnavailable,
+    };
+    let decision = route(&topology, &Request::protocol(protocol), facts);
+    let mut out = std::io::stdout().lock();
+    let _ = match &principal {
+        Some(p) => writeln!(
+            out,
+            "user:     {} (database {}, version {})",
+            p.address, p.database, p.version
+        ),
+        None => writeln!(out, "user:     {user} (not in the directory)"),
+    };
+    let _ = writeln!(out, "protocol: {protocol}");
+    let _ = match &decision {
+        Decision::Proxy { server, .. } => {
+            let endpoint = topology
+                .server(server)
+                .and_then(|s| s.endpoints.for_protocol(protocol))
+                .map(|e| format!(" ({}:{})", e.host, e.port))
+                .unwrap_or_default();
+            writeln!(out, "decision: proxy to {server}{endpoint}")
+        }
+        Decision::Redirect { location, .. } => writeln!(out, "decision: redirect to {location}"),
+        Decision::Reject { kind, .. } => writeln!(
+            out,
+            "decision: reject ({})",
+            if kind.is_temporary() {
+                "temporary"
+            } else {
+                "permanent"
+            }
+        ),
+    };
+    let _ = writeln!(out, "reason:   {}", decision.reason());
+    ExitCode::SUCCESS
+}
+
+fn hash(scheme: Scheme) -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    if let Err(e) = stdin.lock().read_line(&mut line) {
+        return fail(format!("cannot read the password: {e}"));
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return fail("empty password");
+    }
+    match hash_password(scheme, password.as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

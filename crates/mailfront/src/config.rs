@@ -1,0 +1,721 @@
+//! The configuration file: one typed tree, validated at load. Every error names its key.
+//!
+//! Relative paths in the file are resolved against the file's own directory, so a
+//! configuration and its companions (users, location map, certificates) travel together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mailfront_model::{BackendTls, Protocol, SaslMechanism, Secret, Version};
+use serde::Deserialize;
+
+/// A configuration that cannot be used. The message starts with the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// What is wrong, starting with the key (`server[1].imap.port: …`).
+    pub message: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    pub node: NodeConfig,
+    /// Sites. Optional: when absent, every site named by the node or a server exists implicitly.
+    #[serde(default)]
+    pub site: Vec<SiteConfig>,
+    /// Mailbox servers.
+    pub server: Vec<ServerConfig>,
+    /// Mailbox databases and the servers holding their copies (optional; checks the location map).
+    #[serde(default)]
+    pub database: Vec<DatabaseConfig>,
+    /// Where users come from.
+    pub directory: DirectoryConfig,
+    /// Where database locations come from.
+    pub location: LocationConfig,
+    /// The certificate clients see.
+    pub tls: Option<TlsConfig>,
+    /// Trust towards backends that use TLS.
+    pub backend_tls: Option<BackendTlsConfig>,
+    /// Listeners.
+    pub listener: Vec<ListenerConfig>,
+    /// Pre-login bounds.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Time limits.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// How often watched files are checked for changes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[node]`: this mailfront.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Name (logs, health pages).
+    pub name: String,
+    /// Site the node is in.
+    pub site: String,
+    /// Mailbox version this node serves natively.
+    pub version: Version,
+}
+
+/// `[[site]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Name.
+    pub name: String,
+    /// HTTP service name → the URL clients use in this site.
+    #[serde(default)]
+    pub external_urls: BTreeMap<String, String>,
+    /// Other site → cost of reaching it (lower is nearer).
+    #[serde(default)]
+    pub costs: BTreeMap<String, u32>,
+}
+
+/// TLS towards one backend endpoint.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointTls {
+    /// Plain TCP.
+    #[default]
+    None,
+    /// STARTTLS before login.
+    Starttls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+impl From<EndpointTls> for BackendTls {
+    fn from(tls: EndpointTls) -> Self {
+        match tls {
+            EndpointTls::None => BackendTls::None,
+            EndpointTls::Starttls => BackendTls::StartTls,
+            EndpointTls::Implicit => BackendTls::Implicit,
+        }
+    }
+}
+
+/// One protocol endpoint of a server, e.g. `imap = { port = 143 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// TCP port.
+    pub port: u16,
+    /// Host, if different from the server's.
+    pub host: Option<String>,
+    /// TLS towards the endpoint.
+    #[serde(default)]
+    pub tls: EndpointTls,
+}
+
+/// How to log in on a user's behalf.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginMethodConfig {
+    /// With a master user.
+    Master,
+    /// With the user's own credentials.
+    Passthrough,
+}
+
+/// The mechanism of the backend login.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MechanismConfig {
+    /// SASL PLAIN (`AUTHENTICATE PLAIN`; authzid carries the user for a master login).
+    #[default]
+    Plain,
+    /// The protocol's plain login command (`LOGIN "user*master" password` for a master login).
+    Login,
+}
+
+/// `[server.login]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// `master` or `passthrough`.
+    pub method: LoginMethodConfig,
+    /// `plain` (default) or `login`.
+    #[serde(default)]
+    pub mechanism: MechanismConfig,
+    /// The master user's name (method `master`).
+    pub master_user: Option<String>,
+    /// The master user's password, inline (method `master`).
+    pub master_password: Option<String>,
+    /// A file holding the master user's password (method `master`); preferred over inline.
+    pub master_password_file: Option<PathBuf>,
+    /// Separator between user and master name for mechanism `login` (default `*`).
+    #[serde(default = "default_separator")]
+    pub separator: String,
+}
+
+fn default_separator() -> String {
+    "*".to_owned()
+}
+
+/// `[[server]]`: a mailbox server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Name (as the location map names it).
+    pub name: String,
+    /// Site.
+    pub site: String,
+    /// Mailbox version it runs.
+    pub version: Version,
+    /// Host name or address.
+    pub host: String,
+    /// IMAP endpoint.
+    pub imap: Option<EndpointConfig>,
+    /// POP3 endpoint.
+    pub pop3: Option<EndpointConfig>,
+    /// Submission endpoint.
+    pub submission: Option<EndpointConfig>,
+    /// Delivery (LMTP/SMTP) endpoint.
+    pub delivery: Option<EndpointConfig>,
+    /// Base URL of its HTTP services.
+    pub http: Option<String>,
+    /// SIP URI of its voice-mail service.
+    pub sip: Option<String>,
+    /// How to log in on a user's behalf.
+    pub login: LoginConfig,
+}
+
+/// `[[database]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Name.
+    pub name: String,
+    /// Servers holding a copy (the active one must be among them).
+    pub copies: Vec<String>,
+}
+
+/// `[directory]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DirectoryConfig {
+    /// The embedded file directory.
+    File {
+        /// The users file.
+        path: PathBuf,
+    },
+}
+
+/// `[location]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LocationConfig {
+    /// The embedded location map.
+    File {
+        /// The map file.
+        path: PathBuf,
+    },
+}
+
+/// `[tls]`: the certificate clients see.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub certificate: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// `[backend_tls]`: trust towards backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// CA certificates (PEM) that backend certificates must chain to.
+    pub ca_file: PathBuf,
+}
+
+/// TLS offered on a listener.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    /// No TLS.
+    None,
+    /// STARTTLS offered (the default).
+    #[default]
+    Starttls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name for logs (default: protocol and address).
+    pub name: Option<String>,
+    /// Protocol served.
+    pub protocol: Protocol,
+    /// Address to listen on.
+    pub address: SocketAddr,
+    /// TLS offered.
+    #[serde(default)]
+    pub tls: ListenerTls,
+    /// Accept passwords on a connection without TLS (off by default).
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+}
+
+/// `[limits]`: bounds on pre-login input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest command line in bytes.
+    pub max_line_length: usize,
+    /// Largest literal or SASL response in bytes.
+    pub max_literal_size: u32,
+    /// Commands accepted before login.
+    pub max_commands_before_auth: u32,
+    /// Failed logins before the connection is closed.
+    pub max_auth_failures: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = mailfront_protocol::Limits::default();
+        Self {
+            max_line_length: d.max_line_length,
+            max_literal_size: d.max_literal_size,
+            max_commands_before_auth: d.max_commands_before_auth,
+            max_auth_failures: d.max_auth_failures,
+        }
+    }
+}
+
+/// `[timeouts]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Longest client silence before login.
+    #[serde(with = "humantime_serde")]
+    pub pre_auth_idle: Duration,
+    /// Longest time from connect to a completed login.
+    #[serde(with = "humantime_serde")]
+    pub login: Duration,
+    /// Time every refused login takes.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
+    /// Longest directory answer.
+    #[serde(with = "humantime_serde")]
+    pub directory: Duration,
+    /// Longest backend TCP connect (and TLS handshake).
+    #[serde(with = "humantime_serde")]
+    pub backend_connect: Duration,
+    /// Longest backend login dialogue.
+    #[serde(with = "humantime_serde")]
+    pub backend_login: Duration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            pre_auth_idle: Duration::from_secs(60),
+            login: Duration::from_secs(120),
+            auth_failure_delay: Duration::from_secs(2),
+            directory: Duration::from_secs(5),
+            backend_connect: Duration::from_secs(5),
+            backend_login: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[reload]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// How often the directory and location files are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `key=value` text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `mailfront=debug`, …); `RUST_LOG` overrides it.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The protocols mailfront can serve on a listener today.
+pub const SERVED_PROTOCOLS: &[Protocol] = &[Protocol::Imap];
+
+impl Config {
+    /// Reads, parses and validates a configuration file. Relative paths inside are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let error = |message: String| ConfigError {
+            file: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let mut config = Config::parse(&text).map_err(error)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate().map_err(error)?;
+        Ok(config)
+    }
+
+    /// Parses the text of a configuration (no validation, no path resolution).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let deserializer = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_owned();
+            let location = inner
+                .span()
+                .map(|span| {
+                    let line = text
+                        .get(..span.start)
+                        .map_or(0, |t| t.lines().count().max(1));
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            if path == "." {
+                format!("{message}{location}")
+            } else {
+                format!("{path}: {message}{location}")
+            }
+        })
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.directory {
+            DirectoryConfig::File { path } => resolve(path),
+        }
+        match &mut self.location {
+            LocationConfig::File { path } => resolve(path),
+        }
+        if let Some(tls) = &mut self.tls {
+            resolve(&mut tls.certificate);
+            resolve(&mut tls.key);
+        }
+        if let Some(backend_tls) = &mut self.backend_tls {
+            resolve(&mut backend_tls.ca_file);
+        }
+        for server in &mut self.server {
+            if let Some(file) = &mut server.login.master_password_file {
+                resolve(file);
+            }
+        }
+    }
+
+    /// Checks everything that the types alone do not. The message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let nonempty = |key: &str, value: &str| {
+            if value.trim().is_empty() {
+                Err(format!("{key}: must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("node.name", &self.node.name)?;
+        nonempty("node.site", &self.node.site)?;
+
+        let mut sites = BTreeSet::new();
+        for (i, site) in self.site.iter().enumerate() {
+            nonempty(&format!("site[{i}].name"), &site.name)?;
+            if !sites.insert(site.name.as_str()) {
+                return Err(format!(
+                    "site[{i}].name: site `{}` is defined twice",
+                    site.name
+                ));
+            }
+        }
+        let explicit_sites = !self.site.is_empty();
+        let check_site = |key: String, site: &str| {
+            if explicit_sites && !sites.contains(site) {
+                Err(format!(
+                    "{key}: unknown site `{site}` (define it in a [[site]] table)"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        check_site("node.site".into(), &self.node.site)?;
+        for (i, site) in self.site.iter().enumerate() {
+            for (service, url) in &site.external_urls {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(format!(
+                        "site[{i}].external_urls.{service}: `{url}` is not an http(s) URL"
+                    ));
+                }
+            }
+            for other in site.costs.keys() {
+                check_site(format!("site[{i}].costs.{other}"), other)?;
+            }
+        }
+
+        if self.server.is_empty() {
+            return Err("server: at least one [[server]] is required".into());
+        }
+        let mut servers = BTreeSet::new();
+        for (i, server) in self.server.iter().enumerate() {
+            let key = format!("server[{i}]");
+            nonempty(&format!("{key}.name"), &server.name)?;
+            if !servers.insert(server.name.as_str()) {
+                return Err(format!(
+                    "{key}.name: server `{}` is defined twice",
+                    server.name
+                ));
+            }
+            nonempty(&format!("{key}.site"), &server.site)?;
+            check_site(format!("{key}.site"), &server.site)?;
+            nonempty(&format!("{key}.host"), &server.host)?;
+            let endpoints = [
+                ("imap", &server.imap),
+                ("pop3", &server.pop3),
+                ("submission", &server.submission),
+                ("delivery", &server.delivery),
+            ];
+            for (name, endpoint) in endpoints {
+                if let Some(endpoint) = endpoint {
+                    if endpoint.port == 0 {
+                        return Err(format!("{key}.{name}.port: must not be 0"));
+                    }
+                    if endpoint.tls != EndpointTls::None && self.backend_tls.is_none() {
+                        return Err(format!(
+                            "{key}.{name}.tls: TLS to a backend needs [backend_tls] ca_file"
+                        ));
+                    }
+                }
+            }
+            if endpoints.iter().all(|(_, e)| e.is_none())
+                && server.http.is_none()
+                && server.sip.is_none()
+            {
+                return Err(format!(
+                    "{key}: no endpoint (imap, pop3, submission, delivery, http or sip)"
+                ));
+            }
+            let login = &server.login;
+            if login.method == LoginMethodConfig::Master {
+                match &login.master_user {
+                    Some(user) if !user.trim().is_empty() => {}
+                    _ => {
+                        return Err(format!(
+                            "{key}.login.master_user: required for method = \"master\""
+                        ));
+                    }
+                }
+                match (&login.master_password, &login.master_password_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(format!(
+                            "{key}.login.master_password: give either master_password or master_password_file, not both"
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(format!(
+                            "{key}.login.master_password_file: required for method = \"master\" (or master_password)"
+                        ));
+                    }
+                    _ => {}
+                }
+                if login.separator.is_empty() {
+                    return Err(format!("{key}.login.separator: must not be empty"));
+                }
+            }
+        }
+
+        let mut databases = BTreeSet::new();
+        for (i, database) in self.database.iter().enumerate() {
+            nonempty(&format!("database[{i}].name"), &database.name)?;
+            if !databases.insert(database.name.as_str()) {
+                return Err(format!(
+                    "database[{i}].name: database `{}` is defined twice",
+                    database.name
+                ));
+            }
+            for (j, copy) in database.copies.iter().enumerate() {
+                if !servers.contains(copy.as_str()) {
+                    return Err(format!(
+                        "database[{i}].copies[{j}]: unknown server `{copy}`"
+                    ));
+                }
+            }
+        }
+
+        if self.listener.is_empty() {
+            return Err("listener: at least one [[listener]] is required".into());
+        }
+        let mut addresses = BTreeSet::new();
+        for (i, listener) in self.listener.iter().enumerate() {
+            let key = format!("listener[{i}]");
+            if !SERVED_PROTOCOLS.contains(&listener.protocol) {
+                return Err(format!(
+                    "{key}.protocol: `{}` listeners are not supported yet",
+                    listener.protocol
+                ));
+            }
+            if !addresses.insert(listener.address) {
+                return Err(format!(
+                    "{key}.address: {} is used by another listener",
+                    listener.address
+                ));
+            }
+            if listener.tls != ListenerTls::None && self.tls.is_none() {
+                return Err(format!("{key}.tls: needs a certificate in [tls]"));
+            }
+            let has_endpoint = self.server.iter().any(|s| match listener.protocol {
+                Protocol::Imap => s.imap.is_some(),
+                Protocol::Pop3 => s.pop3.is_some(),
+                Protocol::Submission => s.submission.is_some(),
+                Protocol::Smtp => s.delivery.is_some(),
+                Protocol::Http => s.http.is_some(),
+                Protocol::Sip => s.sip.is_some(),
+            });
+            if !has_endpoint {
+                return Err(format!(
+                    "{key}.protocol: no server has a {} endpoint",
+                    listener.protocol
+                ));
+            }
+        }
+
+        let limits = &self.limits;
+        if limits.max_line_length < 512 {
+            return Err("limits.max_line_length: must be at least 512".into());
+        }
+        if limits.max_literal_size == 0 {
+            return Err("limits.max_literal_size: must be at least 1".into());
+        }
+        if limits.max_commands_before_auth == 0 {
+            return Err("limits.max_commands_before_auth: must be at least 1".into());
+        }
+        if limits.max_auth_failures == 0 {
+            return Err("limits.max_auth_failures: must be at least 1".into());
+        }
+        let t = &self.timeouts;
+        for (key, value) in [
+            ("timeouts.pre_auth_idle", t.pre_auth_idle),
+            ("timeouts.login", t.login),
+            ("timeouts.directory", t.directory),
+            ("timeouts.backend_connect", t.backend_connect),
+            ("timeouts.backend_login", t.backend_login),
+            ("reload.interval", self.reload.interval),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key}: must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Warnings about a valid configuration that an operator should know about.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, listener) in self.listener.iter().enumerate() {
+            let loopback = listener.address.ip().is_loopback();
+            if listener.allow_plaintext_auth && !loopback && listener.tls != ListenerTls::Implicit {
+                warnings.push(format!(
+                    "listener[{i}].allow_plaintext_auth: passwords may cross the network in clear text on {}",
+                    listener.address
+                ));
+            }
+        }
+        for (i, server) in self.server.iter().enumerate() {
+            if server.login.master_password.is_some() {
+                warnings.push(format!(
+                    "server[{i}].login.master_password: prefer master_password_file, so the secret is not in the configuration"
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// Reads the master password of server `index` (inline or from its file).
+    pub fn master_password(&self, index: usize) -> Result<Option<Secret<String>>, String> {
+        let Some(server) = self.server.get(index) else {
+            return Ok(None);
+        };
+        let login = &server.login;
+        if let Some(password) = &login.master_password {
+            return Ok(Some(Secret::new(password.clone())));
+        }
+        match &login.master_password_file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    format!(
+                        "server[{index}].login.master_password_file: cannot read {}: {e}",
+                        file.display()
+                    )
+                })?;
+                let password = text.trim_end_matches(['\r', '\n']).to_owned();
+                if password.is_empty() {
+                    return Err(format!(
+                        "server[{index}].login.master_password_file: {} is empty",
+                        file.display()
+                    ));
+                }
+                Ok(Some(Secret::new(password)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl From<MechanismConfig> for SaslMechanism {
+    fn from(mechanism: MechanismConfig) -> Self {
+        match mechanism {
+            MechanismConfig::Plain => SaslMechanism::Plain,
+            MechanismConfig::Login => SaslMechanism::Login,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

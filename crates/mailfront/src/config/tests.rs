@@ -1,0 +1,230 @@
+//! Configuration parsing and validation: every error names its key.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[node]
+name = "cas1"
+site = "west"
+version = "15.1"
+
+[[server]]
+name = "mbx1"
+site = "west"
+version = "15.1"
+host = "127.0.0.1"
+imap = { port = 10143 }
+[server.login]
+method = "master"
+master_user = "casmaster"
+master_password_file = "secrets/master.pw"
+
+[directory]
+backend = "file"
+path = "users.toml"
+
+[location]
+backend = "file"
+path = "locations.toml"
+
+[tls]
+certificate = "tls/cert.pem"
+key = "tls/key.pem"
+
+[[listener]]
+protocol = "imap"
+address = "127.0.0.1:1143"
+"#;
+
+#[test]
+fn minimal_config_has_sane_defaults() {
+    let config = Config::parse(MINIMAL).unwrap();
+    config.validate().unwrap();
+    let listener = &config.listener[0];
+    assert_eq!(listener.tls, ListenerTls::Starttls);
+    assert!(!listener.allow_plaintext_auth);
+    assert_eq!(config.timeouts.auth_failure_delay, Duration::from_secs(2));
+    assert_eq!(config.timeouts.pre_auth_idle, Duration::from_secs(60));
+    assert_eq!(config.limits.max_line_length, 8192);
+    assert_eq!(config.server[0].login.separator, "*");
+    assert_eq!(config.server[0].login.mechanism, MechanismConfig::Plain);
+    assert!(config.warnings().is_empty());
+}
+
+#[test]
+fn relative_paths_follow_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailfront.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let config = Config::load(&path).unwrap();
+    let DirectoryConfig::File { path: users } = &config.directory;
+    assert_eq!(users, &dir.path().join("users.toml"));
+    assert_eq!(
+        config.server[0].login.master_password_file.as_deref(),
+        Some(dir.path().join("secrets/master.pw").as_path())
+    );
+    assert_eq!(config.tls.unwrap().key, dir.path().join("tls/key.pem"));
+}
+
+/// Each row: a change to the minimal configuration, and the key its error must start with.
+#[test]
+fn errors_name_the_key() {
+    let rows: &[(&str, &str, &str)] = &[
+        (
+            "version = \"15.1\"\n\n[[server]]",
+            "version = \"fifteen\"\n\n[[server]]",
+            "node.version",
+        ),
+        ("port = 10143", "port = 99999", "server[0].imap.port"),
+        ("port = 10143", "port = 0", "server[0].imap.port"),
+        (
+            "imap = { port = 10143 }",
+            "imap = { port = 10143, tls = \"sometimes\" }",
+            "server[0].imap.tls",
+        ),
+        (
+            "imap = { port = 10143 }",
+            "imap = { port = 10143, tls = \"implicit\" }",
+            "server[0].imap.tls",
+        ),
+        ("imap = { port = 10143 }", "", "server[0]"),
+        (
+            "method = \"master\"",
+            "method = \"magic\"",
+            "server[0].login.method",
+        ),
+        (
+            "master_user = \"casmaster\"\n",
+            "",
+            "server[0].login.master_user",
+        ),
+        (
+            "master_password_file = \"secrets/master.pw\"\n",
+            "",
+            "server[0].login.master_password_file",
+        ),
+        (
+            "master_password_file = \"secrets/master.pw\"\n",
+            "master_password_file = \"a\"\nmaster_password = \"b\"\n",
+            "server[0].login.master_password",
+        ),
+        (
+            "backend = \"file\"\npath = \"users.toml\"",
+            "backend = \"ldap\"\npath = \"users.toml\"",
+            "directory",
+        ),
+        (
+            "address = \"127.0.0.1:1143\"",
+            "address = \"localhost\"",
+            "listener[0].address",
+        ),
+        (
+            "protocol = \"imap\"",
+            "protocol = \"gopher\"",
+            "listener[0].protocol",
+        ),
+        (
+            "protocol = \"imap\"",
+            "protocol = \"pop3\"",
+            "listener[0].protocol",
+        ),
+        (
+            "[tls]\ncertificate = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\n",
+            "",
+            "listener[0].tls",
+        ),
+        (
+            "name = \"cas1\"",
+            "name = \"cas1\"\ncolour = \"blue\"",
+            "node",
+        ),
+        (
+            "name = \"mbx1\"\nsite = \"west\"",
+            "name = \"mbx1\"\nsite = \"\"",
+            "server[0].site",
+        ),
+    ];
+    for (from, to, key) in rows {
+        assert!(
+            MINIMAL.contains(from),
+            "row for {key}: `{from}` is not in the minimal config"
+        );
+        let text = MINIMAL.replacen(from, to, 1);
+        let error = match Config::parse(&text) {
+            Err(e) => e,
+            Ok(config) => config
+                .validate()
+                .expect_err(&format!("row for {key} should fail")),
+        };
+        assert!(
+            error.starts_with(key),
+            "expected an error starting with `{key}`, got `{error}`"
+        );
+    }
+}
+
+#[test]
+fn cross_references_are_checked() {
+    let extra = |more: &str| format!("{MINIMAL}\n{more}");
+    let cases = [
+        ("[[site]]\nname = \"east\"\n", "node.site"),
+        (
+            "[[database]]\nname = \"DB01\"\ncopies = [\"mbx9\"]\n",
+            "database[0].copies[0]",
+        ),
+        (
+            "[[server]]\nname = \"mbx1\"\nsite = \"west\"\nversion = \"15\"\nhost = \"h\"\nimap = { port = 1 }\n[server.login]\nmethod = \"passthrough\"\n",
+            "server[1].name",
+        ),
+        (
+            "[[listener]]\nprotocol = \"imap\"\naddress = \"127.0.0.1:1143\"\n",
+            "listener[1].address",
+        ),
+        ("[limits]\nmax_line_length = 10\n", "limits.max_line_length"),
+        ("[timeouts]\nlogin = \"0s\"\n", "timeouts.login"),
+        ("[timeouts]\nlogin = \"soon\"\n", "timeouts.login"),
+    ];
+    for (more, key) in cases {
+        let error = match Config::parse(&extra(more)) {
+            Err(e) => e,
+            Ok(config) => config.validate().expect_err(key),
+        };
+        assert!(error.starts_with(key), "expected `{key}`, got `{error}`");
+    }
+}
+
+#[test]
+fn warnings_for_risky_settings() {
+    let text = MINIMAL
+        .replace(
+            "address = \"127.0.0.1:1143\"",
+            "address = \"0.0.0.0:143\"\nallow_plaintext_auth = true",
+        )
+        .replace(
+            "master_password_file = \"secrets/master.pw\"",
+            "master_password = \"pw\"",
+        );
+    let config = Config::parse(&text).unwrap();
+    config.validate().unwrap();
+    let warnings = config.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("listener[0].allow_plaintext_auth")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("server[0].login.master_password")),
+        "{warnings:?}"
+    );
+    // The inline password never appears in a warning.
+    assert!(warnings.iter().all(|w| !w.contains("\"pw\"")));
+}
+
+#[test]
+fn parse_errors_give_a_line() {
+    let error = Config::parse("[node]\nname = \n").unwrap_err();
+    assert!(error.contains("line"), "{error}");
+}

@@ -1,0 +1,258 @@
+//! Admission: from credentials to a logged-in backend session, or a refusal.
+//!
+//! This is the middle of DESIGN.md's flow — auth, locate, route, backend connect and login —
+//! shared by every protocol. It never sees the client's socket; it is given credentials and
+//! answers with an [`Admitted`] session or a [`Refused`] with the [`AuthFailure`] the protocol
+//! front end turns into its own reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use mailfront_directory::{AuthError, Directory};
+use mailfront_location::{LocateError, Locator};
+use mailfront_model::{DatabaseName, Principal, ServerName};
+use mailfront_protocol::{AuthFailure, BackendAuth, ClientInfo, Credentials};
+use mailfront_routing::{
+    Decision, Facts, LocationFailure, LoginMethod, RejectKind, Request, Topology, route,
+};
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use crate::LineProtocol;
+use crate::backend::{self, BackendSession, BackendTimeouts};
+
+/// Time limits and delays of admission.
+#[derive(Clone, Copy, Debug)]
+pub struct AdmissionSettings {
+    /// How long every refused login takes, measured from the start of the attempt (so that
+    /// unknown users, wrong passwords and fast or slow hashes all look the same from outside).
+    pub auth_failure_delay: Duration,
+    /// How long the directory may take to answer.
+    pub directory_timeout: Duration,
+    /// Backend connect and login limits.
+    pub backend: BackendTimeouts,
+}
+
+/// A session that passed admission: the user, where they went, and the logged-in backend.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The user.
+    pub principal: Principal,
+    /// The server hosting the active copy of the user's database.
+    pub server: ServerName,
+    /// The user's database.
+    pub database: DatabaseName,
+    /// The backend session, logged in.
+    pub backend: BackendSession,
+}
+
+/// A refusal: what the client is told, and why (for the log only).
+#[derive(Debug)]
+pub struct Refused {
+    /// What the client is told.
+    pub failure: AuthFailure,
+    /// Why, for the log. Never contains a password.
+    pub reason: String,
+    /// The user, if the directory knew them.
+    pub user: Option<String>,
+}
+
+/// Everything admission consults. One per node, shared by all sessions.
+pub struct Gateway {
+    directory: Arc<dyn Directory>,
+    locator: Arc<Locator>,
+    topology: ArcSwap<Topology>,
+    backend_tls: Option<TlsConnector>,
+    settings: AdmissionSettings,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway. `backend_tls` is required if any endpoint uses TLS.
+    pub fn new(
+        directory: Arc<dyn Directory>,
+        locator: Arc<Locator>,
+        topology: Topology,
+        backend_tls: Option<TlsConnector>,
+        settings: AdmissionSettings,
+    ) -> Self {
+        Self {
+            directory,
+            locator,
+            topology: ArcSwap::from_pointee(topology),
+            backend_tls,
+            settings,
+        }
+    }
+
+    /// The locator (for failover subscriptions and status).
+    pub fn locator(&self) -> &Arc<Locator> {
+        &self.locator
+    }
+
+    /// The topology in force.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load_full()
+    }
+
+    /// Checks the credentials, locates and routes the user, and logs in to their backend.
+    pub async fn admit<P: LineProtocol>(
+        &self,
+        protocol: &P,
+        credentials: Credentials,
+        client: &ClientInfo,
+    ) -> Result<Admitted, Refused> {
+        let started = Instant::now();
+        let result = self.try_admit(protocol, credentials, client).await;
+        if let Err(refused) = &result
+            && refused.failure != AuthFailure::Temporary
+        {
+            // Every refusal of credentials takes the same time from the start of the attempt.
+            tokio::time::sleep_until(started + self.settings.auth_failure_delay).await;
+        }
+        result
+    }
+
+    async fn try_admit<P: LineProtocol>(
+        &self,
+        protocol: &P,
+        credentials: Credentials,
+        client: &ClientInfo,
+    ) -> Result<Admitted, Refused> {
+        let refused = |failure, reason: String, user: Option<&str>| Refused {
+            failure,
+            reason,
+            user: user.map(str::to_owned),
+        };
+        let authenticated = tokio::time::timeout(
+            self.settings.directory_timeout,
+            self.directory
+                .authenticate(&credentials.authcid, &credentials.password),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(AuthError::Unavailable(format!(
+                "no answer within {:?}",
+                self.settings.directory_timeout
+            )))
+        });
+        let principal = match authenticated {
+            Ok(principal) => principal,
+            Err(AuthError::InvalidCredentials) => {
+                return Err(refused(
+                    AuthFailure::BadCredentials,
+                    "unknown user or wrong password".into(),
+                    None,
+                ));
+            }
+            Err(AuthError::Unavailable(why)) => {
+                return Err(refused(
+                    AuthFailure::Temporary,
+                    format!("directory unavailable: {why}"),
+                    None,
+                ));
+            }
+        };
+        let user = Some(principal.address.as_str());
+        if let Some(authzid) = &credentials.authzid
+            && !principal.answers_to(authzid)
+        {
+            return Err(refused(
+                AuthFailure::AuthzidRefused,
+                "authorization identity is another user".into(),
+                user,
+            ));
+        }
+
+        let active = self.locator.locate(&principal.database);
+        let active_ref = active.as_ref().map_err(|e| match e {
+            LocateError::Unavailable => LocationFailure::Unavailable,
+            LocateError::UnknownDatabase => LocationFailure::UnknownDatabase,
+        });
+        let topology = self.topology.load();
+        let decision = route(
+            &topology,
+            &Request::protocol(P::PROTOCOL),
+            Facts::Authenticated {
+                principal: &principal,
+                active: active_ref,
+            },
+        );
+        let server_name = match decision {
+            Decision::Proxy { server, .. } => server,
+            Decision::Reject { kind, reason } => {
+                let failure = match kind {
+                    RejectKind::AuthFailed => AuthFailure::BadCredentials,
+                    RejectKind::ProtocolDisabled => AuthFailure::ProtocolDisabled,
+                    RejectKind::Temporary => AuthFailure::Temporary,
+                };
+                return Err(refused(failure, reason.to_string(), user));
+            }
+            Decision::Redirect { reason, .. } => {
+                // Line protocols are never redirected by the rules; refuse rather than guess.
+                return Err(refused(
+                    AuthFailure::Temporary,
+                    format!("unexpected redirect for {}: {reason}", P::PROTOCOL),
+                    user,
+                ));
+            }
+        };
+        let Some(server) = topology.server(&server_name) else {
+            return Err(refused(
+                AuthFailure::Temporary,
+                format!("unknown server {server_name}"),
+                user,
+            ));
+        };
+        let Some(endpoint) = server.endpoints.for_protocol(P::PROTOCOL) else {
+            return Err(refused(
+                AuthFailure::Temporary,
+                format!("server {server_name} has no {} endpoint", P::PROTOCOL),
+                user,
+            ));
+        };
+        let auth = match &server.login {
+            LoginMethod::Master { master, mechanism } => BackendAuth::Master {
+                user: principal.address.clone(),
+                master: master.user.clone(),
+                password: master.password.clone(),
+                separator: master.separator.clone(),
+                mechanism: *mechanism,
+            },
+            LoginMethod::PassThrough { mechanism } => BackendAuth::PassThrough {
+                user: principal.address.clone(),
+                password: credentials.password,
+                mechanism: *mechanism,
+            },
+        };
+        let login = protocol.backend_login(auth, endpoint.tls, client.clone());
+        match backend::open(
+            endpoint,
+            self.backend_tls.as_ref(),
+            login,
+            self.settings.backend,
+        )
+        .await
+        {
+            Ok(backend) => Ok(Admitted {
+                database: principal.database.clone(),
+                principal,
+                server: server_name,
+                backend,
+            }),
+            Err(error) => Err(refused(
+                AuthFailure::Temporary,
+                format!("backend {server_name}: {error}"),
+                user,
+            )),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The one session driver for every line protocol (house rule 1).
+//!
+//! It owns the client's socket and carries out what the protocol's sans-I/O front end asks:
+//! send, read (within the idle and login time limits), start TLS, authenticate (through the
+//! [`Gateway`]), and finally relay. It also writes the session log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailfront_protocol::{Action, AuthResult, ClientInfo, ClientTls, FrontEnd};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::admission::{Admitted, Gateway};
+use crate::relay::{Relay, RelayEnd};
+use crate::{LineProtocol, Stream};
+
+/// Per-listener settings of the driver.
+#[derive(Clone)]
+pub struct ListenerContext {
+    /// The listener's name (logs).
+    pub name: String,
+    /// TLS offered on this listener.
+    pub tls: ClientTls,
+    /// The TLS acceptor, required for `StartTls` and `Implicit`.
+    pub acceptor: Option<TlsAcceptor>,
+    /// Longest silence from the client before login (`timeouts.pre_auth_idle`).
+    pub pre_auth_idle: Duration,
+    /// Longest time from connect to a completed login (`timeouts.login`).
+    pub login: Duration,
+}
+
+impl std::fmt::Debug for ListenerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerContext")
+            .field("name", &self.name)
+            .field("tls", &self.tls)
+            .field("pre_auth_idle", &self.pre_auth_idle)
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new random session id (16 hex digits): unique enough to find one session in the logs.
+fn session_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// How the pre-login phase ended.
+enum PreAuth {
+    Proxy {
+        client: Stream,
+        admitted: Box<Admitted>,
+        pending: Vec<u8>,
+    },
+    Closed {
+        result: &'static str,
+        user: Option<String>,
+    },
+}
+
+/// Serves one client connection from accept to close.
+pub async fn serve<P: LineProtocol>(
+    protocol: Arc<P>,
+    gateway: Arc<Gateway>,
+    listener: Arc<ListenerContext>,
+    tcp: TcpStream,
+    client_addr: SocketAddr,
+) {
+    let started = Instant::now();
+    let id = session_id();
+    let local = tcp.local_addr().unwrap_or(client_addr);
+    let span =
+        tracing::info_span!("session", id = %id, protocol = %P::PROTOCOL, client = %client_addr);
+    let info = ClientInfo {
+        client: client_addr,
+        local,
+        session_id: id.clone(),
+    };
+    async move {
+        let pre_auth = pre_auth(
+            &*protocol,
+            &gateway,
+            &listener,
+            Stream::Plain(tcp),
+            &info,
+            started,
+        )
+        .await;
+        let PreAuth::Proxy {
+            mut client,
+            admitted,
+            pending,
+        } = pre_auth
+        else {
+            if let PreAuth::Closed { result, user } = pre_auth {
+                tracing::info!(
+                    session = %id,
+                    client = %client_addr,
+                    protocol = %P::PROTOCOL,
+                    user = %user.as_deref().unwrap_or("-"),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    result = %result,
+                    "session ended before login"
+                );
+            }
+            return;
+        };
+        let Admitted {
+            principal,
+            server,
+            database,
+            backend,
+        } = *admitted;
+        let mut backend_stream = backend.stream;
+        let mut relay = Relay::new();
+        let mut extra_in = 0u64;
+        let mut extra_out = 0u64;
+        let prelude = async {
+            if !backend.leftover.is_empty() {
+                client.write_all(&backend.leftover).await?;
+                extra_out = backend.leftover.len() as u64;
+            }
+            if !pending.is_empty() {
+                backend_stream.write_all(&pending).await?;
+                extra_in = pending.len() as u64;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let result = match prelude.await {
+            Err(_) => "io-error",
+            Ok(()) => {
+                let end = relay
+                    .run(&mut client, &mut backend_stream, std::future::pending())
+                    .await;
+                if let RelayEnd::ClientError(e) | RelayEnd::BackendError(e) = &end {
+                    tracing::debug!(error = %e, "relay ended with an error");
+                }
+                end.as_str()
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), backend_stream.shutdown()).await;
+        tracing::info!(
+            session = %id,
+            client = %client_addr,
+            protocol = %P::PROTOCOL,
+            user = %principal.address,
+            database = %database,
+            backend = %server,
+            bytes_in = relay.client_to_backend() + extra_in,
+            bytes_out = relay.backend_to_client() + extra_out,
+            duration_ms = started.elapsed().as_millis() as u64,
+            result = %result,
+            "session ended"
+        );
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn pre_auth<P: LineProtocol>(
+    protocol: &P,
+    gateway: &Gateway,
+    listener: &ListenerContext,
+    mut client: Stream,
+    info: &ClientInfo,
+    started: Instant,
+) -> PreAuth {
+    let login_deadline = started + listener.login;
+    let mut user: Option<String> = None;
+    let closed = |result, user: Option<String>| PreAuth::Closed { result, user };
+
+    if listener.tls == ClientTls::Implicit {
+        let Some(acceptor) = &listener.acceptor else {
+            tracing::error!(listener = %listener.name, "implicit TLS listener without a certificate");
+            return closed("tls-misconfigured", user);
+        };
+        match tokio::time::timeout(listener.pre_auth_idle, client.accept_tls(acceptor)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return closed("tls-failed", user);
+            }
+            Err(_) => return closed("tls-timeout", user),
+        }
+    }
+
+    let mut front = protocol.front_end(client.is_tls());
+    let mut out: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let mut admitted: Option<Box<Admitted>> = None;
+    let mut result = "closed";
+    loop {
+        let action = match front.next_action() {
+            Action::Send(bytes) => {
+                out.extend_from_slice(&bytes);
+                continue;
+            }
+            other => other,
+        };
+        if !out.is_empty() {
+            let write = async {
+                client.write_all(&out).await?;
+                client.flush().await
+            };
+            match tokio::time::timeout(listener.pre_auth_idle, write).await {
+                Ok(Ok(())) => out.clear(),
+                Ok(Err(_)) => return closed("client-error", user),
+                Err(_) => return closed("write-timeout", user),
+            }
+        }
+        match action {
+            Action::Send(_) => {}
+            Action::Read => {
+                let deadline = (Instant::now() + listener.pre_auth_idle).min(login_deadline);
+                match tokio::time::timeout_at(deadline, client.read(&mut buf)).await {
+                    Ok(Ok(0)) => return closed("client-closed", user),
+                    Ok(Ok(n)) => front.feed(buf.get(..n).unwrap_or_default()),
+                    Ok(Err(_)) => return closed("client-error", user),
+                    Err(_) => {
+                        result = "timeout";
+                        front.idle_timeout();
+                    }
+                }
+            }
+            Action::StartTls => {
+                let Some(acceptor) = &listener.acceptor else {
+                    return closed("tls-misconfigured", user);
+                };
+                match tokio::time::timeout(listener.pre_auth_idle, client.accept_tls(acceptor))
+                    .await
+                {
+                    Ok(Ok(())) => front.tls_established(),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "STARTTLS handshake failed");
+                        return closed("tls-failed", user);
+                    }
+                    Err(_) => return closed("tls-timeout", user),
+                }
+            }
+            Action::Authenticate(credentials) => {
+                let login = credentials.authcid.clone();
+                let mechanism = credentials.mechanism;
+                match gateway.admit(protocol, credentials, info).await {
+                    Ok(session) => {
+                        // Logged before the client hears OK, so the log never lags the client.
+                        tracing::info!(
+                            session = %info.session_id,
+                            client = %info.client,
+                            protocol = %P::PROTOCOL,
+                            user = %session.principal.address,
+                            database = %session.database,
+                            backend = %session.server,
+                            "session proxied"
+                        );
+                        user = Some(session.principal.address.clone());
+                        let capabilities = session.backend.capabilities.clone();
+                        admitted = Some(Box::new(session));
+                        front.auth_result(AuthResult::Proxied { capabilities });
+                    }
+                    Err(refused) => {
+                        tracing::info!(
+                            session = %info.session_id,
+                            client = %info.client,
+                            protocol = %P::PROTOCOL,
+                            login = %login,
+                            mechanism,
+                            user = %refused.user.as_deref().unwrap_or("-"),
+                            failure = ?refused.failure,
+                            reason = %refused.reason,
+                            "login refused"
+                        );
+                        if refused.user.is_some() {
+                            user = refused.user;
+                        }
+                        front.auth_result(AuthResult::Failed(refused.failure));
+                    }
+                }
+            }
+            Action::Proxy { pending } => {
+                return match admitted.take() {
+                    Some(admitted) => PreAuth::Proxy {
+                        client,
+                        admitted,
+                        pending,
+                    },
+                    None => closed("internal-error", user),
+                };
+            }
+            Action::Close => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
+                if result == "closed" && admitted.is_none() {
+                    result = "closed-by-server";
+                }
+                return closed(result, user);
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The front door's moving parts: listeners, TLS, the session driver, admission, backend login
+//! and the relay.
+//!
+//! In the flow of a session (DESIGN.md) this crate owns every socket: [`listener::run`] accepts,
+//! [`driver::serve`] runs one session — it feeds the protocol's sans-I/O front end, asks the
+//! [`admission::Gateway`] to authenticate, locate, route and log in to the backend, and then hands
+//! both connections to the [`relay::Relay`]. Protocols plug in through [`LineProtocol`]; there is
+//! one driver for all of them.
+
+pub mod admission;
+pub mod backend;
+pub mod driver;
+pub mod listener;
+pub mod relay;
+mod stream;
+pub mod tls;
+
+use mailfront_model::{BackendTls, Protocol};
+use mailfront_protocol::imap::{ImapBackendLogin, ImapFrontEnd, ImapSettings};
+use mailfront_protocol::{BackendAuth, BackendLogin, ClientInfo, ClientTls, FrontEnd};
+
+pub use stream::Stream;
+
+/// A line protocol the driver can serve: how to start its front end and its backend login.
+pub trait LineProtocol: Send + Sync + 'static {
+    /// Which protocol this is (routing, endpoints, logs).
+    const PROTOCOL: Protocol;
+    /// The client-side machine.
+    type FrontEnd: FrontEnd + Send;
+    /// The backend-login machine.
+    type Login: BackendLogin + Send;
+
+    /// A front end for a new connection; `tls_active` if the connection is already TLS.
+    fn front_end(&self, tls_active: bool) -> Self::FrontEnd;
+
+    /// A backend login on the user's behalf.
+    fn backend_login(&self, auth: BackendAuth, tls: BackendTls, client: ClientInfo) -> Self::Login;
+
+    /// What to tell a proxied client when its session is closed because the database moved, if
+    /// the protocol has a way to say it.
+    fn failover_notice(&self) -> Option<&'static [u8]>;
+}
+
+/// IMAP, with the settings of one listener.
+#[derive(Debug, Clone)]
+pub struct Imap {
+    settings: ImapSettings,
+}
+
+impl Imap {
+    /// IMAP as a listener with these settings serves it.
+    pub fn new(settings: ImapSettings) -> Self {
+        Self { settings }
+    }
+}
+
+impl LineProtocol for Imap {
+    const PROTOCOL: Protocol = Protocol::Imap;
+    type FrontEnd = ImapFrontEnd;
+    type Login = ImapBackendLogin;
+
+    fn front_end(&self, tls_active: bool) -> ImapFrontEnd {
+        let mut settings = self.settings.clone();
+        if tls_active {
+            settings.tls = ClientTls::Implicit;
+        }
+        ImapFrontEnd::new(settings)
+    }
+
+    fn backend_login(
+        &self,
+        auth: BackendAuth,
+        tls: BackendTls,
+        client: ClientInfo,
+    ) -> ImapBackendLogin {
+        ImapBackendLogin::new(auth, tls, Some(client))
+    }
+
+    fn failover_notice(&self) -> Option<&'static [u8]> {
+        Some(mailfront_protocol::imap::FAILOVER_NOTICE)
+    }
+}

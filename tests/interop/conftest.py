@@ -1,0 +1,178 @@
+"""The interop lab for the tests: two real Dovecot mailbox servers and one mailfront node.
+
+One lab per test session (starting Dovecot costs ~0.1 s, mailfront ~0.05 s; configuring them is
+the slow part). Tests that change shared state (stop a backend, move a database) put it back.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import lab  # noqa: E402
+
+AUTH_FAILURE_DELAY = 1.0
+BACKEND_LOGIN_TIMEOUT = 2.0
+PRE_AUTH_IDLE = 3.0
+
+ACTIVE = {"DB01": "mbx1", "DB02": "mbx2", "DB03": "silent", "DB04": "mbx3", "DB05": "mbx3s"}
+
+USERS = [
+    lab.User("alice@example.com", "DB01", aliases=["alice.smith@example.com"]),
+    lab.User("bob@example.com", "DB02"),
+    # Lives on a server that accepts connections and never says a word.
+    lab.User("carol@example.com", "DB03"),
+    # May not use IMAP.
+    lab.User("dave@example.com", "DB01", protocols=["pop3"]),
+    # On a server that mailfront reaches over TLS: STARTTLS, and implicit TLS.
+    lab.User("erin@example.com", "DB04"),
+    lab.User("frank@example.com", "DB05"),
+]
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers: a hung backend."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+
+@dataclass
+class Lab:
+    root: Path
+    binary: Path
+    config: Path
+    locations: Path
+    servers: dict[str, lab.Dovecot]
+    mailfront: lab.Mailfront
+    plain_port: int  # no TLS, plaintext auth allowed
+    starttls_port: int  # STARTTLS offered, plaintext auth refused
+    implicit_port: int  # IMAPS
+
+    def log(self) -> str:
+        return self.mailfront.log_since_start()
+
+    def session_lines(self, user: str) -> list[dict[str, str]]:
+        """Parsed `session proxied` lines for `user`."""
+        out = []
+        for line in self.log().splitlines():
+            if "session proxied" in line and f"user={user}" in line:
+                out.append(dict(re.findall(r"(\w+)=(\"[^\"]*\"|\S+)", line.split("session proxied", 1)[1])))
+        return out
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.compile(pattern).search(self.log(), after)
+            if match:
+                return match
+            time.sleep(0.02)
+        raise AssertionError(f"log never matched {pattern!r}:\n{self.log()[-3000:]}")
+
+    def imap(self, port: int | None = None) -> imaplib.IMAP4:
+        return imaplib.IMAP4("127.0.0.1", port or self.plain_port, timeout=15)
+
+    def imaps(self) -> imaplib.IMAP4_SSL:
+        return imaplib.IMAP4_SSL("127.0.0.1", self.implicit_port, ssl_context=client_tls(), timeout=15)
+
+    def set_active(self, database: str, server: str) -> None:
+        active = lab.read_locations(self.locations)
+        active[database] = server
+        lab.write_locations(self.locations, active)
+        self.wait_for_log(rf"active copy moved database={database} from=\S+ to={server}")
+
+
+def client_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@pytest.fixture(scope="session")
+def lab_env(tmp_path_factory) -> Lab:
+    lab.ensure_installed("dovecot", "openssl")
+    binary = lab.mailfront_binary()
+    assert binary.exists(), f"{binary} is missing: build mailfront first (scripts/test does)"
+    root = lab.reset_dir(lab.lab_root("interop"))
+    ports = {name: lab.Ports(*(lab.free_port() for _ in range(5))) for name in ("mbx1", "mbx2", "mbx3")}
+    backend_tls = lab.make_ca_signed(root / "backend-tls")
+    servers = {
+        name: lab.Dovecot(root, name, p, USERS, tls=backend_tls if name == "mbx3" else None)
+        for name, p in ports.items()
+    }
+    silent = SilentServer()
+    cert, key = lab.make_certificate(root / "tls")
+    master_pw = lab.master_password(root)
+    assert master_pw
+    lab.write_users(root / "users.toml", USERS, binary)
+    locations = root / "locations.toml"
+    lab.write_locations(locations, ACTIVE)
+    plain, starttls, implicit = lab.free_port(), lab.free_port(), lab.free_port()
+    config = root / "mailfront.toml"
+    text = lab.mailfront_config(
+        node="test1",
+        servers=[
+            ("mbx1", ports["mbx1"]),
+            ("mbx2", ports["mbx2"]),
+            ("silent", lab.Ports(silent.port, 1, 1, 1)),
+            ("mbx3", ports["mbx3"], "starttls"),
+            ("mbx3s", ports["mbx3"], "implicit"),
+        ],
+        backend_ca=backend_tls.ca,
+        users_file=root / "users.toml",
+        locations_file=locations,
+        cert=cert,
+        key=key,
+        master_password_file=root / "secrets" / "master.pw",
+        databases={"DB01": ["mbx1", "mbx2"], "DB02": ["mbx1", "mbx2"], "DB03": ["silent"]},
+        listeners=[
+            {"name": "plain", "protocol": "imap", "address": f"127.0.0.1:{plain}", "tls": "none",
+             "allow_plaintext_auth": True},
+            {"name": "starttls", "protocol": "imap", "address": f"127.0.0.1:{starttls}", "tls": "starttls"},
+            {"name": "imaps", "protocol": "imap", "address": f"127.0.0.1:{implicit}", "tls": "implicit"},
+        ],
+        extra=(
+            "[timeouts]\n"
+            f'auth_failure_delay = "{int(AUTH_FAILURE_DELAY * 1000)}ms"\n'
+            f'backend_login = "{int(BACKEND_LOGIN_TIMEOUT * 1000)}ms"\n'
+            f'pre_auth_idle = "{int(PRE_AUTH_IDLE * 1000)}ms"\n'
+            "[limits]\nmax_line_length = 1024\nmax_commands_before_auth = 20\n"
+            "[reload]\ninterval = \"50ms\"\n"
+        ),
+    )
+    config.write_text(text)
+    mailfront = lab.Mailfront(binary, config, root / "mailfront.log")
+    env = Lab(root, binary, config, locations, servers, mailfront, plain, starttls, implicit)
+    try:
+        for server in servers.values():
+            server.start()
+        mailfront.start()
+        yield env
+    finally:
+        mailfront.stop()
+        for server in servers.values():
+            server.stop()

@@ -1,0 +1,107 @@
+"""`scripts/demo` keeps DESIGN.md's contract: ports, users, the ready line, switchover, clean stop."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import lab
+
+DEMO = lab.ROOT / "scripts" / "demo"
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def backend_of_last_session(log: str, user: str) -> str | None:
+    found = re.findall(rf"session proxied .*user={re.escape(user)} database=\S+ backend=(\S+)", log)
+    return found[-1] if found else None
+
+
+@pytest.fixture
+def demo():
+    if port_open(1143):
+        pytest.skip("port 1143 is taken (a demo already running?); the demo test needs the contract ports")
+    env = dict(os.environ, MAILFRONT_PROFILE=os.environ.get("MAILFRONT_PROFILE", "debug"))
+    process = subprocess.Popen(
+        [str(DEMO)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    output = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.strip() == "mailfront demo ready":
+            break
+    assert output and output[-1].strip() == "mailfront demo ready", "".join(output)
+    yield process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def login_alice() -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", 1143, timeout=15)
+    assert client.login("alice@example.com", lab.DEMO_PASSWORD)[0] == "OK"
+    return client
+
+
+def test_demo_contract(demo):
+    log_path = lab.lab_root("demo") / "mailfront.log"
+    for port in (1143, 1993):
+        assert port_open(port), port
+
+    # alice reads and writes her mail on mbx1.
+    client = login_alice()
+    subject = f"demo {uuid.uuid4()}"
+    body = f"Subject: {subject}\r\n\r\nhello\r\n".encode()
+    assert client.append("INBOX", None, None, body)[0] == "OK"
+    client.select("INBOX")
+    typ, data = client.search(None, "SUBJECT", f'"{subject}"')
+    assert typ == "OK" and data[0]
+    client.logout()
+    assert backend_of_last_session(log_path.read_text(), "alice@example.com") == "mbx1"
+
+    # bob's database is on mbx2; IMAPS answers.
+    client = imaplib.IMAP4_SSL("127.0.0.1", 1993, ssl_context=__import__("conftest").client_tls(), timeout=15)
+    assert client.login("bob@example.com", lab.DEMO_PASSWORD)[0] == "OK"
+    client.logout()
+    assert backend_of_last_session(log_path.read_text(), "bob@example.com") == "mbx2"
+
+    # Switchover: the command returns once the map is written; new logins follow.
+    done = subprocess.run([str(DEMO), "switchover", "DB01", "mbx2"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "DB01: active copy moved from mbx1 to mbx2" in done.stdout
+    deadline = time.monotonic() + 10
+    while "active copy moved database=DB01 from=mbx1 to=mbx2" not in log_path.read_text():
+        assert time.monotonic() < deadline, "mailfront never saw the switchover"
+        time.sleep(0.05)
+    client = login_alice()
+    client.select("INBOX")
+    typ, data = client.search(None, "SUBJECT", f'"{subject}"')
+    assert typ == "OK" and data[0], "alice's mail did not follow her to mbx2"
+    client.logout()
+    assert backend_of_last_session(log_path.read_text(), "alice@example.com") == "mbx2"
+
+    bad = subprocess.run([str(DEMO), "switchover", "DB01", "mbx7"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "unknown server" in bad.stderr
+
+    # A clean stop on SIGTERM: everything it started is gone.
+    dovecot_pids = [int((lab.lab_root("demo") / n / "run" / "master.pid").read_text()) for n in ("mbx1", "mbx2")]
+    os.killpg(demo.pid, signal.SIGTERM)
+    assert demo.wait(timeout=30) == 0
+    assert not port_open(1143) and not port_open(10143) and not port_open(20143)
+    assert not any(lab.alive(pid) for pid in dovecot_pids)
