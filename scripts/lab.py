@@ -451,10 +451,21 @@ class Mailfront:
                 self.process.wait()
 
 
+@dataclass
+class ServerEntry:
+    """A mailbox server as mailfront's configuration describes it."""
+
+    name: str
+    ports: Ports
+    tls: str = "none"  # towards the backend: none | starttls | implicit
+    method: str = "master"  # master | passthrough
+    mechanism: str = "plain"  # plain | login
+
+
 def mailfront_config(
     *,
     node: str,
-    servers: list[tuple],
+    servers: list[ServerEntry],
     users_file: Path,
     locations_file: Path,
     cert: Path,
@@ -462,7 +473,6 @@ def mailfront_config(
     master_password_file: Path,
     listeners: list[dict],
     extra: str = "",
-    login_mechanism: str = "plain",
     databases: dict[str, list[str]] | None = None,
     backend_ca: Path | None = None,
 ) -> str:
@@ -476,24 +486,22 @@ def mailfront_config(
         "",
     ]
     for entry in servers:
-        name, ports = entry[0], entry[1]
-        tls = entry[2] if len(entry) > 2 else "none"
-        port = ports.imaps if tls == "implicit" else ports.imap
-        host = "localhost" if tls != "none" else "127.0.0.1"  # TLS verifies the name
+        port = entry.ports.imaps if entry.tls == "implicit" else entry.ports.imap
+        host = "localhost" if entry.tls != "none" else "127.0.0.1"  # TLS verifies the name
         out += [
             "[[server]]",
-            f'name = "{name}"',
+            f'name = "{entry.name}"',
             'site = "lab"',
             'version = "15.1"',
             f'host = "{host}"',
-            f'imap = {{ port = {port}, tls = "{tls}" }}',
+            f'imap = {{ port = {port}, tls = "{entry.tls}" }}',
             "[server.login]",
-            'method = "master"',
-            f'mechanism = "{login_mechanism}"',
-            f'master_user = "{MASTER_USER}"',
-            f'master_password_file = "{master_password_file}"',
-            "",
+            f'method = "{entry.method}"',
+            f'mechanism = "{entry.mechanism}"',
         ]
+        if entry.method == "master":
+            out += [f'master_user = "{MASTER_USER}"', f'master_password_file = "{master_password_file}"']
+        out.append("")
     for database, copies in (databases or {}).items():
         out += ["[[database]]", f'name = "{database}"', "copies = [" + ", ".join(f'"{c}"' for c in copies) + "]", ""]
     out += [

@@ -25,7 +25,16 @@ AUTH_FAILURE_DELAY = 1.0
 BACKEND_LOGIN_TIMEOUT = 2.0
 PRE_AUTH_IDLE = 3.0
 
-ACTIVE = {"DB01": "mbx1", "DB02": "mbx2", "DB03": "silent", "DB04": "mbx3", "DB05": "mbx3s"}
+ACTIVE = {
+    "DB01": "mbx1",
+    "DB02": "mbx2",
+    "DB03": "silent",
+    "DB04": "mbx3",
+    "DB05": "mbx3s",
+    "DB06": "mbx1-login",
+    "DB07": "mbx1-passthrough",
+    "DB08": "mbx1-passthrough-login",
+}
 
 USERS = [
     lab.User("alice@example.com", "DB01", aliases=["alice.smith@example.com"]),
@@ -37,6 +46,10 @@ USERS = [
     # On a server that mailfront reaches over TLS: STARTTLS, and implicit TLS.
     lab.User("erin@example.com", "DB04"),
     lab.User("frank@example.com", "DB05"),
+    # On mbx1 through the other backend login methods.
+    lab.User("grace@example.com", "DB06"),
+    lab.User("heidi@example.com", "DB07"),
+    lab.User("ivan@example.com", "DB08", password="pässwörd with spaces"),
 ]
 
 
@@ -136,11 +149,15 @@ def lab_env(tmp_path_factory) -> Lab:
     text = lab.mailfront_config(
         node="test1",
         servers=[
-            ("mbx1", ports["mbx1"]),
-            ("mbx2", ports["mbx2"]),
-            ("silent", lab.Ports(silent.port, 1, 1, 1)),
-            ("mbx3", ports["mbx3"], "starttls"),
-            ("mbx3s", ports["mbx3"], "implicit"),
+            lab.ServerEntry("mbx1", ports["mbx1"]),
+            lab.ServerEntry("mbx2", ports["mbx2"]),
+            lab.ServerEntry("silent", lab.Ports(silent.port, 1, 1, 1)),
+            lab.ServerEntry("mbx3", ports["mbx3"], tls="starttls"),
+            lab.ServerEntry("mbx3s", ports["mbx3"], tls="implicit"),
+            # mbx1 again, logged in to differently.
+            lab.ServerEntry("mbx1-login", ports["mbx1"], mechanism="login"),
+            lab.ServerEntry("mbx1-passthrough", ports["mbx1"], method="passthrough"),
+            lab.ServerEntry("mbx1-passthrough-login", ports["mbx1"], method="passthrough", mechanism="login"),
         ],
         backend_ca=backend_tls.ca,
         users_file=root / "users.toml",

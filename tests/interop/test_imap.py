@@ -311,7 +311,7 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 def test_check_command(lab_env, tmp_path):
     ok = run(str(lab_env.binary), "check", "--config", str(lab_env.config))
     assert ok.returncode == 0, ok.stderr
-    assert "OK (5 servers, 6 users, 5 databases located, 3 listeners)" in ok.stdout
+    assert "OK (8 servers, 9 users, 8 databases located, 3 listeners)" in ok.stdout
 
     broken = tmp_path / "broken.toml"
     broken.write_text(lab_env.config.read_text().replace('site = "lab"\nversion = "15.1"\nhost', 'site = "lab"\nversion = "x"\nhost', 1))
@@ -363,3 +363,30 @@ def test_tls_to_the_backend(lab_env, user, server):
     # Dovecot's own log: the session came in over TLS.
     logins = [l for l in lab_env.servers["mbx3"].log_text().splitlines() if f"Login: user=<{user}>" in l]
     assert logins and "TLS" in logins[-1], logins
+
+
+@pytest.mark.parametrize(
+    "user, password, server",
+    [
+        ("grace@example.com", PASSWORD, "mbx1-login"),
+        ("heidi@example.com", PASSWORD, "mbx1-passthrough"),
+        ("ivan@example.com", "pässwörd with spaces", "mbx1-passthrough-login"),
+    ],
+)
+def test_backend_login_methods(lab_env, user, password, server):
+    """Master user with LOGIN "user*master", and the user's own credentials (PLAIN and LOGIN,
+    including a non-ASCII password that must travel as a literal), against real Dovecot."""
+    client = lab_env.imap()
+    typ, _ = client.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())
+    assert typ == "OK"
+    assert client.select("INBOX")[0] == "OK"
+    client.logout()
+    assert lab_env.session_lines(user)[-1]["backend"] == server
+
+
+def test_authenticate_login_mechanism(lab_env):
+    answers = iter([b"alice@example.com", PASSWORD.encode()])
+    client = lab_env.imap()
+    typ, _ = client.authenticate("LOGIN", lambda challenge: next(answers))
+    assert typ == "OK"
+    client.logout()
