@@ -495,6 +495,10 @@ def mailfront_config(
             'version = "15.1"',
             f'host = "{host}"',
             f'imap = {{ port = {port}, tls = "{entry.tls}" }}',
+        ]
+        if entry.tls != "implicit":  # the lab's Dovecot has no POP3S port
+            out.append(f'pop3 = {{ port = {entry.ports.pop3}, tls = "{entry.tls}" }}')
+        out += [
             "[server.login]",
             f'method = "{entry.method}"',
             f'mechanism = "{entry.mechanism}"',

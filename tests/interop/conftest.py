@@ -84,6 +84,9 @@ class Lab:
     plain_port: int  # no TLS, plaintext auth allowed
     starttls_port: int  # STARTTLS offered, plaintext auth refused
     implicit_port: int  # IMAPS
+    pop3_plain_port: int
+    pop3_starttls_port: int
+    pop3_implicit_port: int
 
     def log(self) -> str:
         return self.mailfront.log_since_start()
@@ -145,13 +148,14 @@ def lab_env(tmp_path_factory) -> Lab:
     locations = root / "locations.toml"
     lab.write_locations(locations, ACTIVE)
     plain, starttls, implicit = lab.free_port(), lab.free_port(), lab.free_port()
+    pop3_plain, pop3_starttls, pop3_implicit = lab.free_port(), lab.free_port(), lab.free_port()
     config = root / "mailfront.toml"
     text = lab.mailfront_config(
         node="test1",
         servers=[
             lab.ServerEntry("mbx1", ports["mbx1"]),
             lab.ServerEntry("mbx2", ports["mbx2"]),
-            lab.ServerEntry("silent", lab.Ports(silent.port, 1, 1, 1)),
+            lab.ServerEntry("silent", lab.Ports(silent.port, silent.port, silent.port, silent.port)),
             lab.ServerEntry("mbx3", ports["mbx3"], tls="starttls"),
             lab.ServerEntry("mbx3s", ports["mbx3"], tls="implicit"),
             # mbx1 again, logged in to differently.
@@ -171,6 +175,11 @@ def lab_env(tmp_path_factory) -> Lab:
              "allow_plaintext_auth": True},
             {"name": "starttls", "protocol": "imap", "address": f"127.0.0.1:{starttls}", "tls": "starttls"},
             {"name": "imaps", "protocol": "imap", "address": f"127.0.0.1:{implicit}", "tls": "implicit"},
+            {"name": "pop3", "protocol": "pop3", "address": f"127.0.0.1:{pop3_plain}", "tls": "none",
+             "allow_plaintext_auth": True},
+            {"name": "pop3-starttls", "protocol": "pop3", "address": f"127.0.0.1:{pop3_starttls}",
+             "tls": "starttls"},
+            {"name": "pop3s", "protocol": "pop3", "address": f"127.0.0.1:{pop3_implicit}", "tls": "implicit"},
         ],
         extra=(
             "[timeouts]\n"
@@ -183,7 +192,8 @@ def lab_env(tmp_path_factory) -> Lab:
     )
     config.write_text(text)
     mailfront = lab.Mailfront(binary, config, root / "mailfront.log")
-    env = Lab(root, binary, config, locations, servers, mailfront, plain, starttls, implicit)
+    env = Lab(root, binary, config, locations, servers, mailfront, plain, starttls, implicit,
+              pop3_plain, pop3_starttls, pop3_implicit)
     try:
         for server in servers.values():
             server.start()

@@ -7,14 +7,15 @@ use mailfront_directory::Directory;
 use mailfront_directory::file::{self as directory_file, FileDirectory};
 use mailfront_location::file::{self as location_file, FileSource, Validator};
 use mailfront_location::{LocationMap, Locator};
-use mailfront_model::{Protocol, ServerName, SiteName};
+use mailfront_model::{ServerName, SiteName};
 use mailfront_protocol::imap::ImapSettings;
+use mailfront_protocol::pop3::Pop3Settings;
 use mailfront_protocol::{ClientTls, Limits};
 use mailfront_proxy::admission::{AdmissionSettings, Gateway};
 use mailfront_proxy::backend::BackendTimeouts;
 use mailfront_proxy::driver::ListenerContext;
 use mailfront_proxy::tls::{self, TlsAcceptor, TlsConnector};
-use mailfront_proxy::{Imap, listener};
+use mailfront_proxy::{Imap, LineProtocol, Pop3, listener};
 use mailfront_routing::{
     Endpoint, Endpoints, LoginMethod, MasterUser, Node, Server, Site, Topology,
 };
@@ -22,8 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{
-    Config, DirectoryConfig, EndpointConfig, ListenerConfig, ListenerTls, LocationConfig,
-    LoginMethodConfig,
+    Config, DirectoryConfig, EndpointConfig, ListenerConfig, ListenerProtocol, ListenerTls,
+    LocationConfig, LoginMethodConfig,
 };
 
 /// Builds the routing topology from the configuration (reads master password files).
@@ -195,6 +196,23 @@ fn listener_name(listener: &ListenerConfig) -> String {
         .unwrap_or_else(|| format!("{}@{}", listener.protocol, listener.address))
 }
 
+/// Starts the accept loop of a line-protocol listener.
+fn spawn_line<P: LineProtocol>(
+    socket: TcpListener,
+    protocol: P,
+    gateway: &Arc<Gateway>,
+    context: Arc<ListenerContext>,
+    shutdown: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(listener::run(
+        socket,
+        Arc::new(protocol),
+        Arc::clone(gateway),
+        context,
+        shutdown.clone(),
+    ))
+}
+
 /// A running node: what must stay alive while it serves.
 pub struct RunningNode {
     shutdown: watch::Sender<bool>,
@@ -260,21 +278,27 @@ impl RunningNode {
                 pre_auth_idle: t.pre_auth_idle,
                 login: t.login,
             });
+            let greeting = format!("{} ready.", config.node.name);
+            let tls = client_tls(listener.tls);
+            let allow_plaintext_auth = listener.allow_plaintext_auth;
             let task = match listener.protocol {
-                Protocol::Imap => {
-                    let imap = Arc::new(Imap::new(ImapSettings {
-                        tls: client_tls(listener.tls),
-                        allow_plaintext_auth: listener.allow_plaintext_auth,
+                ListenerProtocol::Imap => {
+                    let settings = ImapSettings {
+                        tls,
+                        allow_plaintext_auth,
                         limits: limits(config),
-                        greeting: format!("{} ready.", config.node.name),
-                    }));
-                    tokio::spawn(listener::run(
-                        socket,
-                        imap,
-                        Arc::clone(&gateway),
-                        context,
-                        shutdown_rx.clone(),
-                    ))
+                        greeting,
+                    };
+                    spawn_line(socket, Imap::new(settings), &gateway, context, &shutdown_rx)
+                }
+                ListenerProtocol::Pop3 => {
+                    let settings = Pop3Settings {
+                        tls,
+                        allow_plaintext_auth,
+                        limits: limits(config),
+                        greeting,
+                    };
+                    spawn_line(socket, Pop3::new(settings), &gateway, context, &shutdown_rx)
                 }
                 other => {
                     return Err(format!(

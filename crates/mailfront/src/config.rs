@@ -257,14 +257,59 @@ pub enum ListenerTls {
     Implicit,
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// IMAP clients.
+    Imap,
+    /// POP3 clients.
+    Pop3,
+    /// Message submission by authenticated users.
+    Submission,
+    /// Inbound SMTP (the front-end transport).
+    Smtp,
+    /// Outbound SMTP from the mailbox servers, relayed to the outbound relay host.
+    Outbound,
+}
+
+impl ListenerProtocol {
+    /// The protocol whose server endpoints the listener's sessions go to.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            ListenerProtocol::Imap => Protocol::Imap,
+            ListenerProtocol::Pop3 => Protocol::Pop3,
+            ListenerProtocol::Submission => Protocol::Submission,
+            ListenerProtocol::Smtp | ListenerProtocol::Outbound => Protocol::Smtp,
+        }
+    }
+
+    /// The name used in configuration and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerProtocol::Imap => "imap",
+            ListenerProtocol::Pop3 => "pop3",
+            ListenerProtocol::Submission => "submission",
+            ListenerProtocol::Smtp => "smtp",
+            ListenerProtocol::Outbound => "outbound",
+        }
+    }
+}
+
+impl std::fmt::Display for ListenerProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `[[listener]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Name for logs (default: protocol and address).
     pub name: Option<String>,
-    /// Protocol served.
-    pub protocol: Protocol,
+    /// What the listener serves.
+    pub protocol: ListenerProtocol,
     /// Address to listen on.
     pub address: SocketAddr,
     /// TLS offered.
@@ -385,8 +430,8 @@ impl Default for LogConfig {
     }
 }
 
-/// The protocols mailfront can serve on a listener today.
-pub const SERVED_PROTOCOLS: &[Protocol] = &[Protocol::Imap];
+/// The listener kinds mailfront can serve today.
+pub const SERVED_PROTOCOLS: &[ListenerProtocol] = &[ListenerProtocol::Imap, ListenerProtocol::Pop3];
 
 impl Config {
     /// Reads, parses and validates a configuration file. Relative paths inside are resolved
@@ -611,12 +656,11 @@ impl Config {
                 return Err(format!("{key}.tls: needs a certificate in [tls]"));
             }
             let has_endpoint = self.server.iter().any(|s| match listener.protocol {
-                Protocol::Imap => s.imap.is_some(),
-                Protocol::Pop3 => s.pop3.is_some(),
-                Protocol::Submission => s.submission.is_some(),
-                Protocol::Smtp => s.delivery.is_some(),
-                Protocol::Http => s.http.is_some(),
-                Protocol::Sip => s.sip.is_some(),
+                ListenerProtocol::Imap => s.imap.is_some(),
+                ListenerProtocol::Pop3 => s.pop3.is_some(),
+                ListenerProtocol::Submission => s.submission.is_some(),
+                ListenerProtocol::Smtp => s.delivery.is_some(),
+                ListenerProtocol::Outbound => true,
             });
             if !has_endpoint {
                 return Err(format!(

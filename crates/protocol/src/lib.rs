@@ -13,7 +13,11 @@
 //! outcomes become reply text.
 
 pub mod imap;
+pub mod line;
+pub mod pop3;
 pub mod sasl;
+#[cfg(test)]
+mod testing;
 
 use std::net::SocketAddr;
 

@@ -97,6 +97,132 @@ fn zeroize_vec(bytes: &mut Vec<u8>) {
     bytes.clear();
 }
 
+/// A mechanism clients may use with mailfront.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    /// PLAIN (RFC 4616).
+    Plain,
+    /// LOGIN (draft-murchison-sasl-login).
+    Login,
+}
+
+impl Mechanism {
+    /// The mechanism named `name` (case-insensitive), if we offer it.
+    pub fn from_name(name: &[u8]) -> Option<Mechanism> {
+        if name.eq_ignore_ascii_case(b"PLAIN") {
+            Some(Mechanism::Plain)
+        } else if name.eq_ignore_ascii_case(b"LOGIN") {
+            Some(Mechanism::Login)
+        } else {
+            None
+        }
+    }
+
+    /// The name as written in the log and in capability lists.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+        }
+    }
+}
+
+/// What a server-side SASL exchange needs next, or how it ended.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this challenge (base64; may be empty) and pass the client's next line to
+    /// [`Exchange::respond`].
+    Challenge(&'static str),
+    /// The exchange is complete.
+    Done(crate::Credentials),
+    /// The client cancelled with `*`.
+    Cancelled,
+    /// The client's response is not valid base64.
+    BadBase64,
+    /// The decoded response is unusable (malformed PLAIN, a user name with control characters):
+    /// answer as for bad credentials.
+    Malformed,
+}
+
+#[derive(Debug)]
+enum ExchangeState {
+    PlainResponse,
+    LoginUser,
+    LoginPassword(String),
+    Finished,
+}
+
+/// The server side of a PLAIN or LOGIN exchange, for every protocol: each decides only how a
+/// challenge and a result are written on its wire.
+#[derive(Debug)]
+pub struct Exchange {
+    state: ExchangeState,
+}
+
+impl Exchange {
+    /// Starts an exchange. `initial` is the decoded initial response (SASL-IR, RFC 4959), if the
+    /// client sent one.
+    pub fn start(mechanism: Mechanism, initial: Option<Vec<u8>>) -> (Exchange, Step) {
+        let mut exchange = Exchange {
+            state: match mechanism {
+                Mechanism::Plain => ExchangeState::PlainResponse,
+                Mechanism::Login => ExchangeState::LoginUser,
+            },
+        };
+        let step = match initial {
+            Some(response) => exchange.decoded(response),
+            None => match mechanism {
+                Mechanism::Plain => Step::Challenge(""),
+                Mechanism::Login => Step::Challenge(LOGIN_USERNAME_CHALLENGE),
+            },
+        };
+        (exchange, step)
+    }
+
+    /// The client's response line (base64, or `*` to cancel).
+    pub fn respond(&mut self, line: &[u8]) -> Step {
+        if line == b"*" {
+            self.state = ExchangeState::Finished;
+            return Step::Cancelled;
+        }
+        match decode_base64(line) {
+            Ok(decoded) => self.decoded(decoded),
+            Err(_) => {
+                self.state = ExchangeState::Finished;
+                Step::BadBase64
+            }
+        }
+    }
+
+    fn decoded(&mut self, response: Vec<u8>) -> Step {
+        match std::mem::replace(&mut self.state, ExchangeState::Finished) {
+            ExchangeState::PlainResponse => match decode_plain(&response) {
+                Ok(plain) => Step::Done(crate::Credentials {
+                    authcid: plain.authcid,
+                    authzid: plain.authzid,
+                    password: plain.password,
+                    mechanism: "PLAIN",
+                }),
+                Err(_) => Step::Malformed,
+            },
+            ExchangeState::LoginUser => match user_name(&response) {
+                Ok(user) => {
+                    self.state = ExchangeState::LoginPassword(user);
+                    Step::Challenge(LOGIN_PASSWORD_CHALLENGE)
+                }
+                Err(_) => Step::Malformed,
+            },
+            ExchangeState::LoginPassword(user) => Step::Done(crate::Credentials {
+                authcid: user,
+                authzid: None,
+                password: Secret::new(response),
+                mechanism: "LOGIN",
+            }),
+            ExchangeState::Finished => Step::Malformed,
+        }
+    }
+}
+
 /// The LOGIN mechanism's server challenge for the user name, base64 of `Username:`.
 pub const LOGIN_USERNAME_CHALLENGE: &str = "VXNlcm5hbWU6";
 /// The LOGIN mechanism's server challenge for the password, base64 of `Password:`.
@@ -105,6 +231,42 @@ pub const LOGIN_PASSWORD_CHALLENGE: &str = "UGFzc3dvcmQ6";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exchanges() {
+        let (_, step) = Exchange::start(Mechanism::Plain, Some(b"\0alice\0pw".to_vec()));
+        assert!(
+            matches!(step, Step::Done(c) if c.authcid == "alice" && c.password.expose() == b"pw")
+        );
+
+        let (mut ex, step) = Exchange::start(Mechanism::Plain, None);
+        assert!(matches!(step, Step::Challenge("")));
+        assert!(matches!(ex.respond(b"AGFsaWNlAHB3"), Step::Done(c) if c.mechanism == "PLAIN"));
+
+        let (mut ex, step) = Exchange::start(Mechanism::Login, None);
+        assert!(matches!(step, Step::Challenge(LOGIN_USERNAME_CHALLENGE)));
+        assert!(matches!(
+            ex.respond(b"YWxpY2U="),
+            Step::Challenge(LOGIN_PASSWORD_CHALLENGE)
+        ));
+        assert!(
+            matches!(ex.respond(b"cHc="), Step::Done(c) if c.authcid == "alice" && c.mechanism == "LOGIN")
+        );
+
+        let (mut ex, _) = Exchange::start(Mechanism::Login, Some(b"alice".to_vec()));
+        assert!(matches!(ex.respond(b"cHc="), Step::Done(_)));
+
+        let (mut ex, _) = Exchange::start(Mechanism::Plain, None);
+        assert!(matches!(ex.respond(b"*"), Step::Cancelled));
+        let (mut ex, _) = Exchange::start(Mechanism::Plain, None);
+        assert!(matches!(ex.respond(b"!!"), Step::BadBase64));
+        let (mut ex, _) = Exchange::start(Mechanism::Plain, None);
+        assert!(matches!(ex.respond(b"YWxpY2U="), Step::Malformed));
+        let (_, step) = Exchange::start(Mechanism::Login, Some(b"al\nice".to_vec()));
+        assert!(matches!(step, Step::Malformed));
+        assert_eq!(Mechanism::from_name(b"plain"), Some(Mechanism::Plain));
+        assert_eq!(Mechanism::from_name(b"CRAM-MD5"), None);
+    }
 
     #[test]
     fn plain_round_trip() {

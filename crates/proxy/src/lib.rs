@@ -15,10 +15,12 @@ pub mod relay;
 mod stream;
 pub mod tls;
 
-use mailfront_model::{BackendTls, Protocol};
-use mailfront_protocol::imap::{ImapBackendLogin, ImapFrontEnd, ImapSettings};
-use mailfront_protocol::{BackendAuth, BackendLogin, ClientInfo, ClientTls, FrontEnd};
+mod protocols;
 
+use mailfront_model::{BackendTls, Protocol};
+use mailfront_protocol::{BackendAuth, BackendLogin, ClientInfo, FrontEnd};
+
+pub use protocols::{Imap, Pop3};
 pub use stream::Stream;
 
 /// A line protocol the driver can serve: how to start its front end and its backend login.
@@ -39,44 +41,4 @@ pub trait LineProtocol: Send + Sync + 'static {
     /// What to tell a proxied client when its session is closed because the database moved, if
     /// the protocol has a way to say it.
     fn failover_notice(&self) -> Option<&'static [u8]>;
-}
-
-/// IMAP, with the settings of one listener.
-#[derive(Debug, Clone)]
-pub struct Imap {
-    settings: ImapSettings,
-}
-
-impl Imap {
-    /// IMAP as a listener with these settings serves it.
-    pub fn new(settings: ImapSettings) -> Self {
-        Self { settings }
-    }
-}
-
-impl LineProtocol for Imap {
-    const PROTOCOL: Protocol = Protocol::Imap;
-    type FrontEnd = ImapFrontEnd;
-    type Login = ImapBackendLogin;
-
-    fn front_end(&self, tls_active: bool) -> ImapFrontEnd {
-        let mut settings = self.settings.clone();
-        if tls_active {
-            settings.tls = ClientTls::Implicit;
-        }
-        ImapFrontEnd::new(settings)
-    }
-
-    fn backend_login(
-        &self,
-        auth: BackendAuth,
-        tls: BackendTls,
-        client: ClientInfo,
-    ) -> ImapBackendLogin {
-        ImapBackendLogin::new(auth, tls, Some(client))
-    }
-
-    fn failover_notice(&self) -> Option<&'static [u8]> {
-        Some(mailfront_protocol::imap::FAILOVER_NOTICE)
-    }
 }

@@ -6,7 +6,7 @@
 //! longer than the limit, a literal larger than allowed, or a message that grows past its limit is
 //! refused before it is buffered.
 
-use std::collections::VecDeque;
+use crate::line::LineReader;
 
 /// The bounds a [`Framer`] enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ enum Expect {
 #[derive(Debug)]
 pub struct Framer {
     limits: FrameLimits,
-    input: VecDeque<u8>,
+    input: LineReader,
     message: Vec<u8>,
     expect: Expect,
 }
@@ -76,7 +76,7 @@ impl Framer {
     pub fn new(limits: FrameLimits) -> Self {
         Self {
             limits,
-            input: VecDeque::new(),
+            input: LineReader::new(limits.max_line),
             message: Vec::new(),
             expect: Expect::Line,
         }
@@ -84,7 +84,7 @@ impl Framer {
 
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.input.extend(bytes);
+        self.input.push(bytes);
     }
 
     /// How many received bytes are not yet part of a returned frame.
@@ -96,7 +96,6 @@ impl Framer {
     /// handshake must never be processed after it, CVE-2011-0411).
     pub fn clear(&mut self) {
         self.input.clear();
-        self.input.shrink_to_fit();
         self.message.clear();
         self.message.shrink_to_fit();
         self.expect = Expect::Line;
@@ -106,7 +105,7 @@ impl Framer {
     /// pass them on verbatim.
     pub fn take_unframed(&mut self) -> Vec<u8> {
         let mut rest = std::mem::take(&mut self.message);
-        rest.extend(self.input.drain(..));
+        rest.extend(self.input.take_all());
         self.expect = Expect::Line;
         rest
     }
@@ -119,21 +118,7 @@ impl Framer {
     }
 
     fn take_line(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(newline) = self.input.iter().position(|&b| b == b'\n') else {
-            if self.input.len() > self.limits.max_line + 1 {
-                return Err(FrameError::LineTooLong);
-            }
-            return Ok(None);
-        };
-        let mut line: Vec<u8> = self.input.drain(..=newline).collect();
-        line.pop(); // '\n'
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.len() > self.limits.max_line {
-            return Err(FrameError::LineTooLong);
-        }
-        Ok(Some(line))
+        self.input.next_line().map_err(|_| FrameError::LineTooLong)
     }
 
     /// The next frame, `Ok(None)` if more input is needed.
@@ -146,8 +131,9 @@ impl Framer {
                     if self.input.is_empty() {
                         return Ok(None);
                     }
-                    let take = self.input.len().min(remaining as usize);
-                    self.message.extend(self.input.drain(..take));
+                    let taken = self.input.take_bytes(remaining as usize);
+                    let take = taken.len();
+                    self.message.extend(taken);
                     // `take` is at most `remaining`, a u32.
                     self.expect = Expect::LiteralBytes(remaining - take as u32);
                 }

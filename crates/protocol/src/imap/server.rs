@@ -9,7 +9,7 @@ use imap_codec::imap_types::command::CommandBody;
 use mailfront_model::Secret;
 
 use super::framing::{Frame, FrameError, FrameLimits, Framer};
-use crate::sasl::{self, LOGIN_PASSWORD_CHALLENGE, LOGIN_USERNAME_CHALLENGE};
+use crate::sasl::{self, Exchange, Mechanism, Step};
 use crate::{Action, AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, Limits};
 
 /// How an IMAP listener behaves before login.
@@ -38,18 +38,11 @@ impl Default for ImapSettings {
 }
 
 #[derive(Debug)]
-enum SaslStep {
-    PlainResponse,
-    LoginUser,
-    LoginPassword { user: String },
-}
-
-#[derive(Debug)]
 enum State {
     /// Reading commands.
     Commands,
     /// An AUTHENTICATE exchange is waiting for the client's next response line.
-    Sasl { tag: String, step: SaslStep },
+    Sasl { tag: String, exchange: Exchange },
     /// Waiting for the driver's [`AuthResult`] for this command tag.
     Authenticating { tag: String },
     /// Waiting for the TLS handshake.
@@ -279,26 +272,17 @@ impl ImapFrontEnd {
                     self.privacy_required(&tag);
                     return;
                 }
+                let mechanism = match mechanism {
+                    AuthMechanism::Plain => Mechanism::Plain,
+                    AuthMechanism::Login => Mechanism::Login,
+                    _ => {
+                        self.reply(&tag, "NO Unsupported authentication mechanism.");
+                        return;
+                    }
+                };
                 let initial = initial_response.map(|ir| ir.declassify().to_vec());
-                match (mechanism, initial) {
-                    (AuthMechanism::Plain, Some(message)) => self.plain(tag, &message),
-                    (AuthMechanism::Plain, None) => {
-                        self.send("+ \r\n");
-                        self.state = State::Sasl {
-                            tag,
-                            step: SaslStep::PlainResponse,
-                        };
-                    }
-                    (AuthMechanism::Login, Some(user)) => self.login_user(tag, &user),
-                    (AuthMechanism::Login, None) => {
-                        self.send(format!("+ {LOGIN_USERNAME_CHALLENGE}\r\n"));
-                        self.state = State::Sasl {
-                            tag,
-                            step: SaslStep::LoginUser,
-                        };
-                    }
-                    _ => self.reply(&tag, "NO Unsupported authentication mechanism."),
-                }
+                let (exchange, step) = Exchange::start(mechanism, initial);
+                self.sasl_step(tag, exchange, step);
             }
             _ => self.reply(&tag, "BAD Command not permitted before authentication."),
         }
@@ -320,46 +304,28 @@ impl ImapFrontEnd {
                 return true;
             }
         };
-        let State::Sasl { tag, step } = std::mem::replace(&mut self.state, State::Commands) else {
+        let State::Sasl { tag, mut exchange } = std::mem::replace(&mut self.state, State::Commands)
+        else {
             return true;
         };
-        if line == b"*" {
-            self.reply(&tag, "BAD Authentication aborted by client.");
-            return true;
-        }
-        let Ok(decoded) = sasl::decode_base64(&line) else {
-            self.reply(&tag, "BAD Invalid base64 data in continued response.");
-            return true;
-        };
-        match step {
-            SaslStep::PlainResponse => self.plain(tag, &decoded),
-            SaslStep::LoginUser => self.login_user(tag, &decoded),
-            SaslStep::LoginPassword { user } => {
-                self.authenticate(tag, user, None, Secret::new(decoded), "LOGIN");
-            }
-        }
+        let step = exchange.respond(&line);
+        self.sasl_step(tag, exchange, step);
         true
     }
 
-    fn plain(&mut self, tag: String, message: &[u8]) {
-        match sasl::decode_plain(message) {
-            Ok(plain) => {
-                self.authenticate(tag, plain.authcid, plain.authzid, plain.password, "PLAIN")
+    fn sasl_step(&mut self, tag: String, exchange: Exchange, step: Step) {
+        match step {
+            Step::Challenge(challenge) => {
+                self.send(format!("+ {challenge}\r\n"));
+                self.state = State::Sasl { tag, exchange };
             }
-            Err(_) => self.failed(&tag, AuthFailure::BadCredentials),
-        }
-    }
-
-    fn login_user(&mut self, tag: String, user: &[u8]) {
-        match sasl::user_name(user) {
-            Ok(user) => {
-                self.send(format!("+ {LOGIN_PASSWORD_CHALLENGE}\r\n"));
-                self.state = State::Sasl {
-                    tag,
-                    step: SaslStep::LoginPassword { user },
-                };
+            Step::Done(credentials) => {
+                self.actions.push_back(Action::Authenticate(credentials));
+                self.state = State::Authenticating { tag };
             }
-            Err(_) => self.failed(&tag, AuthFailure::BadCredentials),
+            Step::Cancelled => self.reply(&tag, "BAD Authentication aborted by client."),
+            Step::BadBase64 => self.reply(&tag, "BAD Invalid base64 data in continued response."),
+            Step::Malformed => self.failed(&tag, AuthFailure::BadCredentials),
         }
     }
 

@@ -1,0 +1,89 @@
+//! The line protocols the driver serves: how each starts its front end and its backend login.
+
+use mailfront_model::{BackendTls, Protocol};
+use mailfront_protocol::imap::{ImapBackendLogin, ImapFrontEnd, ImapSettings};
+use mailfront_protocol::pop3::{Pop3BackendLogin, Pop3FrontEnd, Pop3Settings};
+use mailfront_protocol::{BackendAuth, ClientInfo, ClientTls};
+
+use crate::LineProtocol;
+
+/// IMAP, with the settings of one listener.
+#[derive(Debug, Clone)]
+pub struct Imap {
+    settings: ImapSettings,
+}
+
+impl Imap {
+    /// IMAP as a listener with these settings serves it.
+    pub fn new(settings: ImapSettings) -> Self {
+        Self { settings }
+    }
+}
+
+impl LineProtocol for Imap {
+    const PROTOCOL: Protocol = Protocol::Imap;
+    type FrontEnd = ImapFrontEnd;
+    type Login = ImapBackendLogin;
+
+    fn front_end(&self, tls_active: bool) -> ImapFrontEnd {
+        let mut settings = self.settings.clone();
+        if tls_active {
+            settings.tls = ClientTls::Implicit;
+        }
+        ImapFrontEnd::new(settings)
+    }
+
+    fn backend_login(
+        &self,
+        auth: BackendAuth,
+        tls: BackendTls,
+        client: ClientInfo,
+    ) -> ImapBackendLogin {
+        ImapBackendLogin::new(auth, tls, Some(client))
+    }
+
+    fn failover_notice(&self) -> Option<&'static [u8]> {
+        Some(mailfront_protocol::imap::FAILOVER_NOTICE)
+    }
+}
+
+/// POP3, with the settings of one listener.
+#[derive(Debug, Clone)]
+pub struct Pop3 {
+    settings: Pop3Settings,
+}
+
+impl Pop3 {
+    /// POP3 as a listener with these settings serves it.
+    pub fn new(settings: Pop3Settings) -> Self {
+        Self { settings }
+    }
+}
+
+impl LineProtocol for Pop3 {
+    const PROTOCOL: Protocol = Protocol::Pop3;
+    type FrontEnd = Pop3FrontEnd;
+    type Login = Pop3BackendLogin;
+
+    fn front_end(&self, tls_active: bool) -> Pop3FrontEnd {
+        let mut settings = self.settings.clone();
+        if tls_active {
+            settings.tls = ClientTls::Implicit;
+        }
+        Pop3FrontEnd::new(settings)
+    }
+
+    fn backend_login(
+        &self,
+        auth: BackendAuth,
+        tls: BackendTls,
+        client: ClientInfo,
+    ) -> Pop3BackendLogin {
+        Pop3BackendLogin::new(auth, tls, Some(client))
+    }
+
+    /// POP3 has no way to announce it: the session is closed (RFC 1939 clients reconnect).
+    fn failover_notice(&self) -> Option<&'static [u8]> {
+        None
+    }
+}
