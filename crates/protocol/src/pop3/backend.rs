@@ -155,7 +155,7 @@ impl Pop3BackendLogin {
             }
             SaslMechanism::Login => {
                 // POP3 arguments end at the line: no CR, LF or NUL can be carried.
-                if [&user.as_bytes()[..], &password[..]]
+                if [user.as_bytes(), password.as_slice()]
                     .iter()
                     .any(|f| f.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0))
                 {
