@@ -30,8 +30,9 @@ MASTER_USER = "casmaster"
 PACKAGES = {
     "dovecot": ["dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-submissiond"],
     "openssl": ["openssl"],
+    "swaks": ["swaks", "libnet-ssleay-perl"],  # swaks needs Net::SSLeay for TLS
 }
-COMMANDS = {"dovecot": "/usr/sbin/dovecot", "openssl": "/usr/bin/openssl"}
+COMMANDS = {"dovecot": "/usr/sbin/dovecot", "openssl": "/usr/bin/openssl", "swaks": "/usr/bin/swaks"}
 
 
 def log(message: str) -> None:
@@ -129,9 +130,12 @@ class Dovecot:
     """A Dovecot 2.3 mailbox server with a master user, serving mail from a shared database
     folder (`<lab>/db/<database>/<user>`), so that two servers model two copies of a database."""
 
-    def __init__(self, lab: Path, name: str, ports: Ports, users: list[User], tls: Tls | None = None):
+    def __init__(self, lab: Path, name: str, ports: Ports, users: list[User], tls: Tls | None = None,
+                 relay_port: int = 0):
         self.name = name
         self.tls = tls
+        # Where Dovecot's submission service relays outgoing mail (mailfront's outbound listener).
+        self.relay_port = relay_port
         self.dir = lab / name
         self.db_root = lab / "db"
         self.ports = ports
@@ -162,8 +166,12 @@ class Dovecot:
 instance_name = {self.name}
 base_dir = {d}/run
 state_dir = {d}/state
-protocols = imap pop3 lmtp
+protocols = imap pop3 lmtp submission
 listen = 127.0.0.1
+hostname = {self.name}.lab
+submission_relay_host = 127.0.0.1
+submission_relay_port = {self.relay_port or 25}
+submission_relay_ssl = no
 ssl = {ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
@@ -209,6 +217,13 @@ service pop3-login {{
   }}
   inet_listener pop3s {{
     port = 0
+  }}
+}}
+service submission-login {{
+  chroot =
+  inet_listener submission {{
+    address = 127.0.0.1
+    port = {p.submission}
   }}
 }}
 service lmtp {{
@@ -460,6 +475,7 @@ class ServerEntry:
     tls: str = "none"  # towards the backend: none | starttls | implicit
     method: str = "master"  # master | passthrough
     mechanism: str = "plain"  # plain | login
+    delivery_group: str = "default"
 
 
 def mailfront_config(
@@ -496,9 +512,12 @@ def mailfront_config(
             f'host = "{host}"',
             f'imap = {{ port = {port}, tls = "{entry.tls}" }}',
         ]
-        if entry.tls != "implicit":  # the lab's Dovecot has no POP3S port
+        if entry.tls != "implicit":  # the lab's Dovecot has no POP3S or submissions port
             out.append(f'pop3 = {{ port = {entry.ports.pop3}, tls = "{entry.tls}" }}')
+            out.append(f'submission = {{ port = {entry.ports.submission}, tls = "{entry.tls}" }}')
+            out.append(f'delivery = {{ port = {entry.ports.lmtp}, protocol = "lmtp" }}')
         out += [
+            f'delivery_group = "{entry.delivery_group}"',
             "[server.login]",
             f'method = "{entry.method}"',
             f'mechanism = "{entry.mechanism}"',
@@ -557,3 +576,80 @@ def lab_root(name: str) -> Path:
     path.chmod(0o755)
     base.chmod(0o755)
     return path
+
+
+class SmtpSink:
+    """A minimal SMTP server that keeps what it receives: the outbound relay host in tests.
+
+    `data_reply` is what it answers to the end of DATA (a test sets it to a refusal to check
+    that mailfront passes the relay's verdict through). Thread-based; one per test session.
+    """
+
+    def __init__(self):
+        import socketserver
+        import threading
+
+        self.messages: list[dict] = []
+        self.data_reply = b"250 2.0.0 queued\r\n"
+        self.peers: list[str] = []
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                sink.peers.append(self.client_address[0])
+                w = self.wfile.write
+                w(b"220 sink.lab ESMTP\r\n")
+                mail_from, rcpts = None, []
+                while True:
+                    line = self.rfile.readline(4096)
+                    if not line:
+                        return
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        w(b"250-sink.lab\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n")
+                    elif verb == b"MAIL":
+                        # The path only; parameters (SIZE=, BODY=) are not kept.
+                        path = line.split(b":", 1)[1].strip().decode()
+                        mail_from, rcpts = path.split(">", 1)[0] + ">", []
+                        w(b"250 2.1.0 ok\r\n")
+                    elif verb == b"RCPT":
+                        rcpts.append(line.split(b":", 1)[1].strip().decode())
+                        w(b"250 2.1.5 ok\r\n")
+                    elif verb == b"DATA":
+                        w(b"354 go\r\n")
+                        data = b""
+                        while True:
+                            chunk = self.rfile.readline(1 << 20)
+                            if not chunk or chunk == b".\r\n":
+                                break
+                            data += chunk
+                        reply = sink.data_reply
+                        if reply.startswith(b"2"):
+                            sink.messages.append({"from": mail_from, "to": rcpts, "data": data})
+                        w(reply)
+                    elif verb == b"QUIT":
+                        w(b"221 bye\r\n")
+                        return
+                    else:
+                        w(b"250 ok\r\n")
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float = 15.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in list(self.messages):
+                if predicate(message):
+                    return message
+            time.sleep(0.05)
+        raise AssertionError(f"the relay never received the message; it has {len(self.messages)}")
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

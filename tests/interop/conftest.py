@@ -24,6 +24,7 @@ import lab  # noqa: E402
 AUTH_FAILURE_DELAY = 1.0
 BACKEND_LOGIN_TIMEOUT = 2.0
 PRE_AUTH_IDLE = 3.0
+DELIVERY_TIMEOUT = 3.0
 
 ACTIVE = {
     "DB01": "mbx1",
@@ -87,6 +88,12 @@ class Lab:
     pop3_plain_port: int
     pop3_starttls_port: int
     pop3_implicit_port: int
+    submission_port: int  # no TLS, plaintext auth allowed
+    submission_starttls_port: int
+    submissions_port: int
+    smtp_port: int  # inbound (front-end transport), STARTTLS offered
+    outbound_port: int
+    relay: lab.SmtpSink  # the outbound relay host
 
     def log(self) -> str:
         return self.mailfront.log_since_start()
@@ -134,10 +141,12 @@ def lab_env(tmp_path_factory) -> Lab:
     binary = lab.mailfront_binary()
     assert binary.exists(), f"{binary} is missing: build mailfront first (scripts/test does)"
     root = lab.reset_dir(lab.lab_root("interop"))
+    pop3_plain, pop3_starttls, pop3_implicit = lab.free_port(), lab.free_port(), lab.free_port()
+    outbound = lab.free_port()
     ports = {name: lab.Ports(*(lab.free_port() for _ in range(5))) for name in ("mbx1", "mbx2", "mbx3")}
     backend_tls = lab.make_ca_signed(root / "backend-tls")
     servers = {
-        name: lab.Dovecot(root, name, p, USERS, tls=backend_tls if name == "mbx3" else None)
+        name: lab.Dovecot(root, name, p, USERS, tls=backend_tls if name == "mbx3" else None, relay_port=outbound)
         for name, p in ports.items()
     }
     silent = SilentServer()
@@ -148,14 +157,18 @@ def lab_env(tmp_path_factory) -> Lab:
     locations = root / "locations.toml"
     lab.write_locations(locations, ACTIVE)
     plain, starttls, implicit = lab.free_port(), lab.free_port(), lab.free_port()
-    pop3_plain, pop3_starttls, pop3_implicit = lab.free_port(), lab.free_port(), lab.free_port()
+    submission, submission_starttls, submissions = lab.free_port(), lab.free_port(), lab.free_port()
+    smtp = lab.free_port()
+    relay = lab.SmtpSink()
     config = root / "mailfront.toml"
     text = lab.mailfront_config(
         node="test1",
         servers=[
             lab.ServerEntry("mbx1", ports["mbx1"]),
             lab.ServerEntry("mbx2", ports["mbx2"]),
-            lab.ServerEntry("silent", lab.Ports(silent.port, silent.port, silent.port, silent.port)),
+            # Its own delivery group: mail for carol has nowhere else to go.
+            lab.ServerEntry("silent", lab.Ports(silent.port, silent.port, silent.port, silent.port),
+                            delivery_group="quarantine"),
             lab.ServerEntry("mbx3", ports["mbx3"], tls="starttls"),
             lab.ServerEntry("mbx3s", ports["mbx3"], tls="implicit"),
             # mbx1 again, logged in to differently.
@@ -180,20 +193,32 @@ def lab_env(tmp_path_factory) -> Lab:
             {"name": "pop3-starttls", "protocol": "pop3", "address": f"127.0.0.1:{pop3_starttls}",
              "tls": "starttls"},
             {"name": "pop3s", "protocol": "pop3", "address": f"127.0.0.1:{pop3_implicit}", "tls": "implicit"},
+            {"name": "submission", "protocol": "submission", "address": f"127.0.0.1:{submission}", "tls": "none",
+             "allow_plaintext_auth": True},
+            {"name": "submission-starttls", "protocol": "submission", "address": f"127.0.0.1:{submission_starttls}",
+             "tls": "starttls"},
+            {"name": "submissions", "protocol": "submission", "address": f"127.0.0.1:{submissions}",
+             "tls": "implicit"},
+            {"name": "smtp", "protocol": "smtp", "address": f"127.0.0.1:{smtp}", "tls": "starttls"},
+            {"name": "outbound", "protocol": "outbound", "address": f"127.0.0.1:{outbound}", "tls": "none"},
         ],
         extra=(
             "[timeouts]\n"
             f'auth_failure_delay = "{int(AUTH_FAILURE_DELAY * 1000)}ms"\n'
             f'backend_login = "{int(BACKEND_LOGIN_TIMEOUT * 1000)}ms"\n'
+            f'delivery = "{int(DELIVERY_TIMEOUT * 1000)}ms"\n'
             f'pre_auth_idle = "{int(PRE_AUTH_IDLE * 1000)}ms"\n'
             "[limits]\nmax_line_length = 1024\nmax_commands_before_auth = 20\n"
             "[reload]\ninterval = \"50ms\"\n"
+            "[transport]\naccepted_domains = [\"example.com\"]\nmax_message_size = 200000\nmax_recipients = 50\n"
+            f"[outbound]\nrelay = {{ host = \"127.0.0.1\", port = {relay.port} }}\n"
         ),
     )
     config.write_text(text)
     mailfront = lab.Mailfront(binary, config, root / "mailfront.log")
     env = Lab(root, binary, config, locations, servers, mailfront, plain, starttls, implicit,
-              pop3_plain, pop3_starttls, pop3_implicit)
+              pop3_plain, pop3_starttls, pop3_implicit, submission, submission_starttls, submissions,
+              smtp, outbound, relay)
     try:
         for server in servers.values():
             server.start()
@@ -203,3 +228,4 @@ def lab_env(tmp_path_factory) -> Lab:
         mailfront.stop()
         for server in servers.values():
             server.stop()
+        relay.stop()

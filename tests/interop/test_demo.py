@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import imaplib
 import os
+import poplib
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import time
@@ -61,7 +63,7 @@ def login_alice() -> imaplib.IMAP4:
 
 def test_demo_contract(demo):
     log_path = lab.lab_root("demo") / "mailfront.log"
-    for port in (1143, 1993):
+    for port in (1143, 1993, 1110, 1995, 1025, 1587, 1465):
         assert port_open(port), port
 
     # alice reads and writes her mail on mbx1.
@@ -95,6 +97,26 @@ def test_demo_contract(demo):
     assert typ == "OK" and data[0], "alice's mail did not follow her to mbx2"
     client.logout()
     assert backend_of_last_session(log_path.read_text(), "alice@example.com") == "mbx2"
+
+    # Mail between demo users: submission as bob (through mbx2's submission service and the
+    # outbound listener, back in through 1025), then POP3 as alice.
+    subject = f"demo mail {uuid.uuid4()}"
+    smtp = smtplib.SMTP("127.0.0.1", 1587, timeout=30)
+    smtp.login("bob@example.com", lab.DEMO_PASSWORD)
+    smtp.sendmail("bob@example.com", ["alice@example.com"], f"Subject: {subject}\r\n\r\nhi alice\r\n")
+    smtp.quit()
+    deadline = time.monotonic() + 20
+    while True:
+        pop = poplib.POP3("127.0.0.1", 1110, timeout=15)
+        pop.user("alice@example.com")
+        pop.pass_(lab.DEMO_PASSWORD)
+        count, _ = pop.stat()
+        found = any(f"Subject: {subject}".encode() in pop.retr(n)[1] for n in range(1, count + 1))
+        pop.quit()
+        if found:
+            break
+        assert time.monotonic() < deadline, "bob's message never reached alice"
+        time.sleep(0.2)
 
     bad = subprocess.run([str(DEMO), "switchover", "DB01", "mbx7"], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "unknown server" in bad.stderr

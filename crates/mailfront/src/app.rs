@@ -1,6 +1,7 @@
 //! Wiring: from a validated [`Config`] to a running node.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
 use mailfront_directory::Directory;
@@ -10,12 +11,15 @@ use mailfront_location::{LocationMap, Locator};
 use mailfront_model::{ServerName, SiteName};
 use mailfront_protocol::imap::ImapSettings;
 use mailfront_protocol::pop3::Pop3Settings;
+use mailfront_protocol::smtp::submission::SubmissionSettings;
+use mailfront_protocol::smtp::transport::TransportSettings;
 use mailfront_protocol::{ClientTls, Limits};
 use mailfront_proxy::admission::{AdmissionSettings, Gateway};
 use mailfront_proxy::backend::BackendTimeouts;
 use mailfront_proxy::driver::ListenerContext;
 use mailfront_proxy::tls::{self, TlsAcceptor, TlsConnector};
-use mailfront_proxy::{Imap, LineProtocol, Pop3, listener};
+use mailfront_proxy::transport::{Cidr, TransportContext, TransportMode};
+use mailfront_proxy::{Imap, LineProtocol, Pop3, Submission, listener};
 use mailfront_routing::{
     Endpoint, Endpoints, LoginMethod, MasterUser, Node, Server, Site, Topology,
 };
@@ -93,11 +97,21 @@ pub fn topology(config: &Config) -> Result<Topology, String> {
                 imap: endpoint(&s.imap),
                 pop3: endpoint(&s.pop3),
                 submission: endpoint(&s.submission),
-                delivery: endpoint(&s.delivery),
+                delivery: s.delivery.as_ref().map(|e| Endpoint {
+                    host: e.host.clone().unwrap_or_else(|| s.host.clone()),
+                    port: e.port,
+                    tls: e.tls.into(),
+                }),
+                delivery_protocol: s
+                    .delivery
+                    .as_ref()
+                    .map(|e| e.protocol.into())
+                    .unwrap_or_default(),
                 http: s.http.clone(),
                 sip: s.sip.clone(),
             },
             login,
+            delivery_group: s.delivery_group.clone(),
         });
     }
     let node = Node {
@@ -194,6 +208,61 @@ fn listener_name(listener: &ListenerConfig) -> String {
         .name
         .clone()
         .unwrap_or_else(|| format!("{}@{}", listener.protocol, listener.address))
+}
+
+/// What a transport listener does: inbound for the accepted domains, or outbound to the relay.
+fn transport_mode(config: &Config, protocol: ListenerProtocol) -> Result<TransportMode, String> {
+    if protocol == ListenerProtocol::Smtp {
+        return Ok(TransportMode::Inbound {
+            accepted_domains: config
+                .transport
+                .accepted_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+        });
+    }
+    let outbound = config
+        .outbound
+        .as_ref()
+        .ok_or("an outbound listener needs an [outbound] relay")?;
+    let allowed_sources = match &outbound.allowed_sources {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<Cidr>()
+                    .map_err(|e| format!("outbound.allowed_sources[{i}]: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => {
+            // The mailbox servers' own addresses, as their hosts resolve now.
+            let mut sources = Vec::new();
+            for (i, server) in config.server.iter().enumerate() {
+                let addresses = (server.host.as_str(), 0).to_socket_addrs().map_err(|e| {
+                    format!("server[{i}].host: cannot resolve `{}`: {e}", server.host)
+                })?;
+                for address in addresses {
+                    let cidr = Cidr {
+                        addr: address.ip(),
+                        prefix: if address.is_ipv4() { 32 } else { 128 },
+                    };
+                    if !sources.contains(&cidr) {
+                        sources.push(cidr);
+                    }
+                }
+            }
+            sources
+        }
+    };
+    Ok(TransportMode::Outbound {
+        relay: Endpoint {
+            host: outbound.relay.host.clone(),
+            port: outbound.relay.port,
+            tls: outbound.relay.tls.into(),
+        },
+        allowed_sources,
+    })
 }
 
 /// Starts the accept loop of a line-protocol listener.
@@ -300,10 +369,46 @@ impl RunningNode {
                     };
                     spawn_line(socket, Pop3::new(settings), &gateway, context, &shutdown_rx)
                 }
-                other => {
-                    return Err(format!(
-                        "listener[{i}].protocol: `{other}` is not supported yet"
-                    ));
+                ListenerProtocol::Submission => {
+                    let settings = SubmissionSettings {
+                        tls,
+                        allow_plaintext_auth,
+                        limits: limits(config),
+                        hostname: config.node.name.clone(),
+                        max_message_size: config.transport.max_message_size,
+                    };
+                    spawn_line(
+                        socket,
+                        Submission::new(settings),
+                        &gateway,
+                        context,
+                        &shutdown_rx,
+                    )
+                }
+                ListenerProtocol::Smtp | ListenerProtocol::Outbound => {
+                    let mode = transport_mode(config, listener.protocol)
+                        .map_err(|e| format!("listener[{i}]: {e}"))?;
+                    let transport = Arc::new(TransportContext {
+                        name: listener_name(listener),
+                        settings: TransportSettings {
+                            tls,
+                            hostname: config.node.name.clone(),
+                            max_message_size: config.transport.max_message_size,
+                            max_recipients: config.transport.max_recipients,
+                            max_line_length: config.limits.max_line_length,
+                            chunking: config.transport.chunking,
+                        },
+                        acceptor: acceptor.clone(),
+                        mode,
+                        idle: t.smtp_idle,
+                        delivery: t.delivery,
+                    });
+                    tokio::spawn(listener::run_transport(
+                        socket,
+                        Arc::clone(&gateway),
+                        transport,
+                        shutdown_rx.clone(),
+                    ))
                 }
             };
             tracing::info!(listener = %listener_name(listener), address = %listener.address, tls = ?listener.tls, "listening");

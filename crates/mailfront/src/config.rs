@@ -48,6 +48,11 @@ pub struct Config {
     /// Pre-login bounds.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The front-end transport.
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// Outbound mail from the mailbox servers.
+    pub outbound: Option<OutboundConfig>,
     /// Time limits.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
@@ -121,6 +126,94 @@ pub struct EndpointConfig {
     pub tls: EndpointTls,
 }
 
+fn default_group() -> String {
+    "default".to_owned()
+}
+
+/// The dialect of a delivery endpoint.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryProtocolConfig {
+    /// LMTP (the default; Dovecot's `lmtp` service).
+    #[default]
+    Lmtp,
+    /// SMTP.
+    Smtp,
+}
+
+impl From<DeliveryProtocolConfig> for mailfront_model::DeliveryProtocol {
+    fn from(p: DeliveryProtocolConfig) -> Self {
+        match p {
+            DeliveryProtocolConfig::Lmtp => mailfront_model::DeliveryProtocol::Lmtp,
+            DeliveryProtocolConfig::Smtp => mailfront_model::DeliveryProtocol::Smtp,
+        }
+    }
+}
+
+/// A delivery endpoint, e.g. `delivery = { port = 24, protocol = "lmtp" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryEndpointConfig {
+    /// TCP port.
+    pub port: u16,
+    /// Host, if different from the server's.
+    pub host: Option<String>,
+    /// TLS towards the endpoint.
+    #[serde(default)]
+    pub tls: EndpointTls,
+    /// `lmtp` (default) or `smtp`.
+    #[serde(default)]
+    pub protocol: DeliveryProtocolConfig,
+}
+
+/// `[transport]`: the front-end transport (inbound SMTP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// Domains whose mail is accepted for the directory's mailboxes; everything else is relaying.
+    pub accepted_domains: Vec<String>,
+    /// Largest message in bytes (announced as SIZE; submission announces it too).
+    pub max_message_size: u64,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Offer CHUNKING (BDAT).
+    pub chunking: bool,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            accepted_domains: Vec::new(),
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 100,
+            chunking: true,
+        }
+    }
+}
+
+/// `[outbound]`: mail leaving the organisation through the front door.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// The relay host that takes outbound mail.
+    pub relay: RelayConfig,
+    /// Addresses or ranges allowed to send (default: the mailbox servers' addresses).
+    pub allowed_sources: Option<Vec<String>>,
+}
+
+/// `[outbound.relay]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS towards the relay.
+    #[serde(default)]
+    pub tls: EndpointTls,
+}
+
 /// How to log in on a user's behalf.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -185,7 +278,11 @@ pub struct ServerConfig {
     /// Submission endpoint.
     pub submission: Option<EndpointConfig>,
     /// Delivery (LMTP/SMTP) endpoint.
-    pub delivery: Option<EndpointConfig>,
+    pub delivery: Option<DeliveryEndpointConfig>,
+    /// Delivery group (the servers that take delivery for each other's databases); default
+    /// `default`.
+    #[serde(default = "default_group")]
+    pub delivery_group: String,
     /// Base URL of its HTTP services.
     pub http: Option<String>,
     /// SIP URI of its voice-mail service.
@@ -368,6 +465,12 @@ pub struct TimeoutsConfig {
     /// Longest backend login dialogue.
     #[serde(with = "humantime_serde")]
     pub backend_login: Duration,
+    /// Longest SMTP client silence on a transport listener (RFC 5321 §4.5.3.2 suggests 5 min).
+    #[serde(with = "humantime_serde")]
+    pub smtp_idle: Duration,
+    /// Longest wait for a delivery server's reply or write.
+    #[serde(with = "humantime_serde")]
+    pub delivery: Duration,
 }
 
 impl Default for TimeoutsConfig {
@@ -379,6 +482,8 @@ impl Default for TimeoutsConfig {
             directory: Duration::from_secs(5),
             backend_connect: Duration::from_secs(5),
             backend_login: Duration::from_secs(10),
+            smtp_idle: Duration::from_secs(300),
+            delivery: Duration::from_secs(60),
         }
     }
 }
@@ -431,7 +536,13 @@ impl Default for LogConfig {
 }
 
 /// The listener kinds mailfront can serve today.
-pub const SERVED_PROTOCOLS: &[ListenerProtocol] = &[ListenerProtocol::Imap, ListenerProtocol::Pop3];
+pub const SERVED_PROTOCOLS: &[ListenerProtocol] = &[
+    ListenerProtocol::Imap,
+    ListenerProtocol::Pop3,
+    ListenerProtocol::Submission,
+    ListenerProtocol::Smtp,
+    ListenerProtocol::Outbound,
+];
 
 impl Config {
     /// Reads, parses and validates a configuration file. Relative paths inside are resolved
@@ -562,17 +673,23 @@ impl Config {
             check_site(format!("{key}.site"), &server.site)?;
             nonempty(&format!("{key}.host"), &server.host)?;
             let endpoints = [
-                ("imap", &server.imap),
-                ("pop3", &server.pop3),
-                ("submission", &server.submission),
-                ("delivery", &server.delivery),
+                ("imap", server.imap.as_ref().map(|e| (e.port, e.tls))),
+                ("pop3", server.pop3.as_ref().map(|e| (e.port, e.tls))),
+                (
+                    "submission",
+                    server.submission.as_ref().map(|e| (e.port, e.tls)),
+                ),
+                (
+                    "delivery",
+                    server.delivery.as_ref().map(|e| (e.port, e.tls)),
+                ),
             ];
             for (name, endpoint) in endpoints {
-                if let Some(endpoint) = endpoint {
-                    if endpoint.port == 0 {
+                if let Some((port, tls)) = endpoint {
+                    if port == 0 {
                         return Err(format!("{key}.{name}.port: must not be 0"));
                     }
-                    if endpoint.tls != EndpointTls::None && self.backend_tls.is_none() {
+                    if tls != EndpointTls::None && self.backend_tls.is_none() {
                         return Err(format!(
                             "{key}.{name}.tls: TLS to a backend needs [backend_tls] ca_file"
                         ));
@@ -668,8 +785,49 @@ impl Config {
                     listener.protocol
                 ));
             }
+            if listener.protocol == ListenerProtocol::Smtp
+                && self.transport.accepted_domains.is_empty()
+            {
+                return Err(format!(
+                    "{key}.protocol: an smtp listener needs transport.accepted_domains (the domains it takes mail for)"
+                ));
+            }
+            if listener.protocol == ListenerProtocol::Outbound && self.outbound.is_none() {
+                return Err(format!(
+                    "{key}.protocol: an outbound listener needs an [outbound] relay"
+                ));
+            }
         }
 
+        for (i, domain) in self.transport.accepted_domains.iter().enumerate() {
+            if domain.trim().is_empty() || domain.contains(['@', ' ']) {
+                return Err(format!(
+                    "transport.accepted_domains[{i}]: `{domain}` is not a domain"
+                ));
+            }
+        }
+        if self.transport.max_message_size == 0 {
+            return Err("transport.max_message_size: must be at least 1".into());
+        }
+        if self.transport.max_recipients == 0 {
+            return Err("transport.max_recipients: must be at least 1".into());
+        }
+        if let Some(outbound) = &self.outbound {
+            nonempty("outbound.relay.host", &outbound.relay.host)?;
+            if outbound.relay.port == 0 {
+                return Err("outbound.relay.port: must not be 0".into());
+            }
+            if outbound.relay.tls != EndpointTls::None && self.backend_tls.is_none() {
+                return Err(
+                    "outbound.relay.tls: TLS to the relay needs [backend_tls] ca_file".into(),
+                );
+            }
+            for (i, source) in outbound.allowed_sources.iter().flatten().enumerate() {
+                source
+                    .parse::<mailfront_proxy::transport::Cidr>()
+                    .map_err(|e| format!("outbound.allowed_sources[{i}]: {e}"))?;
+            }
+        }
         let limits = &self.limits;
         if limits.max_line_length < 512 {
             return Err("limits.max_line_length: must be at least 512".into());
@@ -690,6 +848,8 @@ impl Config {
             ("timeouts.directory", t.directory),
             ("timeouts.backend_connect", t.backend_connect),
             ("timeouts.backend_login", t.backend_login),
+            ("timeouts.smtp_idle", t.smtp_idle),
+            ("timeouts.delivery", t.delivery),
             ("reload.interval", self.reload.interval),
         ] {
             if value.is_zero() {

@@ -22,3 +22,13 @@ pub enum SaslMechanism {
     /// `LOGIN "user<separator>master" password`: Dovecot's master-user separator syntax.
     Login,
 }
+
+/// How a mailbox server (or relay) takes delivery of a message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeliveryProtocol {
+    /// LMTP (RFC 2033): one reply per recipient.
+    #[default]
+    Lmtp,
+    /// SMTP: one reply per message.
+    Smtp,
+}

@@ -13,7 +13,7 @@ mod protocol;
 mod secret;
 mod version;
 
-pub use backend::{BackendTls, SaslMechanism};
+pub use backend::{BackendTls, DeliveryProtocol, SaslMechanism};
 pub use names::{DatabaseName, ServerName, SiteName};
 pub use principal::Principal;
 pub use protocol::{Protocol, ProtocolSet, UnknownProtocol};

@@ -62,6 +62,13 @@ impl LineReader {
         self.input.drain(..n).collect()
     }
 
+    /// Puts bytes back at the front (what a content decoder did not consume).
+    pub fn unread(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().rev() {
+            self.input.push_front(b);
+        }
+    }
+
     /// The next line without its line ending; `Ok(None)` if no complete line is buffered yet.
     pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, LineTooLong> {
         let Some(newline) = self.input.iter().position(|&b| b == b'\n') else {
@@ -127,6 +134,9 @@ mod tests {
         reader.push(b"0123456789");
         assert_eq!(reader.take_bytes(4), b"0123");
         assert_eq!(reader.take_bytes(100), b"456789");
+        reader.push(b"x");
+        reader.unread(b"ab");
+        assert_eq!(reader.take_bytes(3), b"abx");
         reader.push(b"x");
         reader.clear();
         assert!(reader.is_empty());

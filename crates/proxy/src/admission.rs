@@ -65,6 +65,41 @@ pub struct Gateway {
     topology: ArcSwap<Topology>,
     backend_tls: Option<TlsConnector>,
     settings: AdmissionSettings,
+    health: Health,
+}
+
+/// Which backends failed recently. A server that could not be reached is skipped for a while
+/// when there is a choice (delivery), so that every message does not pay its timeout again.
+#[derive(Debug, Default)]
+pub struct Health {
+    down_until: std::sync::Mutex<std::collections::HashMap<ServerName, Instant>>,
+}
+
+impl Health {
+    /// How long a failed server is skipped.
+    pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+    /// Records a failure to reach `server`.
+    pub fn mark_down(&self, server: &ServerName) {
+        if let Ok(mut map) = self.down_until.lock() {
+            map.insert(server.clone(), Instant::now() + Self::RETRY_AFTER);
+        }
+    }
+
+    /// Records a success with `server`.
+    pub fn mark_up(&self, server: &ServerName) {
+        if let Ok(mut map) = self.down_until.lock() {
+            map.remove(server);
+        }
+    }
+
+    /// Whether `server` may be tried.
+    pub fn is_healthy(&self, server: &ServerName) -> bool {
+        match self.down_until.lock() {
+            Ok(map) => map.get(server).is_none_or(|until| *until <= Instant::now()),
+            Err(_) => true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -90,7 +125,28 @@ impl Gateway {
             topology: ArcSwap::from_pointee(topology),
             backend_tls,
             settings,
+            health: Health::default(),
         }
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Arc<dyn Directory> {
+        &self.directory
+    }
+
+    /// The TLS connector for backends, if configured.
+    pub fn backend_tls(&self) -> Option<&TlsConnector> {
+        self.backend_tls.as_ref()
+    }
+
+    /// Recent backend failures.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Admission's time limits.
+    pub fn settings(&self) -> &AdmissionSettings {
+        &self.settings
     }
 
     /// The locator (for failover subscriptions and status).

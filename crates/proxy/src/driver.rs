@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailfront_protocol::{Action, AuthResult, ClientInfo, ClientTls, FrontEnd};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::admission::{Admitted, Gateway};
+use crate::client::{ClientEnd, ClientIo, Received};
 use crate::relay::{Relay, RelayEnd};
 use crate::{LineProtocol, Stream};
 
@@ -167,81 +168,61 @@ async fn pre_auth<P: LineProtocol>(
     protocol: &P,
     gateway: &Gateway,
     listener: &ListenerContext,
-    mut client: Stream,
+    client: Stream,
     info: &ClientInfo,
     started: Instant,
 ) -> PreAuth {
     let login_deadline = started + listener.login;
     let mut user: Option<String> = None;
-    let closed = |result, user: Option<String>| PreAuth::Closed { result, user };
+    let closed = |end: ClientEnd, user: Option<String>| PreAuth::Closed {
+        result: end.as_str(),
+        user,
+    };
+    let mut client = ClientIo::new(client);
 
-    if listener.tls == ClientTls::Implicit {
-        let Some(acceptor) = &listener.acceptor else {
-            tracing::error!(listener = %listener.name, "implicit TLS listener without a certificate");
-            return closed("tls-misconfigured", user);
-        };
-        match tokio::time::timeout(listener.pre_auth_idle, client.accept_tls(acceptor)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "TLS handshake failed");
-                return closed("tls-failed", user);
-            }
-            Err(_) => return closed("tls-timeout", user),
-        }
+    if listener.tls == ClientTls::Implicit
+        && let Err(end) = client
+            .start_tls(listener.acceptor.as_ref(), listener.pre_auth_idle)
+            .await
+    {
+        return closed(end, user);
     }
 
-    let mut front = protocol.front_end(client.is_tls());
-    let mut out: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 4096];
+    let mut front = protocol.front_end(client.stream.is_tls());
     let mut admitted: Option<Box<Admitted>> = None;
-    let mut result = "closed";
+    let mut timed_out = false;
     loop {
         let action = match front.next_action() {
             Action::Send(bytes) => {
-                out.extend_from_slice(&bytes);
+                client.queue(&bytes);
                 continue;
             }
             other => other,
         };
-        if !out.is_empty() {
-            let write = async {
-                client.write_all(&out).await?;
-                client.flush().await
-            };
-            match tokio::time::timeout(listener.pre_auth_idle, write).await {
-                Ok(Ok(())) => out.clear(),
-                Ok(Err(_)) => return closed("client-error", user),
-                Err(_) => return closed("write-timeout", user),
-            }
+        if let Err(end) = client.flush(listener.pre_auth_idle).await {
+            return closed(end, user);
         }
         match action {
             Action::Send(_) => {}
             Action::Read => {
                 let deadline = (Instant::now() + listener.pre_auth_idle).min(login_deadline);
-                match tokio::time::timeout_at(deadline, client.read(&mut buf)).await {
-                    Ok(Ok(0)) => return closed("client-closed", user),
-                    Ok(Ok(n)) => front.feed(buf.get(..n).unwrap_or_default()),
-                    Ok(Err(_)) => return closed("client-error", user),
-                    Err(_) => {
-                        result = "timeout";
+                match client.read(deadline).await {
+                    Ok(Received::Data(bytes)) => front.feed(bytes),
+                    Ok(Received::TimedOut) => {
+                        timed_out = true;
                         front.idle_timeout();
                     }
+                    Err(end) => return closed(end, user),
                 }
             }
             Action::StartTls => {
-                let Some(acceptor) = &listener.acceptor else {
-                    return closed("tls-misconfigured", user);
-                };
-                match tokio::time::timeout(listener.pre_auth_idle, client.accept_tls(acceptor))
+                if let Err(end) = client
+                    .start_tls(listener.acceptor.as_ref(), listener.pre_auth_idle)
                     .await
                 {
-                    Ok(Ok(())) => front.tls_established(),
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "STARTTLS handshake failed");
-                        return closed("tls-failed", user);
-                    }
-                    Err(_) => return closed("tls-timeout", user),
+                    return closed(end, user);
                 }
+                front.tls_established();
             }
             Action::Authenticate(credentials) => {
                 let login = credentials.authcid.clone();
@@ -285,19 +266,26 @@ async fn pre_auth<P: LineProtocol>(
             Action::Proxy { pending } => {
                 return match admitted.take() {
                     Some(admitted) => PreAuth::Proxy {
-                        client,
+                        client: client.into_stream(),
                         admitted,
                         pending,
                     },
-                    None => closed("internal-error", user),
+                    None => PreAuth::Closed {
+                        result: "internal-error",
+                        user,
+                    },
                 };
             }
             Action::Close => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
-                if result == "closed" && admitted.is_none() {
-                    result = "closed-by-server";
-                }
-                return closed(result, user);
+                client.close().await;
+                return PreAuth::Closed {
+                    result: if timed_out {
+                        "timeout"
+                    } else {
+                        "closed-by-server"
+                    },
+                    user,
+                };
             }
         }
     }

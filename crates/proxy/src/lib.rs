@@ -9,18 +9,20 @@
 
 pub mod admission;
 pub mod backend;
+pub mod client;
 pub mod driver;
 pub mod listener;
 pub mod relay;
 mod stream;
 pub mod tls;
+pub mod transport;
 
 mod protocols;
 
 use mailfront_model::{BackendTls, Protocol};
 use mailfront_protocol::{BackendAuth, BackendLogin, ClientInfo, FrontEnd};
 
-pub use protocols::{Imap, Pop3};
+pub use protocols::{Imap, Pop3, Submission};
 pub use stream::Stream;
 
 /// A line protocol the driver can serve: how to start its front end and its backend login.

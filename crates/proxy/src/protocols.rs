@@ -3,6 +3,8 @@
 use mailfront_model::{BackendTls, Protocol};
 use mailfront_protocol::imap::{ImapBackendLogin, ImapFrontEnd, ImapSettings};
 use mailfront_protocol::pop3::{Pop3BackendLogin, Pop3FrontEnd, Pop3Settings};
+use mailfront_protocol::smtp::login::SubmissionBackendLogin;
+use mailfront_protocol::smtp::submission::{SubmissionFrontEnd, SubmissionSettings};
 use mailfront_protocol::{BackendAuth, ClientInfo, ClientTls};
 
 use crate::LineProtocol;
@@ -83,6 +85,47 @@ impl LineProtocol for Pop3 {
     }
 
     /// POP3 has no way to announce it: the session is closed (RFC 1939 clients reconnect).
+    fn failover_notice(&self) -> Option<&'static [u8]> {
+        None
+    }
+}
+
+/// Message submission, with the settings of one listener.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    settings: SubmissionSettings,
+}
+
+impl Submission {
+    /// Submission as a listener with these settings serves it.
+    pub fn new(settings: SubmissionSettings) -> Self {
+        Self { settings }
+    }
+}
+
+impl LineProtocol for Submission {
+    const PROTOCOL: Protocol = Protocol::Submission;
+    type FrontEnd = SubmissionFrontEnd;
+    type Login = SubmissionBackendLogin;
+
+    fn front_end(&self, tls_active: bool) -> SubmissionFrontEnd {
+        let mut settings = self.settings.clone();
+        if tls_active {
+            settings.tls = ClientTls::Implicit;
+        }
+        SubmissionFrontEnd::new(settings)
+    }
+
+    fn backend_login(
+        &self,
+        auth: BackendAuth,
+        tls: BackendTls,
+        client: ClientInfo,
+    ) -> SubmissionBackendLogin {
+        SubmissionBackendLogin::new(auth, tls, Some(client), self.settings.hostname.clone())
+    }
+
+    /// A submission client mid-transaction is closed: it retries the message (no 250 yet).
     fn failover_notice(&self) -> Option<&'static [u8]> {
         None
     }

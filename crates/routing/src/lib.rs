@@ -10,6 +10,7 @@
 
 mod route;
 mod topology;
+pub mod transport;
 
 pub use route::{
     Decision, Facts, HttpRequest, LocationFailure, Reason, RejectKind, Request, route,

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use mailfront_model::{BackendTls, Protocol, SaslMechanism, Secret, ServerName, SiteName, Version};
+use mailfront_model::{
+    BackendTls, DeliveryProtocol, Protocol, SaslMechanism, Secret, ServerName, SiteName, Version,
+};
 
 /// This mailfront node: where it stands and what version of mailbox it serves natively.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct Endpoints {
     pub submission: Option<Endpoint>,
     /// Mail delivery endpoint (LMTP or SMTP) for the front-end transport.
     pub delivery: Option<Endpoint>,
+    /// How the delivery endpoint takes mail.
+    pub delivery_protocol: DeliveryProtocol,
     /// Base URL of the server's HTTP services.
     pub http: Option<String>,
     /// SIP URI of the server's voice-mail service (the Contact of a redirect).
@@ -121,6 +125,9 @@ pub struct Server {
     pub endpoints: Endpoints,
     /// How to log in on a user's behalf.
     pub login: LoginMethod,
+    /// The delivery group the server belongs to (the seeds' DAG): the servers that can take
+    /// delivery for each other's databases.
+    pub delivery_group: String,
 }
 
 /// A topology that refers to something it does not define.
@@ -178,5 +185,17 @@ impl Topology {
     /// A site by name.
     pub fn site(&self, name: &SiteName) -> Option<&Site> {
         self.sites.get(name)
+    }
+
+    /// The cost of reaching `to` from `from`: 0 within a site, the configured cost otherwise,
+    /// and more than any configured cost when none is configured.
+    pub fn cost(&self, from: &SiteName, to: &SiteName) -> u64 {
+        if from == to {
+            return 0;
+        }
+        self.sites
+            .get(from)
+            .and_then(|site| site.costs.get(to))
+            .map_or(u64::from(u32::MAX) + 1, |cost| u64::from(*cost))
     }
 }

@@ -30,6 +30,7 @@ fn server(name: &str, site: &str, sip: bool, imap: bool) -> Server {
             pop3: Some(endpoint(110)),
             submission: None,
             delivery: None,
+            delivery_protocol: Default::default(),
             http: Some(format!("http://{name}:8080/")),
             sip: sip.then(|| format!("sip:voicemail@{name}:5060")),
         },
@@ -41,6 +42,7 @@ fn server(name: &str, site: &str, sip: bool, imap: bool) -> Server {
             },
             mechanism: SaslMechanism::Plain,
         },
+        delivery_group: "dag1".into(),
     }
 }
 

@@ -1,0 +1,11 @@
+//! SMTP (RFC 5321) in three roles: the submission front end (RFC 6409) and its backend login,
+//! the front-end transport (inbound mail, and outbound mail from the mailbox servers), and the
+//! delivery client that hands a message to a mailbox server (LMTP, RFC 2033, or SMTP).
+
+pub mod command;
+pub mod data;
+pub mod delivery;
+pub mod login;
+pub mod reply;
+pub mod submission;
+pub mod transport;

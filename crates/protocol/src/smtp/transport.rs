@@ -1,0 +1,605 @@
+//! The front-end transport (the seeds' Front-End Transport service): an SMTP server that
+//! accepts mail for the organisation's mailboxes and hands each message to one mailbox server
+//! while the client waits. No queue: the client hears `250` for a message only after a backend
+//! accepted it.
+//!
+//! The machine decides nothing about recipients or backends; it asks its driver with
+//! [`TransportAction::CheckRecipient`] and [`TransportAction::OpenDelivery`], streams the content
+//! with [`TransportAction::Content`], and relays the driver's final verdict.
+
+use std::collections::VecDeque;
+
+use super::command::{self, Command, MailParams};
+use super::data::DataDecoder;
+use super::reply::Reply;
+use super::submission::syntax_reply;
+use crate::ClientTls;
+use crate::line::LineReader;
+
+/// How a transport listener behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportSettings {
+    /// TLS on this listener.
+    pub tls: ClientTls,
+    /// The name in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// Largest message accepted, in bytes (announced as SIZE).
+    pub max_message_size: u64,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Longest command line.
+    pub max_line_length: usize,
+    /// Offer CHUNKING (BDAT, RFC 3030).
+    pub chunking: bool,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            tls: ClientTls::StartTls,
+            hostname: "mailfront".to_owned(),
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 100,
+            max_line_length: 2048,
+            chunking: true,
+        }
+    }
+}
+
+/// A message's envelope, as the backend will be told it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The reverse path (empty for `<>`).
+    pub from: String,
+    /// MAIL FROM parameters to pass on.
+    pub params: MailParams,
+    /// The accepted recipients, in order.
+    pub recipients: Vec<String>,
+}
+
+/// What the transport machine asks its driver to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TransportAction {
+    /// Send these bytes to the client.
+    Send(Vec<u8>),
+    /// Wait for more bytes from the client.
+    Read,
+    /// Upgrade to TLS now (the reply has been sent; buffered input was discarded).
+    StartTls,
+    /// Close the connection.
+    Close,
+    /// May this recipient receive mail here? Answer with [`TransportServer::recipient_checked`].
+    CheckRecipient(String),
+    /// Content is about to arrive for this envelope: choose a backend and replay the envelope
+    /// there. Answer with [`TransportServer::delivery_opened`].
+    OpenDelivery(Envelope),
+    /// Canonical content (CRLF line endings, not dot-stuffed) for the open delivery.
+    Content(Vec<u8>),
+    /// The content is complete: finish the delivery and answer with
+    /// [`TransportServer::delivery_finished`].
+    FinishDelivery,
+    /// Drop the open delivery without delivering anything (client gone, message too large).
+    AbortDelivery,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    from: String,
+    params: MailParams,
+    recipients: Vec<String>,
+    /// Content bytes received (DATA or BDAT), for the size limit.
+    size: u64,
+    /// The delivery is open at the driver.
+    open: bool,
+    /// A BDAT transfer failed; the remaining chunks are read and answered with this.
+    bdat_failed: Option<Reply>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Commands,
+    /// Waiting for [`TransportServer::recipient_checked`].
+    CheckingRecipient(String),
+    /// Waiting for [`TransportServer::delivery_opened`]; `bdat` holds the chunk command.
+    Opening {
+        bdat: Option<(u64, bool)>,
+    },
+    /// Reading DATA content; `discard` once the message is too large.
+    Data {
+        decoder: DataDecoder,
+        discard: bool,
+    },
+    /// Reading a BDAT chunk's bytes.
+    Chunk {
+        remaining: u64,
+        last: bool,
+        discard: bool,
+    },
+    /// Waiting for [`TransportServer::delivery_finished`].
+    Finishing,
+    StartingTls,
+    Done,
+}
+
+/// The front-end transport state machine. See the [module documentation](self).
+#[derive(Debug)]
+pub struct TransportServer {
+    settings: TransportSettings,
+    tls_active: bool,
+    lines: LineReader,
+    actions: VecDeque<TransportAction>,
+    phase: Phase,
+    helo: Option<String>,
+    transaction: Option<Transaction>,
+}
+
+impl TransportServer {
+    /// A new session; the greeting is the first action.
+    pub fn new(settings: TransportSettings) -> Self {
+        let mut server = Self {
+            tls_active: settings.tls == ClientTls::Implicit,
+            lines: LineReader::new(settings.max_line_length),
+            actions: VecDeque::new(),
+            phase: Phase::Commands,
+            helo: None,
+            transaction: None,
+            settings,
+        };
+        let greeting = Reply::new(220, format!("{} ESMTP ready", server.settings.hostname));
+        server.reply(greeting);
+        server
+    }
+
+    /// A session refused at connect (for example an unknown source on the outbound listener):
+    /// the machine says `554` and closes (RFC 5321 §3.1).
+    pub fn refuse(settings: TransportSettings, text: &str) -> Self {
+        let mut server = Self::new(settings);
+        server.actions.clear();
+        server.reply(Reply::new(554, format!("5.7.1 {text}")));
+        server.actions.push_back(TransportAction::Close);
+        server.phase = Phase::Done;
+        server
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        self.actions
+            .push_back(TransportAction::Send(reply.to_bytes()));
+    }
+
+    fn close_with(&mut self, reply: Reply) {
+        if self.transaction.as_ref().is_some_and(|t| t.open) {
+            self.actions.push_back(TransportAction::AbortDelivery);
+        }
+        self.transaction = None;
+        self.reply(reply);
+        self.actions.push_back(TransportAction::Close);
+        self.phase = Phase::Done;
+        self.lines.clear();
+    }
+
+    /// Bytes received from the client.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if !matches!(self.phase, Phase::Done | Phase::StartingTls) {
+            self.lines.push(bytes);
+        }
+    }
+
+    /// The client closed the connection: whatever was in flight is not delivered.
+    pub fn client_closed(&mut self) {
+        if self.transaction.as_ref().is_some_and(|t| t.open) {
+            self.actions.push_back(TransportAction::AbortDelivery);
+        }
+        self.transaction = None;
+        self.phase = Phase::Done;
+    }
+
+    /// The TLS handshake completed.
+    pub fn tls_established(&mut self) {
+        if matches!(self.phase, Phase::StartingTls) {
+            self.tls_active = true;
+            self.helo = None;
+            self.transaction = None;
+            self.lines.clear();
+            self.phase = Phase::Commands;
+        }
+    }
+
+    /// The client was silent for too long.
+    pub fn idle_timeout(&mut self) {
+        self.actions.clear();
+        self.close_with(Reply::new(421, "4.4.2 Timeout, closing connection"));
+    }
+
+    /// The node is shutting down.
+    pub fn shutdown(&mut self) {
+        self.actions.clear();
+        self.close_with(Reply::new(421, "4.3.2 Service shutting down"));
+    }
+
+    /// The answer to [`TransportAction::CheckRecipient`]: `Err` carries the refusal to send.
+    pub fn recipient_checked(&mut self, verdict: Result<(), Reply>) {
+        let Phase::CheckingRecipient(to) = std::mem::replace(&mut self.phase, Phase::Commands)
+        else {
+            return;
+        };
+        match verdict {
+            Ok(()) => {
+                if let Some(transaction) = &mut self.transaction {
+                    transaction.recipients.push(to);
+                }
+                self.reply(Reply::new(250, "2.1.5 OK"));
+            }
+            Err(reply) => self.reply(reply),
+        }
+    }
+
+    /// The answer to [`TransportAction::OpenDelivery`].
+    pub fn delivery_opened(&mut self, result: Result<(), Reply>) {
+        let Phase::Opening { bdat } = std::mem::replace(&mut self.phase, Phase::Commands) else {
+            return;
+        };
+        let Some(transaction) = &mut self.transaction else {
+            return;
+        };
+        match (result, bdat) {
+            (Ok(()), None) => {
+                transaction.open = true;
+                self.reply(Reply::new(354, "Start mail input; end with <CRLF>.<CRLF>"));
+                self.phase = Phase::Data {
+                    decoder: DataDecoder::new(),
+                    discard: false,
+                };
+            }
+            (Err(reply), None) => {
+                self.transaction = None;
+                self.reply(reply);
+            }
+            (Ok(()), Some((size, last))) => {
+                transaction.open = true;
+                self.start_chunk(size, last);
+            }
+            (Err(reply), Some((size, last))) => {
+                transaction.bdat_failed = Some(reply);
+                self.phase = Phase::Chunk {
+                    remaining: size,
+                    last,
+                    discard: true,
+                };
+            }
+        }
+    }
+
+    /// The answer to [`TransportAction::FinishDelivery`]: the reply for the message.
+    pub fn delivery_finished(&mut self, reply: Reply) {
+        if matches!(self.phase, Phase::Finishing) {
+            self.transaction = None;
+            self.phase = Phase::Commands;
+            self.reply(reply);
+        }
+    }
+
+    fn ehlo_reply(&self, client: &str) -> Reply {
+        let mut lines = vec![
+            format!("{} greets {client}", self.settings.hostname),
+            "PIPELINING".to_owned(),
+            format!("SIZE {}", self.settings.max_message_size),
+            "8BITMIME".to_owned(),
+            "ENHANCEDSTATUSCODES".to_owned(),
+        ];
+        if self.settings.chunking {
+            lines.push("CHUNKING".to_owned());
+        }
+        if self.settings.tls == ClientTls::StartTls && !self.tls_active {
+            lines.push("STARTTLS".to_owned());
+        }
+        Reply { code: 250, lines }
+    }
+
+    fn command(&mut self, line: &[u8]) {
+        let command = match command::parse(line) {
+            Ok(command) => command,
+            Err(error) => {
+                self.reply(syntax_reply(error));
+                return;
+            }
+        };
+        match command {
+            Command::Ehlo(client) => {
+                self.helo = Some(client.clone());
+                self.transaction = None;
+                let reply = self.ehlo_reply(&client);
+                self.reply(reply);
+            }
+            Command::Helo(client) => {
+                self.helo = Some(client);
+                self.transaction = None;
+                let name = self.settings.hostname.clone();
+                self.reply(Reply::new(250, name));
+            }
+            Command::Lhlo(_) | Command::Auth { .. } => {
+                self.reply(Reply::new(502, "5.5.1 Command not implemented"))
+            }
+            Command::StartTls => {
+                if self.tls_active {
+                    self.reply(Reply::new(503, "5.5.1 TLS already active"));
+                } else if self.settings.tls != ClientTls::StartTls {
+                    self.reply(Reply::new(502, "5.5.1 STARTTLS not available on this port"));
+                } else {
+                    self.reply(Reply::new(220, "2.0.0 Ready to start TLS"));
+                    self.lines.clear();
+                    self.actions.push_back(TransportAction::StartTls);
+                    self.phase = Phase::StartingTls;
+                }
+            }
+            Command::Mail { from, params } => {
+                if self.helo.is_none() {
+                    self.reply(Reply::new(503, "5.5.1 Send HELO/EHLO first"));
+                } else if self.transaction.is_some() {
+                    self.reply(Reply::new(503, "5.5.1 Nested MAIL command"));
+                } else if params
+                    .size
+                    .is_some_and(|s| s > self.settings.max_message_size)
+                {
+                    self.reply(Reply::new(
+                        552,
+                        "5.3.4 Message size exceeds fixed maximum message size",
+                    ));
+                } else {
+                    self.transaction = Some(Transaction {
+                        from,
+                        params,
+                        ..Transaction::default()
+                    });
+                    self.reply(Reply::new(250, "2.1.0 OK"));
+                }
+            }
+            Command::Rcpt { to } => match &self.transaction {
+                None => self.reply(Reply::new(503, "5.5.1 Need MAIL command first")),
+                Some(t) if t.recipients.len() >= self.settings.max_recipients => {
+                    self.reply(Reply::new(452, "4.5.3 Too many recipients"));
+                }
+                Some(_) => {
+                    self.actions
+                        .push_back(TransportAction::CheckRecipient(to.clone()));
+                    self.phase = Phase::CheckingRecipient(to);
+                }
+            },
+            Command::Data => self.start_content(None),
+            Command::Bdat { size, last } => {
+                if !self.settings.chunking {
+                    self.reply(Reply::new(502, "5.5.1 CHUNKING not offered"));
+                    // The chunk's bytes are on their way and must not be read as commands.
+                    self.phase = Phase::Chunk {
+                        remaining: size,
+                        last: false,
+                        discard: true,
+                    };
+                    return;
+                }
+                self.start_content(Some((size, last)));
+            }
+            Command::Rset => {
+                if self.transaction.as_ref().is_some_and(|t| t.open) {
+                    self.actions.push_back(TransportAction::AbortDelivery);
+                }
+                self.transaction = None;
+                self.reply(Reply::new(250, "2.0.0 OK"));
+            }
+            Command::Noop => self.reply(Reply::new(250, "2.0.0 OK")),
+            Command::Quit => self.close_with(Reply::new(221, "2.0.0 Bye")),
+            Command::Vrfy => self.reply(Reply::new(252, "2.5.0 Cannot VRFY user")),
+            Command::Expn => self.reply(Reply::new(502, "5.5.1 EXPN not available")),
+            Command::Help => self.reply(Reply::new(214, "2.0.0 See RFC 5321")),
+        }
+    }
+
+    fn start_content(&mut self, bdat: Option<(u64, bool)>) {
+        let Some(transaction) = &mut self.transaction else {
+            let reply = Reply::new(503, "5.5.1 Need MAIL command first");
+            match bdat {
+                Some((size, _)) => {
+                    self.reply(reply);
+                    self.phase = Phase::Chunk {
+                        remaining: size,
+                        last: false,
+                        discard: true,
+                    };
+                }
+                None => self.reply(reply),
+            }
+            return;
+        };
+        if transaction.recipients.is_empty() {
+            let reply = Reply::new(554, "5.5.1 No valid recipients");
+            match bdat {
+                Some((size, _)) => {
+                    self.reply(reply);
+                    self.phase = Phase::Chunk {
+                        remaining: size,
+                        last: false,
+                        discard: true,
+                    };
+                }
+                None => self.reply(reply),
+            }
+            return;
+        }
+        match bdat {
+            // A transfer already open (or already failed) continues with this chunk.
+            Some((size, last)) if transaction.open || transaction.bdat_failed.is_some() => {
+                self.start_chunk(size, last);
+            }
+            _ => {
+                if bdat.is_none() && transaction.size > 0 {
+                    self.reply(Reply::new(503, "5.5.1 DATA after BDAT"));
+                    return;
+                }
+                let envelope = Envelope {
+                    from: transaction.from.clone(),
+                    params: transaction.params.clone(),
+                    recipients: transaction.recipients.clone(),
+                };
+                self.actions
+                    .push_back(TransportAction::OpenDelivery(envelope));
+                self.phase = Phase::Opening { bdat };
+            }
+        }
+    }
+
+    fn start_chunk(&mut self, size: u64, last: bool) {
+        let Some(transaction) = &mut self.transaction else {
+            return;
+        };
+        let discard = transaction.bdat_failed.is_some();
+        if !discard && transaction.size.saturating_add(size) > self.settings.max_message_size {
+            transaction.bdat_failed = Some(Reply::new(
+                552,
+                "5.3.4 Message size exceeds fixed maximum message size",
+            ));
+            if transaction.open {
+                transaction.open = false;
+                self.actions.push_back(TransportAction::AbortDelivery);
+            }
+            self.phase = Phase::Chunk {
+                remaining: size,
+                last,
+                discard: true,
+            };
+            return;
+        }
+        self.phase = Phase::Chunk {
+            remaining: size,
+            last,
+            discard,
+        };
+    }
+
+    fn chunk_done(&mut self, last: bool, discard: bool) {
+        self.phase = Phase::Commands;
+        let Some(transaction) = &mut self.transaction else {
+            // A refused BDAT (no transaction): its bytes are read, its reply was sent.
+            return;
+        };
+        if discard && transaction.bdat_failed.is_none() {
+            // A chunk refused before a transfer existed.
+            return;
+        }
+        if let Some(reply) = transaction.bdat_failed.clone() {
+            if last {
+                self.transaction = None;
+            }
+            self.reply(reply);
+            return;
+        }
+        if last {
+            self.actions.push_back(TransportAction::FinishDelivery);
+            self.phase = Phase::Finishing;
+        } else {
+            let size = transaction.size;
+            self.reply(Reply::new(250, format!("2.0.0 {size} octets received")));
+        }
+    }
+
+    fn process(&mut self) {
+        while self.actions.is_empty() {
+            match &mut self.phase {
+                Phase::Commands => {
+                    let line = match self.lines.next_line() {
+                        Ok(Some(line)) => line,
+                        Ok(None) => return,
+                        Err(_) => {
+                            self.close_with(Reply::new(500, "5.5.6 Line too long"));
+                            return;
+                        }
+                    };
+                    self.command(&line);
+                }
+                Phase::Data { decoder, discard } => {
+                    if self.lines.is_empty() {
+                        return;
+                    }
+                    let input = self.lines.take_all();
+                    let mut content = Vec::new();
+                    let used = decoder.decode(&input, &mut content);
+                    self.lines.unread(input.get(used..).unwrap_or_default());
+                    let size = decoder.size();
+                    let done = decoder.is_done();
+                    let mut now_discarding = false;
+                    if !*discard && size > self.settings.max_message_size {
+                        *discard = true;
+                        now_discarding = true;
+                    }
+                    let discarding = *discard;
+                    if now_discarding {
+                        if let Some(t) = &mut self.transaction {
+                            t.open = false;
+                        }
+                        self.actions.push_back(TransportAction::AbortDelivery);
+                    } else if !discarding && !content.is_empty() {
+                        self.actions.push_back(TransportAction::Content(content));
+                    }
+                    if done {
+                        if discarding {
+                            self.transaction = None;
+                            self.phase = Phase::Commands;
+                            self.reply(Reply::new(
+                                552,
+                                "5.3.4 Message size exceeds fixed maximum message size",
+                            ));
+                        } else {
+                            self.actions.push_back(TransportAction::FinishDelivery);
+                            self.phase = Phase::Finishing;
+                        }
+                    }
+                }
+                Phase::Chunk {
+                    remaining,
+                    last,
+                    discard,
+                } => {
+                    let (last, discard) = (*last, *discard);
+                    if *remaining > 0 {
+                        if self.lines.is_empty() {
+                            return;
+                        }
+                        let taken = self
+                            .lines
+                            .take_bytes(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                        *remaining -= taken.len() as u64;
+                        if !discard {
+                            if let Some(t) = &mut self.transaction {
+                                t.size += taken.len() as u64;
+                            }
+                            self.actions.push_back(TransportAction::Content(taken));
+                        }
+                    }
+                    if let Phase::Chunk { remaining: 0, .. } = self.phase {
+                        self.chunk_done(last, discard);
+                    }
+                }
+                Phase::CheckingRecipient(_)
+                | Phase::Opening { .. }
+                | Phase::Finishing
+                | Phase::StartingTls
+                | Phase::Done => {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next thing to do.
+    pub fn next_action(&mut self) -> TransportAction {
+        if self.actions.is_empty() {
+            self.process();
+        }
+        match self.actions.pop_front() {
+            Some(action) => action,
+            None if matches!(self.phase, Phase::Done) => TransportAction::Close,
+            None => TransportAction::Read,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

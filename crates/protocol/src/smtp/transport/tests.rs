@@ -1,0 +1,314 @@
+//! Tests of the front-end transport machine with a scripted driver.
+
+use super::*;
+
+/// What the scripted driver saw.
+#[derive(Debug, Default)]
+struct World {
+    output: String,
+    delivered: Vec<(Envelope, Vec<u8>)>,
+    aborted: usize,
+    closed: bool,
+}
+
+struct Script<'a> {
+    recipient: &'a dyn Fn(&str) -> Result<(), Reply>,
+    open: &'a dyn Fn(&Envelope) -> Result<(), Reply>,
+    finish: &'a dyn Fn(&[u8]) -> Reply,
+}
+
+fn local(address: &str) -> Result<(), Reply> {
+    if address.ends_with("@example.com") {
+        if address.starts_with("nobody") {
+            Err(Reply::new(550, "5.1.1 User unknown"))
+        } else {
+            Ok(())
+        }
+    } else {
+        Err(Reply::new(554, "5.7.1 Relaying denied"))
+    }
+}
+
+fn accept_all(_: &Envelope) -> Result<(), Reply> {
+    Ok(())
+}
+
+fn delivered(_: &[u8]) -> Reply {
+    Reply::new(250, "2.0.0 Delivered")
+}
+
+const DEFAULT: Script<'static> = Script {
+    recipient: &local,
+    open: &accept_all,
+    finish: &delivered,
+};
+
+fn settings() -> TransportSettings {
+    TransportSettings {
+        tls: ClientTls::None,
+        hostname: "mx.test".into(),
+        max_message_size: 100,
+        max_recipients: 3,
+        max_line_length: 512,
+        chunking: true,
+    }
+}
+
+fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chunk: usize) -> World {
+    let mut server = TransportServer::new(settings);
+    let mut world = World::default();
+    let mut pieces = input.chunks(chunk.max(1));
+    let mut open: Option<(Envelope, Vec<u8>)> = None;
+    loop {
+        match server.next_action() {
+            TransportAction::Send(bytes) => {
+                world.output.push_str(&String::from_utf8(bytes).unwrap())
+            }
+            TransportAction::Read => match pieces.next() {
+                Some(piece) => server.feed(piece),
+                None => {
+                    server.client_closed();
+                    // Drain what closing queued (an abort).
+                    while let TransportAction::AbortDelivery = server.next_action() {
+                        world.aborted += 1;
+                    }
+                    return world;
+                }
+            },
+            TransportAction::StartTls => server.tls_established(),
+            TransportAction::Close => {
+                world.closed = true;
+                return world;
+            }
+            TransportAction::CheckRecipient(to) => {
+                server.recipient_checked((script.recipient)(&to))
+            }
+            TransportAction::OpenDelivery(envelope) => {
+                let result = (script.open)(&envelope);
+                if result.is_ok() {
+                    open = Some((envelope, Vec::new()));
+                }
+                server.delivery_opened(result);
+            }
+            TransportAction::Content(bytes) => open
+                .as_mut()
+                .expect("content without delivery")
+                .1
+                .extend(bytes),
+            TransportAction::FinishDelivery => {
+                let (envelope, content) = open.take().expect("finish without delivery");
+                let reply = (script.finish)(&content);
+                if reply.is_positive() {
+                    world.delivered.push((envelope, content));
+                }
+                server.delivery_finished(reply);
+            }
+            TransportAction::AbortDelivery => {
+                world.aborted += 1;
+                open = None;
+            }
+        }
+    }
+}
+
+fn run(input: &[u8]) -> World {
+    run_with(settings(), &DEFAULT, input, input.len())
+}
+
+#[test]
+fn a_message_at_every_split() {
+    let input: &[u8] = b"EHLO c\r\nMAIL FROM:<s@x.org> BODY=8BITMIME\r\nRCPT TO:<alice@example.com>\r\nRCPT TO:<nobody@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n";
+    for chunk in 1..=input.len() {
+        let world = run_with(settings(), &DEFAULT, input, chunk);
+        assert_eq!(
+            world.output,
+            "220 mx.test ESMTP ready\r\n250-mx.test greets c\r\n250-PIPELINING\r\n250-SIZE 100\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n\
+             250 2.1.0 OK\r\n250 2.1.5 OK\r\n550 5.1.1 User unknown\r\n250 2.1.5 OK\r\n354 Start mail input; end with <CRLF>.<CRLF>\r\n\
+             250 2.0.0 Delivered\r\n221 2.0.0 Bye\r\n",
+            "chunk {chunk}"
+        );
+        assert_eq!(world.delivered.len(), 1);
+        let (envelope, content) = &world.delivered[0];
+        assert_eq!(envelope.from, "s@x.org");
+        assert_eq!(
+            envelope.recipients,
+            ["alice@example.com", "bob@example.com"]
+        );
+        assert_eq!(envelope.params.body, Some(command::Body::EightBitMime));
+        assert_eq!(content, b"Subject: hi\r\n\r\n.dot\r\n");
+        assert!(world.closed);
+    }
+}
+
+#[test]
+fn bdat_chunks_at_every_split() {
+    let input: &[u8] = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\nBDAT 5\r\nab\r\ncBDAT 3 LAST\r\ndef";
+    for chunk in 1..=input.len() {
+        let world = run_with(settings(), &DEFAULT, input, chunk);
+        assert!(world.output.ends_with("250 2.1.0 OK\r\n250 2.1.5 OK\r\n250 2.0.0 5 octets received\r\n250 2.0.0 Delivered\r\n"), "{}", world.output);
+        assert_eq!(world.delivered[0].1, b"ab\r\ncdef");
+    }
+}
+
+#[test]
+fn relaying_and_unknown_users_are_refused() {
+    let world = run(b"HELO c\r\nMAIL FROM:<s@x>\r\nRCPT TO:<victim@other.org>\r\nRCPT TO:<nobody@example.com>\r\nDATA\r\n");
+    assert!(world.output.ends_with("250 2.1.0 OK\r\n554 5.7.1 Relaying denied\r\n550 5.1.1 User unknown\r\n554 5.5.1 No valid recipients\r\n"), "{}", world.output);
+    assert!(world.delivered.is_empty());
+}
+
+#[test]
+fn sequence_errors() {
+    let world = run(b"MAIL FROM:<a@b>\r\nEHLO c\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nMAIL FROM:<a@b>\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN x\r\nRSET\r\nRCPT TO:<alice@example.com>\r\n");
+    assert!(
+        world
+            .output
+            .starts_with("220 mx.test ESMTP ready\r\n503 5.5.1 Send HELO/EHLO first\r\n250-")
+    );
+    assert!(world.output.ends_with(
+        "503 5.5.1 Need MAIL command first\r\n503 5.5.1 Need MAIL command first\r\n250 2.1.0 OK\r\n503 5.5.1 Nested MAIL command\r\n\
+         502 5.5.1 Command not implemented\r\n250 2.0.0 OK\r\n503 5.5.1 Need MAIL command first\r\n"
+    ), "{}", world.output);
+}
+
+#[test]
+fn size_limits() {
+    // Declared too large.
+    let world = run(b"EHLO c\r\nMAIL FROM:<a@b> SIZE=101\r\n");
+    assert!(
+        world
+            .output
+            .ends_with("552 5.3.4 Message size exceeds fixed maximum message size\r\n")
+    );
+    // Too large in fact: the content is read to its end, nothing is delivered.
+    let mut input =
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b"0123456789\r\n".as_slice(), 20).flatten());
+    input.extend_from_slice(b".\r\nNOOP\r\n");
+    let world = run(&input);
+    assert!(world.output.ends_with("354 Start mail input; end with <CRLF>.<CRLF>\r\n552 5.3.4 Message size exceeds fixed maximum message size\r\n250 2.0.0 OK\r\n"), "{}", world.output);
+    assert!(world.delivered.is_empty());
+    assert_eq!(world.aborted, 1);
+    // BDAT over the limit.
+    let mut input =
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nBDAT 60\r\n".to_vec();
+    input.extend_from_slice(&[b'x'; 60]);
+    input.extend_from_slice(b"BDAT 60 LAST\r\n");
+    input.extend_from_slice(&[b'y'; 60]);
+    input.extend_from_slice(b"NOOP\r\n");
+    let world = run(&input);
+    assert!(world.output.ends_with("250 2.0.0 60 octets received\r\n552 5.3.4 Message size exceeds fixed maximum message size\r\n250 2.0.0 OK\r\n"), "{}", world.output);
+    assert!(world.delivered.is_empty());
+    assert_eq!(world.aborted, 1);
+}
+
+#[test]
+fn recipient_limit() {
+    let world = run(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nRCPT TO:<d@example.com>\r\n");
+    assert!(
+        world
+            .output
+            .ends_with("250 2.1.5 OK\r\n452 4.5.3 Too many recipients\r\n")
+    );
+}
+
+#[test]
+fn no_backend_and_failed_delivery() {
+    let refuse = |_: &Envelope| Err(Reply::new(451, "4.4.0 No mailbox server available"));
+    let script = Script {
+        open: &refuse,
+        ..DEFAULT
+    };
+    let world = run_with(
+        settings(),
+        &script,
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nMAIL FROM:<a@b>\r\n",
+        1000,
+    );
+    assert!(
+        world
+            .output
+            .ends_with("451 4.4.0 No mailbox server available\r\n250 2.1.0 OK\r\n"),
+        "{}",
+        world.output
+    );
+    // BDAT with no backend: the chunk is still read (not taken as commands), then refused.
+    let world = run_with(settings(), &script, b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nBDAT 6 LAST\r\nQUIT\r\nNOOP\r\n", 1000);
+    assert!(
+        world
+            .output
+            .ends_with("451 4.4.0 No mailbox server available\r\n250 2.0.0 OK\r\n"),
+        "{}",
+        world.output
+    );
+    let fail = |_: &[u8]| Reply::new(451, "4.3.0 Backend said no");
+    let script = Script {
+        finish: &fail,
+        ..DEFAULT
+    };
+    let world = run_with(
+        settings(),
+        &script,
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nx\r\n.\r\n",
+        1000,
+    );
+    assert!(world.output.ends_with("451 4.3.0 Backend said no\r\n"));
+    assert!(world.delivered.is_empty());
+}
+
+#[test]
+fn client_vanishing_mid_data_delivers_nothing() {
+    let world = run(
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nSubject: half\r\n",
+    );
+    assert!(world.delivered.is_empty());
+    assert_eq!(world.aborted, 1);
+}
+
+#[test]
+fn starttls_and_refusal_at_connect() {
+    let tls = TransportSettings {
+        tls: ClientTls::StartTls,
+        ..settings()
+    };
+    let mut server = TransportServer::new(tls);
+    let _ = server.next_action();
+    server.feed(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n");
+    let TransportAction::Send(ehlo) = server.next_action() else {
+        panic!()
+    };
+    assert!(String::from_utf8(ehlo).unwrap().contains("250 STARTTLS"));
+    assert_eq!(
+        server.next_action(),
+        TransportAction::Send(b"220 2.0.0 Ready to start TLS\r\n".to_vec())
+    );
+    assert_eq!(server.next_action(), TransportAction::StartTls);
+    server.tls_established();
+    assert_eq!(server.next_action(), TransportAction::Read);
+    server.feed(b"MAIL FROM:<a@b>\r\n");
+    assert_eq!(
+        server.next_action(),
+        TransportAction::Send(b"503 5.5.1 Send HELO/EHLO first\r\n".to_vec())
+    );
+
+    let mut refused = TransportServer::refuse(settings(), "Not a mailbox server");
+    assert_eq!(
+        refused.next_action(),
+        TransportAction::Send(b"554 5.7.1 Not a mailbox server\r\n".to_vec())
+    );
+    assert_eq!(refused.next_action(), TransportAction::Close);
+}
+
+#[test]
+fn smuggling_is_one_message() {
+    let input = b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nSubject: one\r\n\nbody\n.\nMAIL FROM:<evil@x>\nRCPT TO:<bob@example.com>\nDATA\nforged\r\n.\r\n";
+    let big = TransportSettings {
+        max_message_size: 10_000,
+        ..settings()
+    };
+    let world = run_with(big, &DEFAULT, input, 3);
+    assert_eq!(world.delivered.len(), 1);
+    let content = String::from_utf8(world.delivered[0].1.clone()).unwrap();
+    assert!(content.contains("MAIL FROM:<evil@x>\r\n"), "{content:?}");
+    assert_eq!(world.delivered[0].0.recipients, ["alice@example.com"]);
+}
