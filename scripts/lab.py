@@ -106,6 +106,7 @@ class User:
     version: str = "15.1"
     protocols: list[str] | None = None
     sip_extension: str | None = None
+    quota_kb: int | None = None  # a Dovecot storage quota (to make deliveries fail for real)
 
 
 @dataclass
@@ -155,7 +156,10 @@ class Dovecot:
         lines = []
         for u in self.users:
             mail = f"maildir:{self.db_root}/{u.database}/{u.address}"
-            lines.append(f"{u.address}:{{PLAIN}}{u.password}:{uid}:{gid}::{d}/home/{u.address}::userdb_mail={mail}")
+            extra = f" userdb_quota_rule=*:storage={u.quota_kb}" if u.quota_kb is not None else ""
+            lines.append(
+                f"{u.address}:{{PLAIN}}{u.password}:{uid}:{gid}::{d}/home/{u.address}::userdb_mail={mail}{extra}"
+            )
         (d / "users").write_text("\n".join(lines) + "\n")
         internal = "dovecot" if IS_ROOT else owner
         login_user = "dovenull" if IS_ROOT else owner
@@ -183,6 +187,11 @@ log_path = {d}/dovecot.log
 default_internal_user = {internal}
 default_login_user = {login_user}
 first_valid_uid = 0
+mail_plugins = quota
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+}}
 mail_home = {d}/home/%u
 passdb {{
   driver = passwd-file

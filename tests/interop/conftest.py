@@ -51,6 +51,8 @@ USERS = [
     lab.User("grace@example.com", "DB06"),
     lab.User("heidi@example.com", "DB07"),
     lab.User("ivan@example.com", "DB08", password="pässwörd with spaces"),
+    # Their mailbox is full: Dovecot's LMTP refuses them at the end of DATA.
+    lab.User("full@example.com", "DB01", quota_kb=1),
 ]
 
 

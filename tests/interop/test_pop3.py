@@ -139,3 +139,12 @@ def test_auth_login_with_continuations(lab_env):
          base64.b64encode(PASSWORD.encode()) + b"\r\n", b"QUIT\r\n"],
     )
     assert out.startswith(b"+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n+OK Logged in.\r\n"), out
+
+
+def test_pass_through_login(lab_env):
+    """heidi's server takes her own credentials (no master user) over POP3 too."""
+    pop = poplib.POP3("127.0.0.1", lab_env.pop3_plain_port, timeout=15)
+    pop.user("heidi@example.com")
+    assert pop.pass_(PASSWORD) == b"+OK Logged in."
+    pop.quit()
+    assert lab_env.session_lines("heidi@example.com")[-1]["backend"] == "mbx1-passthrough"

@@ -286,3 +286,35 @@ def test_outbound_answers_only_after_the_relay(lab_env):
                "--to", "x@elsewhere.org", "--header", f"Subject: {subject}")
     assert ok.returncode == 0, ok.stdout
     lab_env.relay.wait_for(lambda m: subject.encode() in m["data"])
+
+
+def test_mixed_lmtp_results_ask_the_sender_to_retry(lab_env):
+    """Dovecot saves the message for alice and refuses full@ (over quota) at the end of DATA:
+    the documented policy answers 451, so nothing is lost (alice may get a second copy)."""
+    subject = f"mixed {uuid.uuid4()}"
+    done = swaks("--server", "127.0.0.1", "--port", str(lab_env.smtp_port), "--to", "alice@example.com,full@example.com",
+                 "--header", f"Subject: {subject}", "--body", "x" * 4000)
+    assert "<** 451 4.3.0 Delivered to 1 of 2 recipients; try again later for the rest" in done.stdout, done.stdout
+    mailbox_has(lab_env, "alice@example.com", subject)
+    # The refusal came from Dovecot itself (whichever server of the group took the message).
+    assert any("Quota exceeded" in server.log_text() for server in lab_env.servers.values())
+
+
+def test_client_vanishing_mid_data_delivers_nothing(lab_env):
+    subject = f"vanished {uuid.uuid4()}"
+    with socket.create_connection(("127.0.0.1", lab_env.smtp_port), timeout=10) as sock:
+        sock.recv(4096)
+        sock.sendall(b"EHLO t\r\nMAIL FROM:<a@remote.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+        reply = b""
+        while b"354" not in reply:
+            reply += sock.recv(4096)
+        sock.sendall(f"Subject: {subject}\r\n\r\nhalf a message\r\n".encode())
+    # The session ends (and is logged) before we look, so the check is not racing the abort.
+    lab_env.wait_for_log(r"session ended .*protocol=smtp listener=smtp")
+    assert count_in_mailbox(lab_env, "bob@example.com", subject) == 0
+
+
+def test_recipient_limit(lab_env):
+    lines = [b"EHLO t\r\n", b"MAIL FROM:<a@remote.org>\r\n"] + [b"RCPT TO:<alice@example.com>\r\n"] * 51 + [b"QUIT\r\n"]
+    out = smtp_session(lab_env.smtp_port, lines)
+    assert out.count(b"250 2.1.5 OK") == 50 and b"452 4.5.3 Too many recipients\r\n" in out

@@ -391,7 +391,10 @@ async fn open_delivery(
                         Ok(r) => resolved.push(r),
                         Err(reply) if reply.is_transient() => return Err(reply),
                         Err(_) => {
-                            return Err(Reply::new(451, "4.3.0 Recipient changed, try again later"));
+                            return Err(Reply::new(
+                                451,
+                                "4.3.0 Recipient changed, try again later",
+                            ));
                         }
                     }
                 }

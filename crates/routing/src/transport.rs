@@ -66,7 +66,9 @@ pub fn delivery_candidates(
         return here;
     }
 
-    let choosing = recipients.get(..RECIPIENTS_THAT_CHOOSE).unwrap_or(recipients);
+    let choosing = recipients
+        .get(..RECIPIENTS_THAT_CHOOSE)
+        .unwrap_or(recipients);
     // Active copies hosted per server, and recipients per group, among the choosing ones.
     let mut hosted: BTreeMap<&ServerName, usize> = BTreeMap::new();
     let mut per_group: BTreeMap<&str, usize> = BTreeMap::new();
