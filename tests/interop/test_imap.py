@@ -390,3 +390,29 @@ def test_authenticate_login_mechanism(lab_env):
     typ, _ = client.authenticate("LOGIN", lambda challenge: next(answers))
     assert typ == "OK"
     client.logout()
+
+
+def test_failover_closes_live_sessions(lab_env):
+    """A session open on mbx1 when DB01 moves to mbx2 is closed with BYE [UNAVAILABLE]; bob's
+    session (DB02) is untouched; alice's next login lands on mbx2."""
+    alice = lab_env.imap()
+    alice.login("alice@example.com", PASSWORD)
+    alice.select("INBOX")
+    bob = lab_env.imap()
+    bob.login("bob@example.com", PASSWORD)
+    bob.select("INBOX")
+    lab_env.set_active("DB01", "mbx2")
+    try:
+        lab_env.wait_for_log(r"failover: closing sessions on the previous server database=DB01 from=mbx1 to=mbx2 sessions=1")
+        # The BYE is waiting for imaplib; its next command sees it.
+        with pytest.raises(imaplib.IMAP4.abort, match=r"UNAVAILABLE"):
+            alice.noop()
+        assert bob.noop()[0] == "OK"
+        again = lab_env.imap()
+        again.login("alice@example.com", PASSWORD)
+        assert lab_env.session_lines("alice@example.com")[-1]["backend"] == "mbx2"
+        again.logout()
+        lab_env.wait_for_log(r"user=alice@example.com database=DB01 backend=mbx1 bytes_in=\d+ bytes_out=\d+ duration_ms=\d+ result=failover")
+    finally:
+        lab_env.set_active("DB01", "mbx1")
+        bob.logout()

@@ -286,6 +286,7 @@ fn spawn_line<P: LineProtocol>(
 pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    failover: tokio::task::JoinHandle<()>,
     _directory: Arc<FileDirectory>,
     _locations: FileSource,
     /// The addresses the listeners are bound to, in configuration order.
@@ -329,8 +330,13 @@ impl RunningNode {
                 },
             },
         ));
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        // Failover: every new location map closes the sessions left on a previous server.
+        let failover = tokio::spawn(mailfront_proxy::registry::follow_locations(
+            Arc::clone(gateway.registry()),
+            gateway.locator().subscribe(),
+        ));
         let mut tasks = Vec::new();
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let mut bound = Vec::new();
         for (i, listener) in config.listener.iter().enumerate() {
             let socket = TcpListener::bind(listener.address).await.map_err(|e| {
@@ -417,6 +423,7 @@ impl RunningNode {
         Ok(RunningNode {
             shutdown,
             tasks,
+            failover,
             _directory: directory,
             _locations: locations,
             bound,
@@ -426,6 +433,7 @@ impl RunningNode {
     /// Stops accepting connections.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        self.failover.abort();
         for task in self.tasks {
             let _ = task.await;
         }

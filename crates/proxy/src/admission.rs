@@ -21,6 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::LineProtocol;
 use crate::backend::{self, BackendSession, BackendTimeouts};
+use crate::registry::Registry;
 
 /// Time limits and delays of admission.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +67,7 @@ pub struct Gateway {
     backend_tls: Option<TlsConnector>,
     settings: AdmissionSettings,
     health: Health,
+    registry: Arc<Registry>,
 }
 
 /// Which backends failed recently. A server that could not be reached is skipped for a while
@@ -121,12 +123,18 @@ impl Gateway {
     ) -> Self {
         Self {
             directory,
+            registry: Arc::new(Registry::new(Arc::clone(&locator))),
             locator,
             topology: ArcSwap::from_pointee(topology),
             backend_tls,
             settings,
             health: Health::default(),
         }
+    }
+
+    /// The live proxied sessions.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// The directory.

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::admission::{Admitted, Gateway};
 use crate::client::{ClientEnd, ClientIo, Received};
+use crate::registry::{Registration, SessionInfo};
 use crate::relay::{Relay, RelayEnd};
 use crate::{LineProtocol, Stream};
 
@@ -57,6 +58,7 @@ enum PreAuth {
         client: Stream,
         admitted: Box<Admitted>,
         pending: Vec<u8>,
+        registration: Registration,
     },
     Closed {
         result: &'static str,
@@ -96,6 +98,7 @@ pub async fn serve<P: LineProtocol>(
             mut client,
             admitted,
             pending,
+            registration,
         } = pre_auth
         else {
             if let PreAuth::Closed { result, user } = pre_auth {
@@ -136,12 +139,36 @@ pub async fn serve<P: LineProtocol>(
             Err(_) => "io-error",
             Ok(()) => {
                 let end = relay
-                    .run(&mut client, &mut backend_stream, std::future::pending())
+                    .run(&mut client, &mut backend_stream, async {
+                        registration.stopped().await;
+                    })
                     .await;
-                if let RelayEnd::ClientError(e) | RelayEnd::BackendError(e) = &end {
-                    tracing::debug!(error = %e, "relay ended with an error");
+                match &end {
+                    RelayEnd::ClientError(e) | RelayEnd::BackendError(e) => {
+                        tracing::debug!(error = %e, "relay ended with an error");
+                        end.as_str()
+                    }
+                    RelayEnd::Stopped => {
+                        let reason = registration.stop_reason();
+                        if let Some(notice) = reason.as_ref().and_then(|r| protocol.stop_notice(r))
+                        {
+                            // Never split a response line the client is in the middle of.
+                            let lead: &[u8] = if relay.client_at_line_start() {
+                                b""
+                            } else {
+                                b"\r\n"
+                            };
+                            let goodbye = async {
+                                client.write_all(lead).await?;
+                                client.write_all(notice).await?;
+                                client.flush().await
+                            };
+                            let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+                        }
+                        reason.map_or("stopped", |r| r.as_str())
+                    }
+                    _ => end.as_str(),
                 }
-                end.as_str()
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
@@ -190,6 +217,7 @@ async fn pre_auth<P: LineProtocol>(
 
     let mut front = protocol.front_end(client.stream.is_tls());
     let mut admitted: Option<Box<Admitted>> = None;
+    let mut registration: Option<Registration> = None;
     let mut timed_out = false;
     loop {
         let action = match front.next_action() {
@@ -229,6 +257,15 @@ async fn pre_auth<P: LineProtocol>(
                 let mechanism = credentials.mechanism;
                 match gateway.admit(protocol, credentials, info).await {
                     Ok(session) => {
+                        registration = Some(gateway.registry().register(SessionInfo {
+                            id: info.session_id.clone(),
+                            protocol: P::PROTOCOL,
+                            user: session.principal.address.clone(),
+                            database: session.database.clone(),
+                            server: session.server.clone(),
+                            client: info.client,
+                            since: std::time::SystemTime::now(),
+                        }));
                         // Logged before the client hears OK, so the log never lags the client.
                         tracing::info!(
                             session = %info.session_id,
@@ -264,13 +301,14 @@ async fn pre_auth<P: LineProtocol>(
                 }
             }
             Action::Proxy { pending } => {
-                return match admitted.take() {
-                    Some(admitted) => PreAuth::Proxy {
+                return match (admitted.take(), registration.take()) {
+                    (Some(admitted), Some(registration)) => PreAuth::Proxy {
                         client: client.into_stream(),
                         admitted,
                         pending,
+                        registration,
                     },
-                    None => PreAuth::Closed {
+                    _ => PreAuth::Closed {
                         result: "internal-error",
                         user,
                     },

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod client;
 pub mod driver;
 pub mod listener;
+pub mod registry;
 pub mod relay;
 mod stream;
 pub mod tls;
@@ -40,7 +41,7 @@ pub trait LineProtocol: Send + Sync + 'static {
     /// A backend login on the user's behalf.
     fn backend_login(&self, auth: BackendAuth, tls: BackendTls, client: ClientInfo) -> Self::Login;
 
-    /// What to tell a proxied client when its session is closed because the database moved, if
-    /// the protocol has a way to say it.
-    fn failover_notice(&self) -> Option<&'static [u8]>;
+    /// What to tell a proxied client when its session is stopped (the database moved, an
+    /// operator closed it, the node shuts down), if the protocol has a way to say it.
+    fn stop_notice(&self, reason: &registry::StopReason) -> Option<&'static [u8]>;
 }

@@ -8,6 +8,7 @@ use mailfront_protocol::smtp::submission::{SubmissionFrontEnd, SubmissionSetting
 use mailfront_protocol::{BackendAuth, ClientInfo, ClientTls};
 
 use crate::LineProtocol;
+use crate::registry::StopReason;
 
 /// IMAP, with the settings of one listener.
 #[derive(Debug, Clone)]
@@ -44,8 +45,14 @@ impl LineProtocol for Imap {
         ImapBackendLogin::new(auth, tls, Some(client))
     }
 
-    fn failover_notice(&self) -> Option<&'static [u8]> {
-        Some(mailfront_protocol::imap::FAILOVER_NOTICE)
+    fn stop_notice(&self, reason: &StopReason) -> Option<&'static [u8]> {
+        Some(match reason {
+            StopReason::Failover { .. } => mailfront_protocol::imap::FAILOVER_NOTICE,
+            StopReason::Kicked => b"* BYE Session closed by the administrator.\r\n",
+            StopReason::Shutdown => {
+                b"* BYE [UNAVAILABLE] Server shutting down, please reconnect.\r\n"
+            }
+        })
     }
 }
 
@@ -85,7 +92,7 @@ impl LineProtocol for Pop3 {
     }
 
     /// POP3 has no way to announce it: the session is closed (RFC 1939 clients reconnect).
-    fn failover_notice(&self) -> Option<&'static [u8]> {
+    fn stop_notice(&self, _reason: &StopReason) -> Option<&'static [u8]> {
         None
     }
 }
@@ -126,7 +133,7 @@ impl LineProtocol for Submission {
     }
 
     /// A submission client mid-transaction is closed: it retries the message (no 250 yet).
-    fn failover_notice(&self) -> Option<&'static [u8]> {
+    fn stop_notice(&self, _reason: &StopReason) -> Option<&'static [u8]> {
         None
     }
 }
