@@ -193,6 +193,9 @@ plugin {{
   quota_vsizes = yes
 }}
 mail_home = {d}/home/%u
+# Room for benchmarks and failover measurements with thousands of sessions per user.
+mail_max_userip_connections = 100000
+default_client_limit = 100000
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {d}/masters
@@ -207,7 +210,14 @@ userdb {{
   driver = passwd-file
   args = {d}/users
 }}
+service imap {{
+  process_limit = 20000
+}}
+service pop3 {{
+  process_limit = 5000
+}}
 service imap-login {{
+  process_limit = 5000
   chroot =
   inet_listener imap {{
     address = 127.0.0.1
@@ -423,7 +433,10 @@ def mailfront_binary(profile: str | None = None) -> Path:
 
 
 def build_mailfront(profile: str | None = None) -> Path:
+    """Builds mailfront (unless MAILFRONT_NO_BUILD is set) and returns the binary's path."""
     profile = profile or os.environ.get("MAILFRONT_PROFILE", "debug")
+    if os.environ.get("MAILFRONT_NO_BUILD"):
+        return mailfront_binary(profile)
     args = ["cargo", "build", "--quiet", "-p", "mailfront"]
     if profile == "release":
         args.append("--release")
@@ -500,6 +513,8 @@ def mailfront_config(
     extra: str = "",
     databases: dict[str, list[str]] | None = None,
     backend_ca: Path | None = None,
+    directory_section: str | None = None,
+    location_section: str | None = None,
 ) -> str:
     """A mailfront configuration for a lab topology (one site)."""
     out = [
@@ -537,14 +552,8 @@ def mailfront_config(
     for database, copies in (databases or {}).items():
         out += ["[[database]]", f'name = "{database}"', "copies = [" + ", ".join(f'"{c}"' for c in copies) + "]", ""]
     out += [
-        "[directory]",
-        'backend = "file"',
-        f'path = "{users_file}"',
-        "",
-        "[location]",
-        'backend = "file"',
-        f'path = "{locations_file}"',
-        "",
+        directory_section or f'[directory]\nbackend = "file"\npath = "{users_file}"\n',
+        location_section or f'[location]\nbackend = "file"\npath = "{locations_file}"\n',
         "[tls]",
         f'certificate = "{cert}"',
         f'key = "{key}"',

@@ -3,10 +3,13 @@
 //! In the flow of a session (DESIGN.md) this crate is the *auth* step: it checks a login name
 //! and password and answers with the [`Principal`] — the user's addresses, mailbox, database,
 //! version and enabled protocols — or says why not. The [`Directory`] trait is what the rest of
-//! mailfront calls; [`file::FileDirectory`] is the embedded backend (a TOML file of users,
-//! reloaded when it changes).
+//! mailfront calls. Backends: [`file::FileDirectory`], the embedded one (a TOML file of users,
+//! reloaded when it changes), and [`ldap::LdapDirectory`] (an LDAP server, Active Directory's
+//! role in the seeds), usually behind a [`cache::CachedDirectory`].
 
+pub mod cache;
 pub mod file;
+pub mod ldap;
 
 use async_trait::async_trait;
 use mailfront_model::{Principal, Secret};

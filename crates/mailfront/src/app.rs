@@ -5,7 +5,9 @@ use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
 use mailfront_directory::Directory;
+use mailfront_directory::cache::CachedDirectory;
 use mailfront_directory::file::{self as directory_file, FileDirectory};
+use mailfront_directory::ldap::LdapDirectory;
 use mailfront_location::file::{self as location_file, FileSource, Validator};
 use mailfront_location::{LocationMap, Locator};
 use mailfront_model::{ServerName, SiteName};
@@ -169,13 +171,51 @@ pub fn connector(config: &Config) -> Result<Option<TlsConnector>, String> {
         .transpose()
 }
 
-/// Loads the directory once, without watching (for `check` and `route`).
-pub fn load_directory(config: &Config) -> Result<directory_file::Users, String> {
+/// Loads the embedded directory file once, without watching (for `check`); `None` for other
+/// directory backends.
+pub fn load_directory_file(config: &Config) -> Result<Option<directory_file::Users>, String> {
     match &config.directory {
-        DirectoryConfig::File { path } => {
-            directory_file::load(path).map_err(|e| format!("directory.path: {e}"))
+        DirectoryConfig::File { path } => directory_file::load(path)
+            .map(Some)
+            .map_err(|e| format!("directory.path: {e}")),
+        DirectoryConfig::Ldap(_) => Ok(None),
+    }
+}
+
+/// Connects to an external directory once to see that it answers (for `check`). `Ok(None)`
+/// for the embedded file, which has nothing to connect to.
+pub async fn probe_directory(config: &Config) -> Result<Option<String>, String> {
+    match &config.directory {
+        DirectoryConfig::File { .. } => Ok(None),
+        DirectoryConfig::Ldap(ldap) => {
+            tls::install_crypto_provider();
+            let backend = LdapDirectory::new(ldap).map_err(|e| format!("directory: {e}"))?;
+            backend
+                .probe()
+                .await
+                .map(|()| Some(format!("LDAP directory at {} answers", ldap.url)))
+                .map_err(|e| format!("directory.url: {} does not answer: {e}", ldap.url))
         }
     }
+}
+
+/// The directory the configuration describes. With `follow`, the embedded file is watched for
+/// edits (a running node); without, it is read once (`route`).
+pub fn directory(config: &Config, follow: bool) -> Result<Arc<dyn Directory>, String> {
+    Ok(match &config.directory {
+        DirectoryConfig::File { path } if follow => Arc::new(
+            FileDirectory::start(path, config.reload.interval)
+                .map_err(|e| format!("directory.path: {e}"))?,
+        ),
+        DirectoryConfig::File { path } => Arc::new(FileDirectory::from_users(
+            directory_file::load(path).map_err(|e| format!("directory.path: {e}"))?,
+        )),
+        DirectoryConfig::Ldap(ldap) => {
+            tls::install_crypto_provider();
+            let backend = LdapDirectory::new(ldap).map_err(|e| format!("directory: {e}"))?;
+            Arc::new(CachedDirectory::new(backend, ldap.cache_settings()))
+        }
+    })
 }
 
 /// Loads the location map once, without watching (for `check` and `route`).
@@ -287,7 +327,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     failover: tokio::task::JoinHandle<()>,
-    _directory: Arc<FileDirectory>,
+    _directory: Arc<dyn Directory>,
     _locations: FileSource,
     /// The addresses the listeners are bound to, in configuration order.
     pub bound: Vec<std::net::SocketAddr>,
@@ -299,12 +339,7 @@ impl RunningNode {
         let topology = topology(config)?;
         let acceptor = acceptor(config)?;
         let connector = connector(config)?;
-        let directory = match &config.directory {
-            DirectoryConfig::File { path } => Arc::new(
-                FileDirectory::start(path, config.reload.interval)
-                    .map_err(|e| format!("directory.path: {e}"))?,
-            ),
-        };
+        let directory = directory(config, true)?;
         let locator = Arc::new(Locator::new());
         let locations = match &config.location {
             LocationConfig::File { path } => FileSource::start(

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mailfront_directory::Directory;
-use mailfront_directory::file::FileDirectory;
 use mailfront_location::{LocateError, Locator};
 use mailfront_model::Protocol;
 use mailfront_password::{Scheme, hash_password};
@@ -154,15 +152,32 @@ fn check(path: PathBuf) -> ExitCode {
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
     let mut warnings = config.warnings();
-    let users = match app::load_directory(&config) {
-        Ok(users) => users,
+    let users = match app::load_directory_file(&config) {
+        Ok(Some(users)) => {
+            for address in users.plaintext_passwords() {
+                warnings.push(format!(
+                    "directory: {address} has a {{PLAIN}} password; store a hash (mailfront hash-password)"
+                ));
+            }
+            format!("{} users", users.len())
+        }
+        Ok(None) => {
+            let runtime = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("cannot start the runtime: {e}")),
+            };
+            match runtime.block_on(app::probe_directory(&config)) {
+                Ok(_) => "LDAP directory reachable".to_owned(),
+                // Unreachable now is not a configuration error: say it, but pass.
+                Err(e) if e.starts_with("directory.url") => {
+                    warnings.push(e);
+                    "LDAP directory not reachable".to_owned()
+                }
+                Err(e) => return fail(format!("{}: {e}", path.display())),
+            }
+        }
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
-    for address in users.plaintext_passwords() {
-        warnings.push(format!(
-            "directory: {address} has a {{PLAIN}} password; store a hash (mailfront hash-password)"
-        ));
-    }
     let map = match app::load_locations(&config) {
         Ok(map) => map,
         Err(e) => return fail(format!("{}: {e}", path.display())),
@@ -174,10 +189,10 @@ fn check(path: PathBuf) -> ExitCode {
         eprintln!("warning: {warning}");
     }
     println!(
-        "{}: OK ({} servers, {} users, {} databases located, {} listeners)",
+        "{}: OK ({} servers, {}, {} databases located, {} listeners)",
         path.display(),
         topology.servers.len(),
-        users.len(),
+        users,
         map.iter().count(),
         config.listener.len()
     );
@@ -192,11 +207,11 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
     let loaded = app::topology(&config).and_then(|t| {
         Ok((
             t,
-            app::load_directory(&config)?,
+            app::directory(&config, false)?,
             app::load_locations(&config)?,
         ))
     });
-    let (topology, users, map) = match loaded {
+    let (topology, directory, map) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
@@ -204,7 +219,6 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    let directory = FileDirectory::from_users(users);
     let principal = match runtime.block_on(directory.lookup(user)) {
         Ok(p) => p,
         Err(e) => return fail(e),

@@ -310,6 +310,8 @@ pub enum DirectoryConfig {
         /// The users file.
         path: PathBuf,
     },
+    /// An LDAP server (see `mailfront_directory::ldap::LdapConfig` for the keys).
+    Ldap(mailfront_directory::ldap::LdapConfig),
 }
 
 /// `[location]`.
@@ -592,6 +594,14 @@ impl Config {
         };
         match &mut self.directory {
             DirectoryConfig::File { path } => resolve(path),
+            DirectoryConfig::Ldap(ldap) => {
+                if let Some(file) = &mut ldap.ca_file {
+                    resolve(file);
+                }
+                if let Some(file) = &mut ldap.service_password_file {
+                    resolve(file);
+                }
+            }
         }
         match &mut self.location {
             LocationConfig::File { path } => resolve(path),
@@ -828,6 +838,9 @@ impl Config {
                     .map_err(|e| format!("outbound.allowed_sources[{i}]: {e}"))?;
             }
         }
+        if let DirectoryConfig::Ldap(ldap) = &self.directory {
+            ldap.validate()?;
+        }
         let limits = &self.limits;
         if limits.max_line_length < 512 {
             return Err("limits.max_line_length: must be at least 512".into());
@@ -862,6 +875,9 @@ impl Config {
     /// Warnings about a valid configuration that an operator should know about.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        if let DirectoryConfig::Ldap(ldap) = &self.directory {
+            warnings.extend(ldap.warnings());
+        }
         for (i, listener) in self.listener.iter().enumerate() {
             let loopback = listener.address.ip().is_loopback();
             if listener.allow_plaintext_auth && !loopback && listener.tls != ListenerTls::Implicit {

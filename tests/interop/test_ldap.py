@@ -1,0 +1,193 @@
+"""An LDAP directory (a real slapd) behind mailfront: logins, refusals, a disabled user, the
+cache's TTL, and slapd going away and coming back — in IMAP, POP3, submission and inbound SMTP."""
+
+from __future__ import annotations
+
+import imaplib
+import poplib
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from conftest import lab
+
+import lab_ldap  # noqa: E402  (scripts/ is on sys.path through conftest)
+
+PASSWORD = "ldap-pw-1"
+CACHE_TTL = 1.0
+TIMEOUT = 1.0
+
+LDAP_USERS = [
+    {"address": "alice@example.com", "password": PASSWORD, "aliases": ["alice.smith@example.com"],
+     "database": "DB01", "guid": "0b0c7a4e-0000-4000-8000-000000000001"},
+    {"address": "bob@example.com", "password": lab_ldap.hash_sha512_crypt(PASSWORD), "database": "DB02",
+     "guid": "0b0c7a4e-0000-4000-8000-000000000002"},
+    {"address": "eve@example.com", "password": PASSWORD, "database": "DB01", "enabled": False,
+     "guid": "0b0c7a4e-0000-4000-8000-000000000005"},
+    {"address": "heidi@example.com", "password": PASSWORD, "database": "DB07",
+     "guid": "0b0c7a4e-0000-4000-8000-000000000007"},
+]
+
+
+@pytest.fixture(scope="module")
+def ldap_env(lab_env):
+    """A second mailfront node on the same mailbox servers, with users in slapd."""
+    lab_ldap.ensure_slapd()
+    root = lab.reset_dir(lab_env.root / "ldap-node")
+    slapd = lab_ldap.Slapd(root / "slapd", lab.free_port())
+    slapd.add_users(LDAP_USERS)
+    slapd.start()
+    imap, pop3, submission, smtp = (lab.free_port() for _ in range(4))
+    text = lab_env.config.read_text()
+    # Same servers, locations and certificates; another directory and other listeners.
+    head = text[: text.index("[directory]")]
+    tail = text[text.index("[tls]"): text.index("[[listener]]")]
+    extra = text[text.index("[timeouts]"):]
+    config = root / "mailfront.toml"
+    config.write_text(
+        head
+        + slapd.directory_toml(timeout=f"{int(TIMEOUT * 1000)}ms", cache_ttl=f"{int(CACHE_TTL * 1000)}ms",
+                               negative_cache_ttl="500ms")
+        + f'\n[location]\nbackend = "file"\npath = "{lab_env.locations}"\n\n'
+        + tail
+        + "".join(
+            f'[[listener]]\nprotocol = "{p}"\naddress = "127.0.0.1:{port}"\ntls = "none"\nallow_plaintext_auth = true\n\n'
+            for p, port in (("imap", imap), ("pop3", pop3), ("submission", submission))
+        )
+        + f'[[listener]]\nprotocol = "smtp"\naddress = "127.0.0.1:{smtp}"\ntls = "none"\n\n'
+        + extra
+    )
+    node = lab.Mailfront(lab_env.binary, config, root / "mailfront.log")
+    node.start()
+    env = {"slapd": slapd, "node": node, "imap": imap, "pop3": pop3, "submission": submission, "smtp": smtp,
+           "config": config}
+    yield env
+    node.stop()
+    slapd.stop()
+
+
+def imap_login(env, user: str, password: str = PASSWORD) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", env["imap"], timeout=15)
+    client.login(user, password)
+    return client
+
+
+def test_login_through_ldap(ldap_env):
+    for user in ("alice@example.com", "ALICE.SMITH@example.com", "bob@example.com"):
+        client = imap_login(ldap_env, user)
+        client.select("INBOX")
+        client.logout()
+    assert "backend=mbx1" in ldap_env["node"].log_since_start()
+    assert "backend=mbx2" in ldap_env["node"].log_since_start()
+
+
+def test_refusals(ldap_env):
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        imap_login(ldap_env, "alice@example.com", "wrong")
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        imap_login(ldap_env, "nobody@example.com")
+    # A disabled entry: the password is right, every protocol is refused.
+    with pytest.raises(imaplib.IMAP4.error, match="CONTACTADMIN"):
+        imap_login(ldap_env, "eve@example.com")
+
+
+def test_check_and_route_with_ldap(ldap_env, lab_env):
+    check = subprocess.run([str(lab_env.binary), "check", "--config", str(ldap_env["config"])],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert "LDAP directory reachable" in check.stdout
+    route = subprocess.run([str(lab_env.binary), "route", "--config", str(ldap_env["config"]), "alice.smith@example.com"],
+                           capture_output=True, text=True)
+    assert "decision: proxy to mbx1" in route.stdout, route.stdout + route.stderr
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} never became true"
+        time.sleep(0.1)
+
+
+def imap_failure(env, user: str) -> str:
+    try:
+        imap_login(env, user).logout()
+        return ""
+    except imaplib.IMAP4.error as e:
+        return str(e)
+
+
+def test_ldap_down_is_temporary_everywhere_and_recovers(ldap_env):
+    slapd = ldap_env["slapd"]
+    slapd.stop()
+    try:
+        # Cached successes may answer for up to the cache TTL; then every protocol says "later".
+        start = time.monotonic()
+        failure = wait_until(lambda: imap_failure(ldap_env, "alice@example.com"), what="IMAP refusal")
+        assert "[UNAVAILABLE]" in failure
+        assert time.monotonic() - start < CACHE_TTL + TIMEOUT + 5
+        pop = poplib.POP3("127.0.0.1", ldap_env["pop3"], timeout=15)
+        pop.user("bob@example.com")
+        with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+            pop.pass_(PASSWORD)
+        pop.close()
+        smtp = smtplib.SMTP("127.0.0.1", ldap_env["submission"], timeout=15)
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp.login("heidi@example.com", PASSWORD)
+        assert refused.value.smtp_code == 454
+        smtp.close()
+        inbound = smtplib.SMTP("127.0.0.1", ldap_env["smtp"], timeout=15)
+        inbound.ehlo("t")
+        inbound.mail("x@remote.org")
+        code, text = inbound.rcpt("heidi@example.com")
+        assert (code, text[:5]) == (451, b"4.3.0"), (code, text)
+        inbound.quit()
+    finally:
+        slapd.start()
+    # Back without a restart of mailfront.
+    client = wait_until(lambda: _try_login(ldap_env), what="login after slapd returned")
+    client.logout()
+
+
+def _try_login(env):
+    try:
+        return imap_login(env, "alice@example.com")
+    except imaplib.IMAP4.error:
+        return None
+
+
+def test_a_changed_entry_is_seen_after_the_cache_ttl(ldap_env):
+    slapd = ldap_env["slapd"]
+    imap_login(ldap_env, "bob@example.com").logout()
+    slapd.set_password("bob@example.com", "new-password-2")
+    try:
+        # Within the TTL the cached success may still answer; after it, LDAP decides.
+        client = wait_until(lambda: _login_or_none(ldap_env, "bob@example.com", "new-password-2"),
+                            timeout=CACHE_TTL + 5, what="new password accepted")
+        client.logout()
+        # The old password, remembered at the first login, stops working once the TTL is over.
+        start = time.monotonic()
+        wait_until(lambda: "AUTHENTICATIONFAILED" in imap_failure_with(ldap_env, "bob@example.com", PASSWORD),
+                   timeout=CACHE_TTL + 5, what="old password refused")
+        assert time.monotonic() - start < CACHE_TTL + 2
+    finally:
+        slapd.set_password("bob@example.com", PASSWORD)
+
+
+def _login_or_none(env, user, password):
+    try:
+        return imap_login(env, user, password)
+    except imaplib.IMAP4.error:
+        return None
+
+
+def imap_failure_with(env, user, password) -> str:
+    try:
+        imap_login(env, user, password).logout()
+        return ""
+    except imaplib.IMAP4.error as e:
+        return str(e)
