@@ -7,12 +7,20 @@
 //! changes (failover closes the sessions bound to the old server).
 //!
 //! Sources feed the locator: [`file::FileSource`] reads the embedded location map, a TOML file an
-//! operator edits; other stores (etcd) publish the same way.
+//! operator edits; [`etcd::EtcdSource`] follows a prefix of keys in etcd (the store a mailfront
+//! array shares). Both publish the same way.
+//!
+//! A source that loses its store keeps the last map in force and marks the locator *stale*
+//! ([`Locator::mark_stale`]): routing on the last known map beats refusing every login, and a
+//! health check or metric can still say that the map may be out of date. Only a locator that
+//! never had a map answers [`LocateError::Unavailable`].
 
+pub mod etcd;
 pub mod file;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use mailfront_model::{DatabaseName, ServerName};
@@ -90,15 +98,30 @@ pub enum LocateError {
     UnknownDatabase,
 }
 
+/// Why the locator's map may be out of date, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staleness {
+    /// What the source said (for example "etcd unreachable: connection refused"). Never a secret.
+    pub reason: String,
+    /// When the map became stale (the first [`Locator::mark_stale`] since it was last fresh).
+    pub since: SystemTime,
+}
+
 /// The in-memory answer to "where is this database active?", shared by every session.
 ///
 /// Lookups are lock-free reads of the latest snapshot. Sources call [`Locator::publish`] with
 /// each new map; subscribers see the latest map (a `watch` channel, so a slow subscriber skips
 /// intermediate maps instead of lagging, and compares against the newest).
+///
+/// The locator is *fresh* or *stale*: a source marks it stale when it loses its store
+/// ([`Locator::mark_stale`]) and fresh again when it has caught up ([`Locator::publish`] and
+/// [`Locator::mark_fresh`]). Lookups answer from the last map either way.
 #[derive(Debug)]
 pub struct Locator {
     current: ArcSwapOption<LocationMap>,
     changes: watch::Sender<Option<Arc<LocationMap>>>,
+    stale: ArcSwapOption<Staleness>,
+    last_update: ArcSwapOption<SystemTime>,
 }
 
 impl Default for Locator {
@@ -114,6 +137,8 @@ impl Locator {
         Self {
             current: ArcSwapOption::empty(),
             changes,
+            stale: ArcSwapOption::empty(),
+            last_update: ArcSwapOption::empty(),
         }
     }
 
@@ -131,7 +156,8 @@ impl Locator {
         self.current.load_full()
     }
 
-    /// Replaces the map; returns what moved (for the log). Subscribers are notified.
+    /// Replaces the map; returns what moved (for the log). Subscribers are notified. The locator
+    /// is fresh afterwards, and [`Locator::last_update`] is now.
     pub fn publish(&self, map: LocationMap) -> Vec<Move> {
         let map = Arc::new(map);
         let previous = self.current.swap(Some(Arc::clone(&map)));
@@ -139,8 +165,47 @@ impl Locator {
             .as_deref()
             .map(|before| before.moves_to(&map))
             .unwrap_or_default();
+        self.last_update.store(Some(Arc::new(SystemTime::now())));
+        self.stale.store(None);
         self.changes.send_replace(Some(map));
         moves
+    }
+
+    /// Says that the map may be out of date (the source lost its store); lookups go on answering
+    /// from it. A repeated call keeps the first call's [`Staleness::since`] and takes the newest
+    /// reason. `reason` must not contain secrets: it may be logged or shown.
+    pub fn mark_stale(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.stale.rcu(|current| {
+            let since = current
+                .as_ref()
+                .map_or_else(SystemTime::now, |stale| stale.since);
+            Some(Arc::new(Staleness {
+                reason: reason.clone(),
+                since,
+            }))
+        });
+    }
+
+    /// Says that the map is current again without publishing a new one (the source checked
+    /// that nothing changed).
+    pub fn mark_fresh(&self) {
+        self.stale.store(None);
+    }
+
+    /// Whether the map may be out of date (see [`Locator::mark_stale`]).
+    pub fn is_stale(&self) -> bool {
+        self.stale.load().is_some()
+    }
+
+    /// Why and since when the map may be out of date; `None` while it is fresh.
+    pub fn staleness(&self) -> Option<Staleness> {
+        self.stale.load_full().map(|stale| (*stale).clone())
+    }
+
+    /// When a map was last published (`None`: never).
+    pub fn last_update(&self) -> Option<SystemTime> {
+        self.last_update.load_full().map(|time| *time)
     }
 
     /// A receiver that sees every new map (the latest one, if several came quickly).
@@ -201,5 +266,38 @@ mod tests {
         assert!(rx.has_changed().unwrap());
         let seen = rx.borrow_and_update().clone().unwrap();
         assert_eq!(seen.active(&"DB01".into()), Some(&"mbx2".into()));
+    }
+
+    #[test]
+    fn staleness_is_kept_until_fresh_and_publish_makes_fresh() {
+        let locator = Locator::new();
+        assert!(!locator.is_stale());
+        assert_eq!(locator.last_update(), None);
+
+        locator.mark_stale("store unreachable");
+        assert!(locator.is_stale());
+        let first = locator.staleness().unwrap();
+        assert_eq!(first.reason, "store unreachable");
+        locator.mark_stale("still unreachable");
+        let second = locator.staleness().unwrap();
+        assert_eq!(second.reason, "still unreachable");
+        assert_eq!(second.since, first.since, "a repeated mark keeps the start");
+        assert_eq!(
+            locator.locate(&"DB01".into()),
+            Err(LocateError::Unavailable)
+        );
+
+        let before = SystemTime::now();
+        locator.publish(map(&[("DB01", "mbx1")]));
+        assert!(!locator.is_stale());
+        assert!(locator.last_update().unwrap() >= before);
+
+        // Stale again: lookups still answer from the last map.
+        locator.mark_stale("lost it");
+        assert!(locator.is_stale());
+        assert_eq!(locator.locate(&"DB01".into()), Ok("mbx1".into()));
+        locator.mark_fresh();
+        assert!(!locator.is_stale());
+        assert_eq!(locator.staleness(), None);
     }
 }

@@ -8,6 +8,7 @@ use mailfront_directory::Directory;
 use mailfront_directory::cache::CachedDirectory;
 use mailfront_directory::file::{self as directory_file, FileDirectory};
 use mailfront_directory::ldap::LdapDirectory;
+use mailfront_location::etcd::{self, EtcdSource};
 use mailfront_location::file::{self as location_file, FileSource, Validator};
 use mailfront_location::{LocationMap, Locator};
 use mailfront_model::{ServerName, SiteName};
@@ -218,12 +219,31 @@ pub fn directory(config: &Config, follow: bool) -> Result<Arc<dyn Directory>, St
     })
 }
 
-/// Loads the location map once, without watching (for `check` and `route`).
-pub fn load_locations(config: &Config) -> Result<LocationMap, String> {
+/// Loads the location map once, without watching (for `check` and `route`), with warnings
+/// about entries left out (etcd values that do not parse or validate).
+pub async fn load_locations(config: &Config) -> Result<(LocationMap, Vec<String>), String> {
     match &config.location {
         LocationConfig::File { path } => location_file::load(path, &*location_validator(config))
+            .map(|map| (map, Vec::new()))
             .map_err(|e| format!("location.path: {e}")),
+        LocationConfig::Etcd(etcd) => etcd::load(etcd, &*location_validator(config))
+            .await
+            .map(|snapshot| {
+                let warnings = snapshot
+                    .rejected
+                    .into_iter()
+                    .map(|r| format!("location: {r}"))
+                    .collect();
+                (snapshot.map, warnings)
+            })
+            .map_err(|e| format!("location.endpoints: {e}")),
     }
+}
+
+/// What feeds the locator; held (never read) so that it runs while the node runs.
+enum LocationSource {
+    File { _source: FileSource },
+    Etcd { _source: EtcdSource },
 }
 
 fn limits(config: &Config) -> Limits {
@@ -328,7 +348,7 @@ pub struct RunningNode {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     failover: tokio::task::JoinHandle<()>,
     _directory: Arc<dyn Directory>,
-    _locations: FileSource,
+    _locations: LocationSource,
     /// The addresses the listeners are bound to, in configuration order.
     pub bound: Vec<std::net::SocketAddr>,
 }
@@ -342,13 +362,26 @@ impl RunningNode {
         let directory = directory(config, true)?;
         let locator = Arc::new(Locator::new());
         let locations = match &config.location {
-            LocationConfig::File { path } => FileSource::start(
-                path,
-                Arc::clone(&locator),
-                location_validator(config),
-                config.reload.interval,
-            )
-            .map_err(|e| format!("location.path: {e}"))?,
+            LocationConfig::File { path } => LocationSource::File {
+                _source: FileSource::start(
+                    path,
+                    Arc::clone(&locator),
+                    location_validator(config),
+                    config.reload.interval,
+                )
+                .map_err(|e| format!("location.path: {e}"))?,
+            },
+            LocationConfig::Etcd(etcd) => {
+                let source =
+                    EtcdSource::start(etcd, Arc::clone(&locator), location_validator(config))
+                        .map_err(|e| format!("location: {e}"))?;
+                // Start serving either way: with no map yet, logins get a temporary error
+                // until etcd answers (DESIGN.md), which beats refusing to start.
+                if let Err(e) = source.wait_loaded(etcd.timeout).await {
+                    tracing::warn!(error = %e, "etcd has not answered yet; logins wait for a location map");
+                }
+                LocationSource::Etcd { _source: source }
+            }
         };
         let t = &config.timeouts;
         let gateway = Arc::new(Gateway::new(

@@ -178,8 +178,14 @@ fn check(path: PathBuf) -> ExitCode {
         }
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
-    let map = match app::load_locations(&config) {
-        Ok(map) => map,
+    let map = match runtime()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(app::load_locations(&config)))
+    {
+        Ok((map, rejected)) => {
+            warnings.extend(rejected);
+            map
+        }
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
     if let Err(e) = app::acceptor(&config).and_then(|_| app::connector(&config)) {
@@ -204,20 +210,18 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
     let loaded = app::topology(&config).and_then(|t| {
-        Ok((
-            t,
-            app::directory(&config, false)?,
-            app::load_locations(&config)?,
-        ))
+        let directory = runtime.block_on(async { app::directory(&config, false) })?;
+        let (map, _) = runtime.block_on(app::load_locations(&config))?;
+        Ok((t, directory, map))
     });
     let (topology, directory, map) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => return fail(format!("{}: {e}", path.display())),
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     let principal = match runtime.block_on(directory.lookup(user)) {
         Ok(p) => p,

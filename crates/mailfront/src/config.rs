@@ -311,7 +311,7 @@ pub enum DirectoryConfig {
         path: PathBuf,
     },
     /// An LDAP server (see `mailfront_directory::ldap::LdapConfig` for the keys).
-    Ldap(mailfront_directory::ldap::LdapConfig),
+    Ldap(Box<mailfront_directory::ldap::LdapConfig>),
 }
 
 /// `[location]`.
@@ -323,6 +323,8 @@ pub enum LocationConfig {
         /// The map file.
         path: PathBuf,
     },
+    /// etcd, shared by every node (see `mailfront_location::etcd` for the keys and layout).
+    Etcd(mailfront_location::etcd::EtcdConfig),
 }
 
 /// `[tls]`: the certificate clients see.
@@ -605,6 +607,14 @@ impl Config {
         }
         match &mut self.location {
             LocationConfig::File { path } => resolve(path),
+            LocationConfig::Etcd(etcd) => {
+                if let Some(file) = &mut etcd.password_file {
+                    resolve(file);
+                }
+                if let Some(file) = &mut etcd.ca_file {
+                    resolve(file);
+                }
+            }
         }
         if let Some(tls) = &mut self.tls {
             resolve(&mut tls.certificate);
@@ -840,6 +850,9 @@ impl Config {
         }
         if let DirectoryConfig::Ldap(ldap) = &self.directory {
             ldap.validate()?;
+        }
+        if let LocationConfig::Etcd(etcd) = &self.location {
+            etcd.validate()?;
         }
         let limits = &self.limits;
         if limits.max_line_length < 512 {

@@ -57,7 +57,9 @@ fn relative_paths_follow_the_config_file() {
     let path = dir.path().join("mailfront.toml");
     std::fs::write(&path, MINIMAL).unwrap();
     let config = Config::load(&path).unwrap();
-    let DirectoryConfig::File { path: users } = &config.directory;
+    let DirectoryConfig::File { path: users } = &config.directory else {
+        panic!("the minimal configuration uses the file directory");
+    };
     assert_eq!(users, &dir.path().join("users.toml"));
     assert_eq!(
         config.server[0].login.master_password_file.as_deref(),

@@ -1,5 +1,7 @@
-"""An LDAP directory (a real slapd) behind mailfront: logins, refusals, a disabled user, the
-cache's TTL, and slapd going away and coming back — in IMAP, POP3, submission and inbound SMTP."""
+"""A node that has outgrown the files: users in LDAP (a real slapd), database locations in etcd
+(a real etcd). Logins, refusals, a disabled user, the cache's TTL, slapd going away and coming
+back in every protocol; an etcd switchover closing a live session; etcd going away while logins
+keep working on the last map."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import time
 
 import pytest
 
-from conftest import lab
+from conftest import ACTIVE, lab
 
-import lab_ldap  # noqa: E402  (scripts/ is on sys.path through conftest)
+import lab_etcd  # noqa: E402  (scripts/ is on sys.path through conftest)
+import lab_ldap  # noqa: E402
 
 PASSWORD = "ldap-pw-1"
 CACHE_TTL = 1.0
@@ -33,12 +36,17 @@ LDAP_USERS = [
 
 @pytest.fixture(scope="module")
 def ldap_env(lab_env):
-    """A second mailfront node on the same mailbox servers, with users in slapd."""
+    """A second mailfront node on the same mailbox servers, with users in slapd and locations
+    in etcd."""
     lab_ldap.ensure_slapd()
     root = lab.reset_dir(lab_env.root / "ldap-node")
     slapd = lab_ldap.Slapd(root / "slapd", lab.free_port())
     slapd.add_users(LDAP_USERS)
     slapd.start()
+    etcd = lab_etcd.Etcd(root / "etcd", lab.free_port(), lab.free_port())
+    etcd.start()
+    for database, server in ACTIVE.items():
+        etcd.put_active(database, server)
     imap, pop3, submission, smtp = (lab.free_port() for _ in range(4))
     text = lab_env.config.read_text()
     # Same servers, locations and certificates; another directory and other listeners.
@@ -50,7 +58,7 @@ def ldap_env(lab_env):
         head
         + slapd.directory_toml(timeout=f"{int(TIMEOUT * 1000)}ms", cache_ttl=f"{int(CACHE_TTL * 1000)}ms",
                                negative_cache_ttl="500ms")
-        + f'\n[location]\nbackend = "file"\npath = "{lab_env.locations}"\n\n'
+        + "\n" + etcd.location_config(timeout="1s") + "\n"
         + tail
         + "".join(
             f'[[listener]]\nprotocol = "{p}"\naddress = "127.0.0.1:{port}"\ntls = "none"\nallow_plaintext_auth = true\n\n'
@@ -61,11 +69,12 @@ def ldap_env(lab_env):
     )
     node = lab.Mailfront(lab_env.binary, config, root / "mailfront.log")
     node.start()
-    env = {"slapd": slapd, "node": node, "imap": imap, "pop3": pop3, "submission": submission, "smtp": smtp,
-           "config": config}
+    env = {"slapd": slapd, "etcd": etcd, "node": node, "imap": imap, "pop3": pop3, "submission": submission,
+           "smtp": smtp, "config": config}
     yield env
     node.stop()
     slapd.stop()
+    etcd.stop()
 
 
 def imap_login(env, user: str, password: str = PASSWORD) -> imaplib.IMAP4:
@@ -191,3 +200,49 @@ def imap_failure_with(env, user, password) -> str:
         return ""
     except imaplib.IMAP4.error as e:
         return str(e)
+
+
+def test_etcd_switchover_closes_the_live_session(ldap_env):
+    etcd, node = ldap_env["etcd"], ldap_env["node"]
+    subject = f"etcd switchover {time.monotonic_ns()}"
+    client = imap_login(ldap_env, "alice@example.com")
+    client.append("INBOX", None, None, f"Subject: {subject}\r\n\r\nx\r\n".encode())
+    client.select("INBOX")
+    start = time.monotonic()
+    etcd.put_active("DB01", "mbx2")
+    try:
+        # The client sees BYE [UNAVAILABLE] on its next command.
+        with pytest.raises(imaplib.IMAP4.abort, match="UNAVAILABLE"):
+            client.noop()
+        assert time.monotonic() - start < 2
+        again = imap_login(ldap_env, "alice@example.com")
+        again.select("INBOX")
+        _, found = again.search(None, "SUBJECT", f'"{subject}"')
+        assert found[0], "alice's mail is not on mbx2"
+        again.logout()
+        log = node.log_since_start()
+        assert "active copy moved database=DB01 from=mbx1 to=mbx2" in log
+        last = [l for l in log.splitlines() if "session proxied" in l and "user=alice@example.com" in l][-1]
+        assert "backend=mbx2" in last
+    finally:
+        etcd.put_active("DB01", "mbx1")
+
+
+def test_etcd_down_keeps_routing_on_the_last_map(ldap_env):
+    etcd, node = ldap_env["etcd"], ldap_env["node"]
+    etcd.kill()
+    try:
+        wait_until(lambda: "lost the etcd location store" in node.log_since_start(), what="staleness noticed")
+        for user in ("alice@example.com", "bob@example.com"):
+            client = imap_login(ldap_env, user)
+            client.select("INBOX")
+            client.logout()
+    finally:
+        etcd.start()
+    # Back: a change is followed again.
+    etcd.put_active("DB02", "mbx1")
+    try:
+        wait_until(lambda: "active copy moved database=DB02 from=mbx2 to=mbx1" in node.log_since_start(),
+                   what="change after etcd returned")
+    finally:
+        etcd.put_active("DB02", "mbx2")
