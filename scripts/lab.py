@@ -31,8 +31,16 @@ PACKAGES = {
     "dovecot": ["dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-submissiond"],
     "openssl": ["openssl"],
     "swaks": ["swaks", "libnet-ssleay-perl"],  # swaks needs Net::SSLeay for TLS
+    "radicale": ["python3-radicale"],
+    "sipp": ["sip-tester"],  # SIPp, a SIP user agent for the SIP interop tests
 }
-COMMANDS = {"dovecot": "/usr/sbin/dovecot", "openssl": "/usr/bin/openssl", "swaks": "/usr/bin/swaks"}
+COMMANDS = {
+    "dovecot": "/usr/sbin/dovecot",
+    "openssl": "/usr/bin/openssl",
+    "swaks": "/usr/bin/swaks",
+    "radicale": "/usr/lib/python3/dist-packages/radicale/__init__.py",
+    "sipp": "/usr/bin/sipp",
+}
 
 
 def log(message: str) -> None:
@@ -498,6 +506,8 @@ class ServerEntry:
     method: str = "master"  # master | passthrough
     mechanism: str = "plain"  # plain | login
     delivery_group: str = "default"
+    http: str | None = None  # base URL of the server's HTTP service (Radicale in the lab)
+    sip: str | None = None  # the server's voice-mail SIP URI (the Contact of a redirect)
 
 
 def mailfront_config(
@@ -540,6 +550,10 @@ def mailfront_config(
             out.append(f'pop3 = {{ port = {entry.ports.pop3}, tls = "{entry.tls}" }}')
             out.append(f'submission = {{ port = {entry.ports.submission}, tls = "{entry.tls}" }}')
             out.append(f'delivery = {{ port = {entry.ports.lmtp}, protocol = "lmtp" }}')
+        if entry.http:
+            out.append(f'http = "{entry.http}"')
+        if entry.sip:
+            out.append(f"sip = {toml_value(entry.sip)}")
         out += [
             f'delivery_group = "{entry.delivery_group}"',
             "[server.login]",
@@ -594,6 +608,110 @@ def lab_root(name: str) -> Path:
     path.chmod(0o755)
     base.chmod(0o755)
     return path
+
+
+def http_section(cookie_keys: Path, lifetime: str = "8h") -> str:
+    """The [http] section of the lab's nodes and the demo: the calendar as a browser app (forms
+    login, Radicale's web UI), DAV with Basic or bearer, a free/busy-like service routed by an
+    anchor mailbox, autodiscover."""
+    return f"""
+[http]
+cookie_keys = "{cookie_keys}"
+session_lifetime = "{lifetime}"
+identity_header = "X-Remote-User"
+
+[[http.service]]
+name = "calendar"
+path = "/calendar/"
+auth = ["forms"]
+browser_app = true
+legacy_url = "https://legacy.example.com/owa/"
+prefix_header = "X-Script-Name"
+
+[[http.service]]
+name = "dav"
+path = "/dav/"
+auth = ["basic", "bearer"]
+prefix_header = "X-Script-Name"
+
+[[http.service]]
+name = "freebusy"
+path = "/freebusy/"
+auth = ["basic"]
+anchor_query = "mailbox"
+prefix_header = "X-Script-Name"
+
+[http.autodiscover]
+domains = ["example.com"]
+display_name = "Example Mail"
+imap = {{ host = "mail.example.com", port = 993, socket = "ssl" }}
+pop3 = {{ host = "mail.example.com", port = 995, socket = "ssl" }}
+smtp = {{ host = "mail.example.com", port = 587, socket = "starttls" }}
+"""
+
+
+class Radicale:
+    """Radicale 3 (CalDAV/CardDAV and a web UI) as a mailbox server's HTTP service. It trusts
+    `X-Remote-User` from whoever reaches its loopback port — which must only be mailfront, which
+    always replaces a client's own copy. `storage` is shared between servers, like the mail
+    folders, so a calendar follows its database copy."""
+
+    def __init__(self, root: Path, name: str, port: int, storage: Path):
+        self.dir = root / f"radicale-{name}"
+        self.port = port
+        self.storage = storage
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 20.0) -> None:
+        import urllib.request
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.storage.mkdir(parents=True, exist_ok=True)
+        config = self.dir / "config"
+        config.write_text(
+            f"[server]\nhosts = 127.0.0.1:{self.port}\n[auth]\ntype = http_x_remote_user\n"
+            f"[rights]\ntype = owner_only\n[storage]\nfilesystem_folder = {self.storage}\n"
+            f"[web]\ntype = internal\n[logging]\nlevel = info\n"
+        )
+        with open(self.dir / "radicale.log", "ab") as out:
+            # Debian's module is for Debian's python3, which may not be the first on PATH.
+            self.process = subprocess.Popen(
+                ["/usr/bin/python3", "-m", "radicale", "--config", str(config)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}.web/", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(f"radicale exited: {self.log_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"radicale did not answer on {self.url}")
+            time.sleep(0.05)
+
+    def log_text(self) -> str:
+        try:
+            return (self.dir / "radicale.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
 
 
 class SmtpSink:

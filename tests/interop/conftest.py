@@ -10,6 +10,7 @@ import imaplib
 import re
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -25,6 +26,11 @@ AUTH_FAILURE_DELAY = 1.0
 BACKEND_LOGIN_TIMEOUT = 2.0
 PRE_AUTH_IDLE = 3.0
 DELIVERY_TIMEOUT = 3.0
+# The voice-mail endpoints of the mailbox servers: the Contact of SIP redirects (nothing needs to
+# listen there). `{extension}` becomes the user's extension.
+SIP_URIS = {"mbx1": "sip:{extension}@mbx1.example.com:5070", "mbx2": "sip:{extension}@mbx2.example.com:5080"}
+SIP_MAX_MESSAGE = 4096
+SIP_RETRY_AFTER = 7
 
 ACTIVE = {
     "DB01": "mbx1",
@@ -38,7 +44,7 @@ ACTIVE = {
 }
 
 USERS = [
-    lab.User("alice@example.com", "DB01", aliases=["alice.smith@example.com"]),
+    lab.User("alice@example.com", "DB01", aliases=["alice.smith@example.com"], sip_extension="4001"),
     lab.User("bob@example.com", "DB02"),
     # Lives on a server that accepts connections and never says a word.
     lab.User("carol@example.com", "DB03"),
@@ -53,6 +59,8 @@ USERS = [
     lab.User("ivan@example.com", "DB08", password="pässwörd with spaces"),
     # Their mailbox is full: Dovecot's LMTP refuses them at the end of DATA.
     lab.User("full@example.com", "DB01", quota_kb=1),
+    # A mailbox of an older version: browser apps redirect it to the legacy URL.
+    lab.User("oldtimer@example.com", "DB01", version="14.3"),
 ]
 
 
@@ -96,6 +104,11 @@ class Lab:
     smtp_port: int  # inbound (front-end transport), STARTTLS offered
     outbound_port: int
     relay: lab.SmtpSink  # the outbound relay host
+    https_port: int
+    radicales: dict  # server name -> lab.Radicale
+    cookie_keys: Path  # the HTTP key file (shared by every node of a test)
+    sip_port: int = 0  # SIP over UDP and TCP
+    sips_port: int = 0  # SIP over TLS
 
     def log(self) -> str:
         return self.mailfront.log_since_start()
@@ -124,10 +137,13 @@ class Lab:
         return imaplib.IMAP4_SSL("127.0.0.1", self.implicit_port, ssl_context=client_tls(), timeout=15)
 
     def set_active(self, database: str, server: str) -> None:
+        # Only a log line written after this change counts (an earlier move to the same server
+        # would otherwise match at once).
+        after = len(self.log())
         active = lab.read_locations(self.locations)
         active[database] = server
         lab.write_locations(self.locations, active)
-        self.wait_for_log(rf"active copy moved database={database} from=\S+ to={server}")
+        self.wait_for_log(rf"active copy moved database={database} from=\S+ to={server}", after=after)
 
 
 def client_tls() -> ssl.SSLContext:
@@ -162,12 +178,19 @@ def lab_env(tmp_path_factory) -> Lab:
     submission, submission_starttls, submissions = lab.free_port(), lab.free_port(), lab.free_port()
     smtp = lab.free_port()
     relay = lab.SmtpSink()
+    https = lab.free_port()
+    sip, sips = lab.free_port(), lab.free_port()
+    radicales = {name: lab.Radicale(root, name, lab.free_port(), root / "dav") for name in ("mbx1", "mbx2")}
+    cookie_keys = root / "http" / "keys.toml"
+    cookie_keys.parent.mkdir(parents=True, exist_ok=True)
+    cookie_keys.write_text(subprocess.run([str(binary), "cookie-key", "--id", "1"], capture_output=True, text=True,
+                                          check=True).stdout)
     config = root / "mailfront.toml"
     text = lab.mailfront_config(
         node="test1",
         servers=[
-            lab.ServerEntry("mbx1", ports["mbx1"]),
-            lab.ServerEntry("mbx2", ports["mbx2"]),
+            lab.ServerEntry("mbx1", ports["mbx1"], http=radicales["mbx1"].url, sip=SIP_URIS["mbx1"]),
+            lab.ServerEntry("mbx2", ports["mbx2"], http=radicales["mbx2"].url, sip=SIP_URIS["mbx2"]),
             # Its own delivery group: mail for carol has nowhere else to go.
             lab.ServerEntry("silent", lab.Ports(silent.port, silent.port, silent.port, silent.port),
                             delivery_group="quarantine"),
@@ -203,6 +226,9 @@ def lab_env(tmp_path_factory) -> Lab:
              "tls": "implicit"},
             {"name": "smtp", "protocol": "smtp", "address": f"127.0.0.1:{smtp}", "tls": "starttls"},
             {"name": "outbound", "protocol": "outbound", "address": f"127.0.0.1:{outbound}", "tls": "none"},
+            {"name": "https", "protocol": "https", "address": f"127.0.0.1:{https}", "tls": "implicit"},
+            {"name": "sip", "protocol": "sip", "address": f"127.0.0.1:{sip}"},
+            {"name": "sips", "protocol": "sip", "address": f"127.0.0.1:{sips}", "tls": "implicit"},
         ],
         extra=(
             "[timeouts]\n"
@@ -214,20 +240,46 @@ def lab_env(tmp_path_factory) -> Lab:
             "[reload]\ninterval = \"50ms\"\n"
             "[transport]\naccepted_domains = [\"example.com\"]\nmax_message_size = 200000\nmax_recipients = 50\n"
             f"[outbound]\nrelay = {{ host = \"127.0.0.1\", port = {relay.port} }}\n"
+            f"[sip]\nmax_message_size = {SIP_MAX_MESSAGE}\nretry_after = {SIP_RETRY_AFTER}\n"
+            + lab.http_section(cookie_keys)
         ),
     )
     config.write_text(text)
     mailfront = lab.Mailfront(binary, config, root / "mailfront.log")
     env = Lab(root, binary, config, locations, servers, mailfront, plain, starttls, implicit,
               pop3_plain, pop3_starttls, pop3_implicit, submission, submission_starttls, submissions,
-              smtp, outbound, relay)
+              smtp, outbound, relay, https, radicales, cookie_keys)
+    env.sip_port, env.sips_port = sip, sips
     try:
         for server in servers.values():
             server.start()
+        for radicale in radicales.values():
+            radicale.start()
         mailfront.start()
         yield env
     finally:
         mailfront.stop()
         for server in servers.values():
             server.stop()
+        for radicale in radicales.values():
+            radicale.stop()
         relay.stop()
+
+
+def https_node(lab_env: Lab, name: str, cookie_keys: Path, lifetime: str = "8h", extra: str = "") -> tuple[lab.Mailfront, int]:
+    """Another mailfront node of the array: the same servers, directory and locations as the lab's
+    node, one HTTPS listener, and its own cookie key file and session lifetime. Returns the
+    started node and its port (the caller stops it)."""
+    text = lab_env.config.read_text()
+    port = lab.free_port()
+    head = text[: text.index("[[listener]]")]
+    rest = text[text.index("[timeouts]"): text.index("\n[http]")]
+    config = lab_env.root / f"{name}.toml"
+    config.write_text(
+        head.replace('name = "test1"', f'name = "{name}"', 1)
+        + f'[[listener]]\nprotocol = "https"\naddress = "127.0.0.1:{port}"\ntls = "implicit"\n\n'
+        + rest + lab.http_section(cookie_keys, lifetime) + extra
+    )
+    node = lab.Mailfront(lab_env.binary, config, lab_env.root / f"{name}.log")
+    node.start()
+    return node, port

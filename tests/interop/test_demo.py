@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import imaplib
 import os
 import poplib
@@ -55,6 +57,22 @@ def demo():
         process.wait()
 
 
+def sip_invite(uri: str) -> str:
+    """An RFC 3261 INVITE over UDP to the demo's SIP port; returns the response."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        port = s.getsockname()[1]
+        call_id = f"{uuid.uuid4()}@demo-test"
+        s.sendto(
+            (f"INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{call_id};rport\r\n"
+             f"Max-Forwards: 70\r\nFrom: <sip:test@example.net>;tag=1\r\nTo: <{uri}>\r\n"
+             f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode(),
+            ("127.0.0.1", 5060),
+        )
+        return s.recvfrom(65535)[0].decode()
+
+
 def login_alice() -> imaplib.IMAP4:
     client = imaplib.IMAP4("127.0.0.1", 1143, timeout=15)
     assert client.login("alice@example.com", lab.DEMO_PASSWORD)[0] == "OK"
@@ -63,7 +81,7 @@ def login_alice() -> imaplib.IMAP4:
 
 def test_demo_contract(demo):
     log_path = lab.lab_root("demo") / "mailfront.log"
-    for port in (1143, 1993, 1110, 1995, 1025, 1587, 1465):
+    for port in (1143, 1993, 1110, 1995, 1025, 1587, 1465, 8443):
         assert port_open(port), port
 
     # alice reads and writes her mail on mbx1.
@@ -83,6 +101,12 @@ def test_demo_contract(demo):
     client.logout()
     assert backend_of_last_session(log_path.read_text(), "bob@example.com") == "mbx2"
 
+    # SIP: alice's extension is redirected to mbx1's voice mail (UDP; TCP answers too).
+    assert port_open(5060)
+    response = sip_invite("sip:4001@127.0.0.1")
+    assert response.startswith("SIP/2.0 302 Moved Temporarily\r\n"), response
+    assert "\r\nContact: <sip:4001@127.0.0.1:5070>\r\n" in response, response
+
     # Switchover: the command returns once the map is written; new logins follow.
     done = subprocess.run([str(DEMO), "switchover", "DB01", "mbx2"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
@@ -95,6 +119,8 @@ def test_demo_contract(demo):
     client.select("INBOX")
     typ, data = client.search(None, "SUBJECT", f'"{subject}"')
     assert typ == "OK" and data[0], "alice's mail did not follow her to mbx2"
+    response = sip_invite("sip:4001@127.0.0.1")
+    assert "\r\nContact: <sip:4001@127.0.0.1:5080>\r\n" in response, "the SIP redirect did not follow: " + response
     client.logout()
     assert backend_of_last_session(log_path.read_text(), "alice@example.com") == "mbx2"
 
@@ -117,6 +143,19 @@ def test_demo_contract(demo):
             break
         assert time.monotonic() < deadline, "bob's message never reached alice"
         time.sleep(0.2)
+
+    # HTTPS: the calendar's health page, and a CalDAV PROPFIND for alice — now on mbx2's Radicale.
+    context = __import__("conftest").client_tls()
+    conn = http.client.HTTPSConnection("127.0.0.1", 8443, context=context, timeout=20)
+    conn.request("GET", "/calendar/healthcheck.htm")
+    assert conn.getresponse().read() == b"cas1\n"
+    auth = base64.b64encode(f"alice@example.com:{lab.DEMO_PASSWORD}".encode()).decode()
+    conn.request("PROPFIND", "/dav/alice@example.com/", headers={"Authorization": f"Basic {auth}", "Depth": "0"})
+    response = conn.getresponse()
+    assert response.status == 207, response.read()
+    response.read()
+    conn.close()
+    assert "backend=mbx2" in [l for l in log_path.read_text().splitlines() if "http request" in l][-1]
 
     bad = subprocess.run([str(DEMO), "switchover", "DB01", "mbx7"], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "unknown server" in bad.stderr

@@ -47,7 +47,7 @@ def ldap_env(lab_env):
     etcd.start()
     for database, server in ACTIVE.items():
         etcd.put_active(database, server)
-    imap, pop3, submission, smtp = (lab.free_port() for _ in range(4))
+    imap, pop3, submission, smtp, https = (lab.free_port() for _ in range(5))
     text = lab_env.config.read_text()
     # Same servers, locations and certificates; another directory and other listeners.
     head = text[: text.index("[directory]")]
@@ -65,12 +65,13 @@ def ldap_env(lab_env):
             for p, port in (("imap", imap), ("pop3", pop3), ("submission", submission))
         )
         + f'[[listener]]\nprotocol = "smtp"\naddress = "127.0.0.1:{smtp}"\ntls = "none"\n\n'
+        + f'[[listener]]\nprotocol = "https"\naddress = "127.0.0.1:{https}"\ntls = "implicit"\n\n'
         + extra
     )
     node = lab.Mailfront(lab_env.binary, config, root / "mailfront.log")
     node.start()
     env = {"slapd": slapd, "etcd": etcd, "node": node, "imap": imap, "pop3": pop3, "submission": submission,
-           "smtp": smtp, "config": config}
+           "smtp": smtp, "https": https, "config": config}
     yield env
     node.stop()
     slapd.stop()
@@ -246,3 +247,21 @@ def test_etcd_down_keeps_routing_on_the_last_map(ldap_env):
                    what="change after etcd returned")
     finally:
         etcd.put_active("DB02", "mbx2")
+
+
+def test_address_book_from_ldap(ldap_env):
+    import base64
+    import http.client
+
+    from conftest import client_tls
+
+    conn = http.client.HTTPSConnection("127.0.0.1", ldap_env["https"], context=client_tls(), timeout=20)
+    auth = base64.b64encode(f"alice@example.com:{PASSWORD}".encode()).decode()
+    conn.request("GET", "/oab/", headers={"Authorization": f"Basic {auth}"})
+    response = conn.getresponse()
+    text = response.read().decode()
+    assert response.status == 200, text
+    # Everyone of the tenant, from slapd, including the disabled entry (it is still an address).
+    for address in ("alice@example.com", "bob@example.com", "heidi@example.com"):
+        assert f"EMAIL;TYPE=work;PREF=1:{address}" in text, text
+    assert "EMAIL;TYPE=work:alice.smith@example.com" in text

@@ -10,7 +10,8 @@
 //!   itself is never stored, and the hash is useless outside this process. A different password
 //!   is a different key, so a wrong password after a right one is asked of the directory (and a
 //!   right one after a wrong one too).
-//! - `lookup` answers are remembered for `ttl` (a user) and `negative_ttl` (no such user).
+//! - `lookup` and `lookup_extension` answers are remembered for `ttl` (a user) and
+//!   `negative_ttl` (no such user), in one map (a name and an extension are different keys).
 //! - "Unavailable" is never remembered: the next call asks again.
 //! - The price: a change in the directory (a new password, a disabled user, a moved database)
 //!   is seen after at most `ttl` — the old password keeps working that long.
@@ -121,6 +122,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Expiring<K, V> {
 /// The key of a login: lowercased name and the keyed hash of the password.
 type LoginKey = (String, [u8; 32]);
 
+/// The key of a lookup: a lowercased name, or an extension as given.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum LookupKey {
+    Name(String),
+    Extension(String),
+}
+
 /// A [`Directory`] that remembers the answers of another one. See the module documentation.
 pub struct CachedDirectory<D: Directory> {
     inner: D,
@@ -128,7 +136,7 @@ pub struct CachedDirectory<D: Directory> {
     /// The random key of the password hash, made per cache (so per process).
     key: Secret<Vec<u8>>,
     logins: Mutex<Expiring<LoginKey, Result<Principal, ()>>>,
-    lookups: Mutex<Expiring<String, Option<Principal>>>,
+    lookups: Mutex<Expiring<LookupKey, Option<Principal>>>,
 }
 
 impl<D: Directory + std::fmt::Debug> std::fmt::Debug for CachedDirectory<D> {
@@ -181,6 +189,27 @@ impl<D: Directory> CachedDirectory<D> {
     }
 }
 
+impl<D: Directory> CachedDirectory<D> {
+    /// A lookup answered from the cache, or by `ask` (and then remembered, unless unavailable).
+    async fn remembered(
+        &self,
+        key: LookupKey,
+        ask: impl std::future::Future<Output = Result<Option<Principal>, Unavailable>>,
+    ) -> Result<Option<Principal>, Unavailable> {
+        if let Some(answer) = lock(&self.lookups).get(&key, Instant::now()) {
+            return Ok(answer);
+        }
+        let answer = ask.await?;
+        let ttl = if answer.is_some() {
+            self.settings.ttl
+        } else {
+            self.settings.negative_ttl
+        };
+        lock(&self.lookups).insert(key, answer.clone(), ttl, Instant::now());
+        Ok(answer)
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -211,18 +240,19 @@ impl<D: Directory> Directory for CachedDirectory<D> {
     }
 
     async fn lookup(&self, name: &str) -> Result<Option<Principal>, Unavailable> {
-        let key = name.to_lowercase();
-        if let Some(answer) = lock(&self.lookups).get(&key, Instant::now()) {
-            return Ok(answer);
-        }
-        let answer = self.inner.lookup(name).await?;
-        let ttl = if answer.is_some() {
-            self.settings.ttl
-        } else {
-            self.settings.negative_ttl
-        };
-        lock(&self.lookups).insert(key, answer.clone(), ttl, Instant::now());
-        Ok(answer)
+        let key = LookupKey::Name(name.to_lowercase());
+        self.remembered(key, self.inner.lookup(name)).await
+    }
+
+    async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
+        let key = LookupKey::Extension(extension.to_owned());
+        self.remembered(key, self.inner.lookup_extension(extension))
+            .await
+    }
+
+    /// Not cached: an address book is asked for rarely, and should be current.
+    async fn list(&self, tenant: &str) -> Result<Vec<Principal>, Unavailable> {
+        self.inner.list(tenant).await
     }
 }
 

@@ -11,7 +11,7 @@
 //! database = "DB01"
 //! version = "15.1"
 //! protocols = ["imap", "pop3", "submission", "smtp", "http", "sip"]   # optional; default all
-//! sip_extension = "4001"                  # optional
+//! sip_extension = "4001"                  # optional; unique (a SIP call to 4001 finds this user)
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -82,6 +82,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Users {
     by_name: HashMap<String, Arc<Entry>>,
+    /// By `sip_extension`, exactly as written (trimmed).
+    by_extension: HashMap<String, Arc<Entry>>,
     count: usize,
     plaintext: Vec<String>,
 }
@@ -102,8 +104,27 @@ impl Users {
         &self.plaintext
     }
 
+    /// The users of `tenant`, each once, by address.
+    pub fn in_tenant(&self, tenant: &str) -> Vec<Principal> {
+        let mut users: Vec<Principal> = self
+            .by_name
+            .iter()
+            .filter(|(name, entry)| {
+                **name == entry.principal.address
+                    && entry.principal.tenant.eq_ignore_ascii_case(tenant)
+            })
+            .map(|(_, entry)| entry.principal.clone())
+            .collect();
+        users.sort_by(|a, b| a.address.cmp(&b.address));
+        users
+    }
+
     fn get(&self, name: &str) -> Option<&Arc<Entry>> {
         self.by_name.get(&name.to_ascii_lowercase())
+    }
+
+    fn get_extension(&self, extension: &str) -> Option<&Arc<Entry>> {
+        self.by_extension.get(extension)
     }
 }
 
@@ -167,6 +188,18 @@ pub fn parse(text: &str) -> Result<Users, String> {
             }
             aliases.push(alias);
         }
+        let sip_extension = match record.sip_extension {
+            Some(extension) => {
+                let extension = extension.trim().to_owned();
+                if extension.is_empty() || extension.chars().any(char::is_control) {
+                    return Err(format!(
+                        "{key}.sip_extension: must not be empty (leave the key out instead)"
+                    ));
+                }
+                Some(extension)
+            }
+            None => None,
+        };
         let tenant = match record.tenant {
             Some(tenant) => tenant.to_ascii_lowercase(),
             None => address.split('@').nth(1).unwrap_or_default().to_owned(),
@@ -180,9 +213,19 @@ pub fn parse(text: &str) -> Result<Users, String> {
             database: DatabaseName::new(record.database.trim()),
             version: record.version,
             protocols: record.protocols.unwrap_or(ProtocolSet::ALL),
-            sip_extension: record.sip_extension,
+            sip_extension: sip_extension.clone(),
         };
         let entry = Arc::new(Entry { principal, hash });
+        if let Some(extension) = sip_extension
+            && users
+                .by_extension
+                .insert(extension.clone(), Arc::clone(&entry))
+                .is_some()
+        {
+            return Err(format!(
+                "{key}.sip_extension: `{extension}` is already the extension of another user"
+            ));
+        }
         for (name, name_key) in std::iter::once((address, format!("{key}.address"))).chain(
             aliases
                 .into_iter()
@@ -331,6 +374,18 @@ impl Directory for FileDirectory {
 
     async fn lookup(&self, name: &str) -> Result<Option<Principal>, Unavailable> {
         Ok(self.users.load().get(name).map(|e| e.principal.clone()))
+    }
+
+    async fn list(&self, tenant: &str) -> Result<Vec<Principal>, Unavailable> {
+        Ok(self.users.load().in_tenant(tenant))
+    }
+
+    async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
+        Ok(self
+            .users
+            .load()
+            .get_extension(extension)
+            .map(|e| e.principal.clone()))
     }
 }
 

@@ -31,7 +31,7 @@
 //! database = "mailboxDatabase"
 //! version = "mailboxVersion"
 //! protocols = "mailProtocol"
-//! sip_extension = "telephoneNumber"
+//! sip_extension = "telephoneNumber"   # also searched for SIP calls to an extension
 //! enabled = "mailEnabled"
 //! ```
 //!
@@ -108,6 +108,8 @@ const INVALID_CREDENTIALS: u32 = 49;
 const SIZE_LIMIT_EXCEEDED: u32 = 4;
 /// The protocol tag of a SearchResultEntry (RFC 4511 §4.5.2: `[APPLICATION 4]`).
 const SEARCH_RESULT_ENTRY: u64 = 4;
+/// The most entries an address-book listing reads (its search size limit).
+const MAX_LISTED: i32 = 10_000;
 /// Longer login names are refused without asking the server.
 const MAX_LOGIN_LEN: usize = 512;
 
@@ -1121,9 +1123,42 @@ impl LdapDirectory {
         }
     }
 
+    /// Every entry with an address under the base (at most [`MAX_LISTED`]), for the address
+    /// book.
+    async fn search_all(&self, deadline: Instant) -> Result<Vec<Entry>, Unavailable> {
+        let base = self.settings.base.as_str();
+        let attributes = &self.settings.requested;
+        let filter = format!("({}=*)", self.settings.attributes.address);
+        let result = self
+            .run(&self.search, deadline, "search", |mut ldap| {
+                let filter = filter.clone();
+                async move {
+                    ldap.with_search_options(SearchOptions::new().sizelimit(MAX_LISTED))
+                        .search(base, Scope::Subtree, &filter, attributes)
+                        .await
+                }
+            })
+            .await?;
+        let ldap3::SearchResult(entries, outcome) = result;
+        if outcome.rc == SIZE_LIMIT_EXCEEDED {
+            tracing::warn!(base = %self.settings.base, limit = MAX_LISTED, "address list truncated at the size limit");
+        } else if outcome.rc != 0 {
+            return Err(self.unavailable("search", describe(&outcome)));
+        }
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| parse_entry(e.0))
+            .collect())
+    }
+
     /// Searches for the entry of `login` with the filter, on a search connection.
     async fn find(&self, login: &str, deadline: Instant) -> Result<Found, Unavailable> {
-        let filter = self.settings.filter.expand(login);
+        self.search_entry(self.settings.filter.expand(login), deadline)
+            .await
+    }
+
+    /// Searches `filter` under the base (subtree, at most two entries), on a search connection.
+    async fn search_entry(&self, filter: String, deadline: Instant) -> Result<Found, Unavailable> {
         let base = self.settings.base.as_str();
         let attributes = &self.settings.requested;
         let result = self
@@ -1299,6 +1334,16 @@ impl Directory for LdapDirectory {
         }
     }
 
+    async fn list(&self, tenant: &str) -> Result<Vec<Principal>, Unavailable> {
+        let deadline = Instant::now() + self.settings.timeout;
+        let entries = self.search_all(deadline).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|entry| self.usable(entry))
+            .filter(|p| p.tenant.eq_ignore_ascii_case(tenant))
+            .collect())
+    }
+
     async fn lookup(&self, name: &str) -> Result<Option<Principal>, Unavailable> {
         if name.is_empty() || name.len() > MAX_LOGIN_LEN || name.chars().any(char::is_control) {
             return Ok(None);
@@ -1312,6 +1357,36 @@ impl Directory for LdapDirectory {
                     name,
                     base = %self.settings.base,
                     "name matches more than one directory entry; treated as unknown"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Searches `(<sip_extension attribute>=<extension>)` (the value escaped, RFC 4515 §3)
+    /// under the base. The attribute's own equality rule decides what matches
+    /// (`telephoneNumber` ignores spaces and hyphens). Two entries with the extension are an
+    /// ambiguous directory: a warning, and nobody.
+    async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
+        let attribute = &self.settings.attributes.sip_extension;
+        if attribute.is_empty()
+            || extension.is_empty()
+            || extension.len() > MAX_LOGIN_LEN
+            || extension.chars().any(char::is_control)
+        {
+            return Ok(None);
+        }
+        let filter = format!("({attribute}={})", escape_filter_value(extension));
+        let deadline = Instant::now() + self.settings.timeout;
+        match self.search_entry(filter, deadline).await? {
+            Found::One(entry) => Ok(self.usable(&entry)),
+            Found::Nobody => Ok(None),
+            Found::Several => {
+                tracing::warn!(
+                    extension,
+                    attribute = %attribute,
+                    base = %self.settings.base,
+                    "extension matches more than one directory entry; treated as unknown"
                 );
                 Ok(None)
             }

@@ -45,4 +45,23 @@ pub trait Directory: Send + Sync {
     /// Finds a user by address or alias without a password (for inbound recipients, anchor
     /// mailboxes and `mailfront route`). `Ok(None)`: no such user.
     async fn lookup(&self, name: &str) -> Result<Option<Principal>, Unavailable>;
+
+    /// Finds a user by telephone extension (the principal's `sip_extension`, compared exactly),
+    /// without a password: a SIP call to an extension. `Ok(None)`: nobody has it.
+    ///
+    /// The default says nobody has one; the backends in this crate (file, LDAP, cache) all
+    /// answer for real.
+    async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
+        let _ = extension;
+        Ok(None)
+    }
+
+    /// Every user of `tenant` (for the offline address book). Backends that cannot list say so
+    /// with [`Unavailable`].
+    async fn list(&self, tenant: &str) -> Result<Vec<Principal>, Unavailable> {
+        let _ = tenant;
+        Err(Unavailable(
+            "this directory cannot list its users".to_owned(),
+        ))
+    }
 }

@@ -217,6 +217,7 @@ fn users() -> String {
                 ("mailAlternateAddress", "shared@example.com"),
                 ("mailboxDatabase", "DB01"),
                 ("mailboxVersion", "15.1"),
+                ("telephoneNumber", "4100"),
             ],
         },
         User {
@@ -228,6 +229,7 @@ fn users() -> String {
                 ("mailAlternateAddress", "shared@example.com"),
                 ("mailboxDatabase", "DB01"),
                 ("mailboxVersion", "15.1"),
+                ("telephoneNumber", "4100"),
             ],
         },
     ];
@@ -526,6 +528,24 @@ async fn search_mode_with_anonymous_searches() {
     assert_eq!(directory.lookup("dave@example.com").await, Ok(None));
     assert_eq!(directory.lookup("shared@example.com").await, Ok(None));
     assert_eq!(directory.lookup("*").await, Ok(None));
+
+    // SIP calls to an extension: a search on telephoneNumber, with its own matching rule
+    // (telephoneNumberMatch ignores spaces), the value escaped; two entries with one number
+    // are ambiguous.
+    for extension in ["4001", "40 01"] {
+        let alice = directory
+            .lookup_extension(extension)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(alice.address, "alice@example.com", "{extension}");
+        assert_eq!(alice.sip_extension.as_deref(), Some("4001"));
+    }
+    assert_eq!(directory.lookup_extension("4999").await, Ok(None));
+    assert_eq!(directory.lookup_extension("4100").await, Ok(None));
+    assert_eq!(directory.lookup_extension("*").await, Ok(None));
+    assert_eq!(directory.lookup_extension("4001)(mail=*").await, Ok(None));
+    assert_eq!(directory.lookup_extension("").await, Ok(None));
     assert_eq!(slapd.binds_logged(&alice_dn), before + 1);
 
     // Many logins at once share the bounded pools.

@@ -8,6 +8,8 @@ use mailfront_directory::Directory;
 use mailfront_directory::cache::CachedDirectory;
 use mailfront_directory::file::{self as directory_file, FileDirectory};
 use mailfront_directory::ldap::LdapDirectory;
+use mailfront_http::HttpFrontDoor;
+use mailfront_http::cookie::CookieKeys;
 use mailfront_location::etcd::{self, EtcdSource};
 use mailfront_location::file::{self as location_file, FileSource, Validator};
 use mailfront_location::{LocationMap, Locator};
@@ -20,13 +22,15 @@ use mailfront_protocol::{ClientTls, Limits};
 use mailfront_proxy::admission::{AdmissionSettings, Gateway};
 use mailfront_proxy::backend::BackendTimeouts;
 use mailfront_proxy::driver::ListenerContext;
+use mailfront_proxy::node::NodeState;
+use mailfront_proxy::sip::SipContext;
 use mailfront_proxy::tls::{self, TlsAcceptor, TlsConnector};
 use mailfront_proxy::transport::{Cidr, TransportContext, TransportMode};
 use mailfront_proxy::{Imap, LineProtocol, Pop3, Submission, listener};
 use mailfront_routing::{
     Endpoint, Endpoints, LoginMethod, MasterUser, Node, Server, Site, Topology,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 use crate::config::{
@@ -349,8 +353,38 @@ pub struct RunningNode {
     failover: tokio::task::JoinHandle<()>,
     _directory: Arc<dyn Directory>,
     _locations: LocationSource,
+    /// The node's state (draining), shared with health pages and the admin API.
+    pub state: Arc<NodeState>,
     /// The addresses the listeners are bound to, in configuration order.
     pub bound: Vec<std::net::SocketAddr>,
+}
+
+/// The HTTPS front door the configuration describes, if it has an `[http]` section.
+pub fn http_front_door(
+    config: &Config,
+    gateway: &Arc<Gateway>,
+    state: &Arc<NodeState>,
+) -> Result<Option<Arc<HttpFrontDoor>>, String> {
+    let Some(http) = &config.http else {
+        return Ok(None);
+    };
+    let keys = CookieKeys::load(&http.cookie_keys).map_err(|e| format!("http.cookie_keys: {e}"))?;
+    let backend_tls = config
+        .backend_tls
+        .as_ref()
+        .map(|t| {
+            tls::backend_client_config(&t.ca_file).map_err(|e| format!("backend_tls.ca_file: {e}"))
+        })
+        .transpose()?;
+    HttpFrontDoor::new(
+        http.clone(),
+        Arc::clone(gateway),
+        keys,
+        backend_tls,
+        config.node.name.clone(),
+        Arc::clone(state),
+    )
+    .map(|front| Some(Arc::new(front)))
 }
 
 impl RunningNode {
@@ -403,6 +437,8 @@ impl RunningNode {
             Arc::clone(gateway.registry()),
             gateway.locator().subscribe(),
         ));
+        let state = Arc::new(NodeState::new());
+        let http = http_front_door(config, &gateway, &state)?;
         let mut tasks = Vec::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut bound = Vec::new();
@@ -459,6 +495,52 @@ impl RunningNode {
                         &shutdown_rx,
                     )
                 }
+                ListenerProtocol::Https => {
+                    let front = http
+                        .clone()
+                        .ok_or_else(|| format!("listener[{i}]: an https listener needs [http]"))?;
+                    let acceptor = match (&config.tls, listener.tls) {
+                        (Some(t), ListenerTls::Implicit | ListenerTls::Starttls) => Some(
+                            tls::http_acceptor(&t.certificate, &t.key)
+                                .map_err(|e| format!("tls: {e}"))?,
+                        ),
+                        _ => None,
+                    };
+                    tokio::spawn(mailfront_http::server::serve(
+                        front,
+                        socket,
+                        listener_name(listener),
+                        acceptor,
+                        shutdown_rx.clone(),
+                    ))
+                }
+                ListenerProtocol::Sip => {
+                    // UDP on the TCP listener's own address (its port, if 0 was asked for);
+                    // with implicit TLS, TCP only.
+                    let address = socket.local_addr().unwrap_or(listener.address);
+                    let udp = match listener.tls {
+                        ListenerTls::None => Some(UdpSocket::bind(address).await.map_err(|e| {
+                            format!("listener[{i}].address: cannot listen on {address} (UDP): {e}")
+                        })?),
+                        _ => None,
+                    };
+                    let sip_tls = match listener.tls {
+                        ListenerTls::Implicit => acceptor.clone(),
+                        _ => None,
+                    };
+                    let context = Arc::new(SipContext::new(
+                        listener_name(listener),
+                        config.sip.settings(),
+                        sip_tls,
+                    ));
+                    tokio::spawn(mailfront_proxy::sip::run(
+                        socket,
+                        udp,
+                        Arc::clone(&gateway),
+                        context,
+                        shutdown_rx.clone(),
+                    ))
+                }
                 ListenerProtocol::Smtp | ListenerProtocol::Outbound => {
                     let mode = transport_mode(config, listener.protocol)
                         .map_err(|e| format!("listener[{i}]: {e}"))?;
@@ -492,6 +574,7 @@ impl RunningNode {
             shutdown,
             tasks,
             failover,
+            state,
             _directory: directory,
             _locations: locations,
             bound,

@@ -47,6 +47,12 @@ enum Command {
         #[arg(long, short, default_value = "imap")]
         protocol: Protocol,
     },
+    /// Print a new cookie key entry for the HTTP key file (`[http] cookie_keys`).
+    CookieKey {
+        /// The new key's id (larger than every id already in the file).
+        #[arg(long, default_value_t = 1)]
+        id: u32,
+    },
     /// Print a password hash for the password read from standard input.
     HashPassword {
         /// The scheme: SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2ID, SSHA, SSHA512.
@@ -67,6 +73,10 @@ pub fn main() -> ExitCode {
             protocol,
         } => route_command(config, &user, protocol),
         Command::HashPassword { scheme } => hash(scheme),
+        Command::CookieKey { id } => {
+            print!("{}", mailfront_http::cookie::CookieKeys::generate_entry(id));
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -261,7 +271,19 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
                 .unwrap_or_default();
             writeln!(out, "decision: proxy to {server}{endpoint}")
         }
-        Decision::Redirect { location, .. } => writeln!(out, "decision: redirect to {location}"),
+        Decision::Redirect { location, .. } => {
+            // A SIP Contact template names the dialed user; show it as a caller dialing the
+            // user's address would get it.
+            let location = match (protocol, &principal) {
+                (Protocol::Sip, Some(p)) => mailfront_protocol::sip::contact_uri(
+                    location,
+                    user.split('@').next().unwrap_or(user),
+                    p.sip_extension.as_deref(),
+                ),
+                _ => location.clone(),
+            };
+            writeln!(out, "decision: redirect to {location}")
+        }
         Decision::Reject { kind, .. } => writeln!(
             out,
             "decision: reject ({})",

@@ -53,6 +53,11 @@ pub struct Config {
     pub transport: TransportConfig,
     /// Outbound mail from the mailbox servers.
     pub outbound: Option<OutboundConfig>,
+    /// SIP listeners: limits and timers.
+    #[serde(default)]
+    pub sip: SipConfig,
+    /// The HTTPS front door (services, forms login, autodiscover).
+    pub http: Option<mailfront_http::config::HttpConfig>,
     /// Time limits.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
@@ -372,6 +377,11 @@ pub enum ListenerProtocol {
     Smtp,
     /// Outbound SMTP from the mailbox servers, relayed to the outbound relay host.
     Outbound,
+    /// SIP: UDP and TCP on one address (`tls = "none"`, the default for SIP), or TLS over TCP
+    /// (`tls = "implicit"`). Telephony is redirected, never proxied.
+    Sip,
+    /// HTTPS (the services of `[http]`).
+    Https,
 }
 
 impl ListenerProtocol {
@@ -382,6 +392,8 @@ impl ListenerProtocol {
             ListenerProtocol::Pop3 => Protocol::Pop3,
             ListenerProtocol::Submission => Protocol::Submission,
             ListenerProtocol::Smtp | ListenerProtocol::Outbound => Protocol::Smtp,
+            ListenerProtocol::Sip => Protocol::Sip,
+            ListenerProtocol::Https => Protocol::Http,
         }
     }
 
@@ -393,6 +405,8 @@ impl ListenerProtocol {
             ListenerProtocol::Submission => "submission",
             ListenerProtocol::Smtp => "smtp",
             ListenerProtocol::Outbound => "outbound",
+            ListenerProtocol::Sip => "sip",
+            ListenerProtocol::Https => "https",
         }
     }
 }
@@ -539,6 +553,105 @@ impl Default for LogConfig {
     }
 }
 
+/// `[sip]`: SIP listeners (see `mailfront_proxy::sip`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Largest SIP message in bytes (default 65536: any UDP datagram). A larger UDP datagram is
+    /// dropped and counted; a larger TCP message is answered `513` and the connection closed.
+    pub max_message_size: usize,
+    /// Most header fields in one message (default 128).
+    pub max_headers: usize,
+    /// Longest line of a message in bytes (default 8192).
+    pub max_line_length: usize,
+    /// Longest silence on a SIP TCP or TLS connection before it is closed (default 120 s).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// `Retry-After` seconds of a `503` (directory or location unavailable; default 30).
+    pub retry_after: u32,
+    /// Most UDP requests waiting for the directory at once; more are answered `503` (default
+    /// 1024).
+    pub max_in_flight: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let d = mailfront_proxy::sip::SipSettings::default();
+        Self {
+            max_message_size: d.limits.max_message_size,
+            max_headers: d.limits.max_headers,
+            max_line_length: d.limits.max_line_length,
+            idle_timeout: d.idle_timeout,
+            retry_after: d.retry_after,
+            max_in_flight: d.max_in_flight,
+        }
+    }
+}
+
+impl SipConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(512..=16 * 1024 * 1024).contains(&self.max_message_size) {
+            return Err("sip.max_message_size: must be between 512 and 16777216".into());
+        }
+        if self.max_headers < 8 {
+            return Err("sip.max_headers: must be at least 8".into());
+        }
+        if self.max_line_length < 256 {
+            return Err("sip.max_line_length: must be at least 256".into());
+        }
+        if self.idle_timeout.is_zero() {
+            return Err("sip.idle_timeout: must be greater than zero".into());
+        }
+        if self.retry_after == 0 {
+            return Err("sip.retry_after: must be at least 1 (seconds)".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("sip.max_in_flight: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The settings of the SIP driver.
+    pub fn settings(&self) -> mailfront_proxy::sip::SipSettings {
+        mailfront_proxy::sip::SipSettings {
+            limits: mailfront_protocol::sip::SipLimits {
+                max_message_size: self.max_message_size,
+                max_headers: self.max_headers,
+                max_line_length: self.max_line_length,
+            },
+            idle_timeout: self.idle_timeout,
+            retry_after: self.retry_after,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+/// A server's voice-mail URI (`sip = "sip:{extension}@mbx1.example.com:5070"`): a `sip:` or
+/// `sips:` URI, where `{user}` and `{extension}` may stand in the user part.
+fn validate_sip_uri(uri: &str) -> Result<(), String> {
+    let lower = uri.to_ascii_lowercase();
+    if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
+        return Err(format!("`{uri}` is not a sip: or sips: URI"));
+    }
+    if uri
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
+    {
+        return Err(format!(
+            "`{uri}`: no spaces, control characters, <, > or \""
+        ));
+    }
+    let probe = uri.replace("{user}", "4001").replace("{extension}", "4001");
+    if probe.contains(['{', '}']) {
+        return Err(format!(
+            "`{uri}`: unknown placeholder (expected {{user}} or {{extension}})"
+        ));
+    }
+    mailfront_protocol::sip::uri::parse_request_uri(&probe)
+        .map(|_| ())
+        .map_err(|()| format!("`{uri}` is not a valid SIP URI"))
+}
+
 /// The listener kinds mailfront can serve today.
 pub const SERVED_PROTOCOLS: &[ListenerProtocol] = &[
     ListenerProtocol::Imap,
@@ -546,6 +659,8 @@ pub const SERVED_PROTOCOLS: &[ListenerProtocol] = &[
     ListenerProtocol::Submission,
     ListenerProtocol::Smtp,
     ListenerProtocol::Outbound,
+    ListenerProtocol::Sip,
+    ListenerProtocol::Https,
 ];
 
 impl Config {
@@ -567,7 +682,7 @@ impl Config {
     /// Parses the text of a configuration (no validation, no path resolution).
     pub fn parse(text: &str) -> Result<Config, String> {
         let deserializer = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let message = inner.message().to_owned();
@@ -585,7 +700,28 @@ impl Config {
             } else {
                 format!("{path}: {message}{location}")
             }
-        })
+        })?;
+        config.default_sip_tls(text);
+        Ok(config)
+    }
+
+    /// SIP has no STARTTLS, so a SIP listener without a `tls` key gets `none`, not the
+    /// STARTTLS default of the mail protocols. (serde cannot tell "absent" from "starttls"
+    /// after the fact, so the text is looked at again.)
+    fn default_sip_tls(&mut self, text: &str) {
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return;
+        };
+        let raw = table
+            .get("listener")
+            .and_then(toml::Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (listener, raw) in self.listener.iter_mut().zip(raw) {
+            if listener.protocol == ListenerProtocol::Sip && raw.get("tls").is_none() {
+                listener.tls = ListenerTls::None;
+            }
+        }
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -627,6 +763,9 @@ impl Config {
             if let Some(file) = &mut server.login.master_password_file {
                 resolve(file);
             }
+        }
+        if let Some(http) = &mut self.http {
+            resolve(&mut http.cookie_keys);
         }
     }
 
@@ -716,6 +855,9 @@ impl Config {
                     }
                 }
             }
+            if let Some(sip) = &server.sip {
+                validate_sip_uri(sip).map_err(|e| format!("{key}.sip: {e}"))?;
+            }
             if endpoints.iter().all(|(_, e)| e.is_none())
                 && server.http.is_none()
                 && server.sip.is_none()
@@ -789,6 +931,11 @@ impl Config {
                     listener.address
                 ));
             }
+            if listener.protocol == ListenerProtocol::Sip && listener.tls == ListenerTls::Starttls {
+                return Err(format!(
+                    "{key}.tls: SIP has no STARTTLS; use \"none\" (UDP and TCP) or \"implicit\" (TLS over TCP)"
+                ));
+            }
             if listener.tls != ListenerTls::None && self.tls.is_none() {
                 return Err(format!("{key}.tls: needs a certificate in [tls]"));
             }
@@ -798,6 +945,8 @@ impl Config {
                 ListenerProtocol::Submission => s.submission.is_some(),
                 ListenerProtocol::Smtp => s.delivery.is_some(),
                 ListenerProtocol::Outbound => true,
+                ListenerProtocol::Sip => s.sip.is_some(),
+                ListenerProtocol::Https => s.http.is_some(),
             });
             if !has_endpoint {
                 return Err(format!(
@@ -810,6 +959,11 @@ impl Config {
             {
                 return Err(format!(
                     "{key}.protocol: an smtp listener needs transport.accepted_domains (the domains it takes mail for)"
+                ));
+            }
+            if listener.protocol == ListenerProtocol::Https && self.http.is_none() {
+                return Err(format!(
+                    "{key}.protocol: an https listener needs an [http] section"
                 ));
             }
             if listener.protocol == ListenerProtocol::Outbound && self.outbound.is_none() {
@@ -853,6 +1007,10 @@ impl Config {
         }
         if let LocationConfig::Etcd(etcd) = &self.location {
             etcd.validate()?;
+        }
+        self.sip.validate()?;
+        if let Some(http) = &self.http {
+            http.validate()?;
         }
         let limits = &self.limits;
         if limits.max_line_length < 512 {

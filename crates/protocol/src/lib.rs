@@ -16,6 +16,7 @@ pub mod imap;
 pub mod line;
 pub mod pop3;
 pub mod sasl;
+pub mod sip;
 pub mod smtp;
 #[cfg(test)]
 mod testing;

@@ -61,6 +61,34 @@ pub fn server_acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, Tl
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Like [`server_acceptor`], offering HTTP/2 and HTTP/1.1 by ALPN (RFC 7301) for the HTTPS
+/// front door.
+pub fn http_acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    install_crypto_provider();
+    let chain = certificates(certificate)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| file_error(key, format!("cannot read private key: {e}")))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS client configuration for backends that trusts the CA certificates in `ca_file`.
+pub fn backend_client_config(ca_file: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(ca_file)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error(ca_file, format!("unusable CA certificate: {e}")))?;
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A TLS connector for backends that trusts the CA certificates in `ca_file` (PEM).
 ///
 /// Backends are verified like any TLS server: by the host name of their endpoint. Mailbox

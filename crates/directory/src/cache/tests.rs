@@ -25,6 +25,12 @@ impl Fake {
         );
     }
 
+    fn set_extension(&self, address: &str, extension: &str) {
+        if let Some((_, principal)) = lock(&self.users).get_mut(address) {
+            principal.sip_extension = Some(extension.to_owned());
+        }
+    }
+
     fn remove(&self, address: &str) {
         lock(&self.users).remove(address);
     }
@@ -83,6 +89,18 @@ impl Directory for Arc<Fake> {
         Ok(lock(&self.users)
             .get(&name.to_lowercase())
             .map(|(_, p)| p.clone()))
+    }
+
+    async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if *lock(&self.down) {
+            return Err(Unavailable("fake is down".to_owned()));
+        }
+        Ok(lock(&self.users)
+            .values()
+            .map(|(_, p)| p)
+            .find(|p| p.sip_extension.as_deref() == Some(extension))
+            .cloned())
     }
 }
 
@@ -282,6 +300,47 @@ async fn lookups_are_cached_positively_and_negatively() {
     tokio::time::advance(TTL).await;
     assert_eq!(directory.lookup("alice@example.com").await.unwrap(), None);
     assert_eq!(fake.lookups(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn extension_lookups_are_cached_like_lookups() {
+    let fake = Arc::new(Fake::default());
+    fake.set("alice@example.com", "right", "DB01");
+    fake.set_extension("alice@example.com", "4001");
+    let directory = cached(&fake);
+
+    for _ in 0..3 {
+        let alice = directory.lookup_extension("4001").await.unwrap().unwrap();
+        assert_eq!(alice.address, "alice@example.com");
+        assert_eq!(directory.lookup_extension("4002").await.unwrap(), None);
+    }
+    assert_eq!(fake.lookups(), 2);
+    // A name and an extension are different keys, even when they are the same text.
+    assert_eq!(directory.lookup("4001").await.unwrap(), None);
+    assert_eq!(fake.lookups(), 3);
+
+    // Bob gets 4002: seen after the negative TTL. Alice's extension moves to 4003: her old one
+    // answers from the cache until the positive TTL is over.
+    fake.set("bob@example.com", "pw", "DB02");
+    fake.set_extension("bob@example.com", "4002");
+    fake.set_extension("alice@example.com", "4003");
+    tokio::time::advance(NEGATIVE_TTL + LITTLE).await;
+    let bob = directory.lookup_extension("4002").await.unwrap().unwrap();
+    assert_eq!(bob.address, "bob@example.com");
+    assert!(directory.lookup_extension("4001").await.unwrap().is_some());
+    tokio::time::advance(TTL).await;
+    assert_eq!(directory.lookup_extension("4001").await.unwrap(), None);
+
+    // Unavailable is never remembered.
+    directory.clear();
+    fake.set_down(true);
+    let before = fake.lookups();
+    for _ in 0..2 {
+        assert!(directory.lookup_extension("4003").await.is_err());
+    }
+    assert_eq!(fake.lookups(), before + 2);
+    fake.set_down(false);
+    assert!(directory.lookup_extension("4003").await.unwrap().is_some());
 }
 
 #[tokio::test(start_paused = true)]

@@ -84,6 +84,48 @@ async fn lookup_without_password() {
     assert_eq!(directory.lookup("nobody@example.com").await.unwrap(), None);
 }
 
+#[tokio::test]
+async fn lookup_by_extension() {
+    let directory = FileDirectory::from_users(parse(USERS).unwrap());
+    let alice = directory.lookup_extension("4001").await.unwrap().unwrap();
+    assert_eq!(alice.address, "alice@example.com");
+    assert_eq!(alice.sip_extension.as_deref(), Some("4001"));
+    // Exact: no prefix, no other spelling; bob has no extension at all.
+    for nobody in ["400", "40011", "+4001", " 4001", "", "alice@example.com"] {
+        assert_eq!(
+            directory.lookup_extension(nobody).await.unwrap(),
+            None,
+            "{nobody:?}"
+        );
+    }
+    // Written with spaces around it, the extension is trimmed.
+    let spaced = USERS.replace("sip_extension = \"4001\"", "sip_extension = \" 4001 \"");
+    let directory = FileDirectory::from_users(parse(&spaced).unwrap());
+    assert!(directory.lookup_extension("4001").await.unwrap().is_some());
+}
+
+#[test]
+fn extensions_are_unique() {
+    let user = |address: &str, guid: &str, extension: &str| {
+        format!(
+            "[[user]]\naddress = \"{address}\"\npassword = \"{{PLAIN}}p\"\nmailbox_guid = \"{guid}\"\ndatabase = \"DB01\"\nversion = \"15\"\nsip_extension = \"{extension}\"\n"
+        )
+    };
+    let twice = format!("{}{}", user("a@x", "g1", "4001"), user("b@x", "g2", "4001"));
+    let error = parse(&twice).unwrap_err();
+    assert_eq!(
+        error,
+        "user[1].sip_extension: `4001` is already the extension of another user"
+    );
+    let error = parse(&user("a@x", "g1", " ")).unwrap_err();
+    assert!(
+        error.starts_with("user[0].sip_extension: must not be empty"),
+        "{error}"
+    );
+    let fine = format!("{}{}", user("a@x", "g1", "4001"), user("b@x", "g2", "4002"));
+    assert_eq!(parse(&fine).unwrap().len(), 2);
+}
+
 #[test]
 fn plaintext_passwords_are_reported() {
     let users = parse(USERS).unwrap();
@@ -163,4 +205,13 @@ async fn follows_file_changes() {
             .await
             .is_ok()
     );
+}
+
+#[tokio::test]
+async fn lists_a_tenant_once_per_user() {
+    let directory = FileDirectory::from_users(parse(USERS).unwrap());
+    let listed = directory.list("example.com").await.unwrap();
+    let addresses: Vec<&str> = listed.iter().map(|p| p.address.as_str()).collect();
+    assert_eq!(addresses, ["alice@example.com", "bob@example.com"]);
+    assert!(directory.list("other.org").await.unwrap().is_empty());
 }

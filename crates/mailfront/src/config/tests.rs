@@ -230,3 +230,85 @@ fn parse_errors_give_a_line() {
     let error = Config::parse("[node]\nname = \n").unwrap_err();
     assert!(error.contains("line"), "{error}");
 }
+
+#[test]
+fn sip_listeners_and_voice_mail_uris() {
+    let with_sip = |listener: &str, server_sip: &str, section: &str| {
+        MINIMAL.replacen(
+            "imap = { port = 10143 }",
+            &format!("imap = {{ port = 10143 }}\nsip = \"{server_sip}\""),
+            1,
+        ) + &format!(
+            "\n[[listener]]\nprotocol = \"sip\"\naddress = \"127.0.0.1:5060\"\n{listener}\n{section}"
+        )
+    };
+    // Without a tls key a SIP listener is plain (UDP and TCP), not STARTTLS; [sip] defaults.
+    let config = Config::parse(&with_sip("", "sip:{extension}@10.0.0.11:5070", "")).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.listener[0].tls, ListenerTls::Starttls);
+    assert_eq!(config.listener[1].protocol, ListenerProtocol::Sip);
+    assert_eq!(config.listener[1].tls, ListenerTls::None);
+    assert_eq!(config.sip.max_message_size, 65536);
+    assert_eq!(config.sip.idle_timeout, Duration::from_secs(120));
+    assert_eq!(config.sip.retry_after, 30);
+    let implicit = Config::parse(&with_sip("tls = \"implicit\"", "sips:um@mbx1", "")).unwrap();
+    implicit.validate().unwrap();
+    assert_eq!(implicit.listener[1].tls, ListenerTls::Implicit);
+    let tuned = Config::parse(&with_sip(
+        "",
+        "sip:um@mbx1",
+        "[sip]\nmax_message_size = 4096\nidle_timeout = \"30s\"\nretry_after = 5\n",
+    ))
+    .unwrap();
+    tuned.validate().unwrap();
+    assert_eq!(tuned.sip.settings().limits.max_message_size, 4096);
+    assert_eq!(tuned.sip.settings().retry_after, 5);
+
+    let cases = [
+        (
+            with_sip("tls = \"starttls\"", "sip:um@mbx1", ""),
+            "listener[1].tls",
+        ),
+        (with_sip("", "http://mbx1/um", ""), "server[0].sip"),
+        (with_sip("", "sip:{mailbox}@mbx1", ""), "server[0].sip"),
+        (with_sip("", "sip:<um@mbx1>", ""), "server[0].sip"),
+        (with_sip("", "sip:um@mb_x1", ""), "server[0].sip"),
+        (
+            with_sip("", "sip:um@mbx1", "[sip]\nmax_message_size = 10\n"),
+            "sip.max_message_size",
+        ),
+        (
+            with_sip("", "sip:um@mbx1", "[sip]\nmax_headers = 1\n"),
+            "sip.max_headers",
+        ),
+        (
+            with_sip("", "sip:um@mbx1", "[sip]\nmax_line_length = 100\n"),
+            "sip.max_line_length",
+        ),
+        (
+            with_sip("", "sip:um@mbx1", "[sip]\nidle_timeout = \"0s\"\n"),
+            "sip.idle_timeout",
+        ),
+        (
+            with_sip("", "sip:um@mbx1", "[sip]\nretry_after = 0\n"),
+            "sip.retry_after",
+        ),
+        (
+            with_sip("", "sip:um@mbx1", "[sip]\nmax_in_flight = 0\n"),
+            "sip.max_in_flight",
+        ),
+        (with_sip("", "sip:um@mbx1", "[sip]\ncolour = 1\n"), "sip"),
+        (
+            MINIMAL.to_owned()
+                + "\n[[listener]]\nprotocol = \"sip\"\naddress = \"127.0.0.1:5060\"\n",
+            "listener[1].protocol",
+        ),
+    ];
+    for (text, key) in cases {
+        let error = match Config::parse(&text) {
+            Err(e) => e,
+            Ok(config) => config.validate().expect_err(key),
+        };
+        assert!(error.starts_with(key), "expected `{key}`, got `{error}`");
+    }
+}

@@ -1,0 +1,67 @@
+//! Accepting HTTPS connections and serving them with hyper (HTTP/1.1 and HTTP/2).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use mailfront_proxy::listener::accept_loop;
+use mailfront_proxy::tls::TlsAcceptor;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::HttpFrontDoor;
+
+/// How long a client has for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTPS (or plain HTTP without `acceptor`, behind a TLS-terminating balancer) on
+/// `listener` until `shutdown` turns true.
+pub async fn serve(
+    front: Arc<HttpFrontDoor>,
+    listener: TcpListener,
+    name: String,
+    acceptor: Option<TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(listener, name, shutdown, move |tcp, peer| {
+        let front = Arc::clone(&front);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| Arc::clone(&front).handle(request, peer));
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .max_buf_size(64 * 1024)
+                .header_read_timeout(Duration::from_secs(30));
+            builder.http2().max_header_list_size(64 * 1024);
+            let result = match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(client = %peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                        .await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(client = %peer, %error, "HTTP connection ended with an error");
+            }
+        });
+    })
+    .await;
+}
