@@ -1,0 +1,132 @@
+"""A node in a two-site deployment: mbx2 is in site `east`, which has its own URL for the calendar
+(the seeds' ExternalURL). Browser apps for east mailboxes are redirected there — unless the
+client already used that URL (one namespace for both sites: proxied). Also: an upgraded
+connection (WebSocket-style) passes through to the backend."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+
+import pytest
+
+from conftest import client_tls, lab
+from test_http import forms_login, request
+
+EAST_URL = "https://east.example.com/calendar/"
+
+
+class EchoUpgradeServer:
+    """An HTTP backend that switches protocols on request and then echoes bytes back."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        self.requests.append(head)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                return
+            conn.sendall(data)
+
+
+@pytest.fixture(scope="module")
+def sites_node(lab_env):
+    echo = EchoUpgradeServer()
+    text = lab_env.config.read_text()
+    # mbx2 moves to site east; an "echo" server hosts DB07 for this node only.
+    assert 'name = "mbx2"\nsite = "lab"' in text
+    text = text.replace('name = "mbx2"\nsite = "lab"', 'name = "mbx2"\nsite = "east"')
+    locations = lab_env.root / "sites-locations.toml"
+    active = lab.read_locations(lab_env.locations)
+    active["DB07"] = "echo"
+    lab.write_locations(locations, active)
+    text = text.replace(f'path = "{lab_env.locations}"', f'path = "{locations}"')
+    port = lab.free_port()
+    head = text[: text.index("[[listener]]")]
+    rest = text[text.index("[timeouts]"):]
+    config = lab_env.root / "sites.toml"
+    config.write_text(
+        head.replace('name = "test1"', 'name = "sites1"', 1)
+        + f'[[listener]]\nprotocol = "https"\naddress = "127.0.0.1:{port}"\ntls = "implicit"\n\n'
+        + rest
+        + f'\n[[server]]\nname = "echo"\nsite = "lab"\nversion = "15.1"\nhost = "127.0.0.1"\n'
+          f'http = "http://127.0.0.1:{echo.port}/"\n[server.login]\nmethod = "passthrough"\n'
+        + '\n[[site]]\nname = "lab"\nexternal_urls = { calendar = "https://mail.example.com/calendar/" }\n'
+        + f'\n[[site]]\nname = "east"\nexternal_urls = {{ calendar = "{EAST_URL}" }}\n'
+    )
+    node = lab.Mailfront(lab_env.binary, config, lab_env.root / "sites.log")
+    node.start()
+    yield {"node": node, "port": port, "echo": echo}
+    node.stop()
+
+
+def test_mailbox_in_another_site_is_redirected_to_its_url(sites_node):
+    _, session = forms_login(sites_node["port"], "bob@example.com")
+    response, _ = request(sites_node["port"], "GET", "/calendar/", {"Cookie": f"mailfront_session={session}"})
+    assert response.status == 302 and response.getheader("Location") == EAST_URL
+
+
+def test_single_namespace_is_proxied(sites_node):
+    _, session = forms_login(sites_node["port"], "bob@example.com")
+    # The client already uses east's URL: no redirect loop, the request is proxied to mbx2.
+    response, _ = request(sites_node["port"], "GET", "/calendar/.web/",
+                          {"Cookie": f"mailfront_session={session}", "Host": "east.example.com"})
+    assert response.status == 200
+    assert "backend=mbx2" in [l for l in sites_node["node"].log_since_start().splitlines() if "http request" in l][-1]
+
+
+def test_same_site_mailbox_is_proxied(sites_node):
+    _, session = forms_login(sites_node["port"], "alice@example.com")
+    response, _ = request(sites_node["port"], "GET", "/calendar/.web/", {"Cookie": f"mailfront_session={session}"})
+    assert response.status == 200
+
+
+def test_upgraded_connections_pass_through(sites_node):
+    # heidi's database is active on the echo server for this node.
+    import base64
+
+    raw = socket.create_connection(("127.0.0.1", sites_node["port"]), timeout=10)
+    context = client_tls()
+    context.set_alpn_protocols(["http/1.1"])
+    tls = context.wrap_socket(raw)
+    auth = base64.b64encode(f"heidi@example.com:{lab.DEMO_PASSWORD}".encode()).decode()
+    tls.sendall(
+        f"GET /dav/socket HTTP/1.1\r\nHost: mail.example.com\r\nAuthorization: Basic {auth}\r\n"
+        f"Connection: Upgrade\r\nUpgrade: echo\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += tls.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    tls.sendall(b"ping over the upgraded connection")
+    echoed = b""
+    while len(echoed) < len(b"ping over the upgraded connection"):
+        echoed += tls.recv(4096)
+    assert echoed == b"ping over the upgraded connection"
+    tls.close()
+    forwarded = sites_node["echo"].requests[-1].decode()
+    assert "upgrade: echo" in forwarded.lower() and "x-remote-user: heidi@example.com" in forwarded.lower()
+    assert "authorization" not in forwarded.lower()
