@@ -510,6 +510,11 @@ class ServerEntry:
     sip: str | None = None  # the server's voice-mail SIP URI (the Contact of a redirect)
 
 
+# Tests and the demo log in from 127.0.0.1 over and over, wrong passwords included; throttling
+# is tested from 127.0.0.2 (see test_operations.py).
+LAB_THROTTLE = '[throttle]\ntrusted_networks = ["127.0.0.1/32"]\n'
+
+
 def mailfront_config(
     *,
     node: str,
@@ -525,6 +530,7 @@ def mailfront_config(
     backend_ca: Path | None = None,
     directory_section: str | None = None,
     location_section: str | None = None,
+    throttle_section: str = LAB_THROTTLE,
 ) -> str:
     """A mailfront configuration for a lab topology (one site)."""
     out = [
@@ -575,6 +581,7 @@ def mailfront_config(
     ]
     if backend_ca:
         out += ["[backend_tls]", f'ca_file = "{backend_ca}"', ""]
+    out += [throttle_section, ""]
     for listener in listeners:
         out.append("[[listener]]")
         for k, v in listener.items():

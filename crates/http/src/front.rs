@@ -1,6 +1,6 @@
 //! The HTTPS front door: one request at a time, from authentication to proxy or redirect.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,10 +15,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mailfront_directory::AuthError;
 use mailfront_location::LocateError;
 use mailfront_model::{Principal, Protocol, Secret};
-use mailfront_proxy::admission::Gateway;
+use mailfront_proxy::admission::{CredentialRefusal, Gateway};
 use mailfront_proxy::node::NodeState;
 use mailfront_routing::{
     Decision, Facts, HttpRequest, LocationFailure, RejectKind, Request as RouteRequest, route,
@@ -120,6 +119,18 @@ fn is_upgrade<B>(request: &Request<B>) -> bool {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
+}
+
+/// The client's address, carried in the request's extensions.
+#[derive(Clone, Copy, Debug)]
+struct ClientAddr(SocketAddr);
+
+/// The client's address of a request (the loopback address if it was never recorded).
+fn client_of<B>(request: &Request<B>) -> IpAddr {
+    request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
 }
 
 /// What authentication found.
@@ -254,6 +265,8 @@ impl HttpFrontDoor {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let mut request = request;
+        request.extensions_mut().insert(ClientAddr(peer));
         let (response, user, service, backend) = self.route_request(request, peer).await;
         tracing::info!(
             client = %peer,
@@ -266,6 +279,14 @@ impl HttpFrontDoor {
             duration_ms = started.elapsed().as_millis() as u64,
             "http request"
         );
+        self.gateway
+            .metrics()
+            .http_requests
+            .get_or_create(&mailfront_proxy::metrics::ResultLabels {
+                protocol: "http".to_owned(),
+                result: format!("{}xx", response.status().as_u16() / 100),
+            })
+            .inc();
         Ok(response)
     }
 
@@ -334,25 +355,22 @@ impl HttpFrontDoor {
         text(StatusCode::OK, &self.node_name)
     }
 
-    /// Checks credentials with the directory, taking the configured failure delay on refusal.
+    /// Checks credentials with the directory (through the gateway, so HTTP logins are throttled
+    /// like every other protocol), taking the failure delay on refusal.
     async fn check_password(
         &self,
+        client: IpAddr,
         user: &str,
         password: Vec<u8>,
     ) -> Result<Principal, Response<Body>> {
-        let started = Instant::now();
-        let settings = self.gateway.settings();
         let secret = Secret::new(password);
-        let result = tokio::time::timeout(
-            settings.directory_timeout,
-            self.gateway.directory().authenticate(user, &secret),
-        )
-        .await
-        .unwrap_or_else(|_| Err(AuthError::Unavailable("directory timeout".into())));
-        match result {
+        match self
+            .gateway
+            .check_password("http", client, user, &secret, Instant::now())
+            .await
+        {
             Ok(principal) => Ok(principal),
-            Err(AuthError::InvalidCredentials) => {
-                tokio::time::sleep_until(started + settings.auth_failure_delay).await;
+            Err(CredentialRefusal::Invalid(_)) => {
                 let mut response = text(StatusCode::UNAUTHORIZED, "Authentication failed");
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
@@ -360,7 +378,7 @@ impl HttpFrontDoor {
                 );
                 Err(response)
             }
-            Err(AuthError::Unavailable(why)) => {
+            Err(CredentialRefusal::Unavailable(why)) => {
                 tracing::warn!(reason = %why, "directory unavailable for an HTTP login");
                 Err(unavailable(
                     "Directory temporarily unavailable, try again later",
@@ -424,7 +442,7 @@ impl HttpFrontDoor {
             && let Some((user, password)) = form::basic_credentials(headers)
         {
             return self
-                .check_password(&user, password)
+                .check_password(client_of(request), &user, password)
                 .await
                 .map(Identity::User);
         }
@@ -779,6 +797,7 @@ impl HttpFrontDoor {
                 );
             }
         }
+        let client = client_of(&request);
         let (parts, body) = match Self::read_body(request).await {
             Ok(read) => read,
             Err(response) => return (response, None),
@@ -811,7 +830,7 @@ impl HttpFrontDoor {
                 None,
             );
         }
-        match self.check_password(&user, password).await {
+        match self.check_password(client, &user, password).await {
             Ok(principal) if principal.allows(Protocol::Http) => {
                 let session = Session::new(
                     &principal.address,
@@ -870,7 +889,10 @@ impl HttpFrontDoor {
             );
             return (response, None);
         };
-        match self.check_password(&user, password).await {
+        match self
+            .check_password(client_of(&request), &user, password)
+            .await
+        {
             Ok(principal) => {
                 let session = Session::new(
                     &principal.address,
@@ -1001,7 +1023,10 @@ impl HttpFrontDoor {
             return Ok(principal);
         }
         match form::basic_credentials(request.headers()) {
-            Some((user, password)) => self.check_password(&user, password).await,
+            Some((user, password)) => {
+                self.check_password(client_of(request), &user, password)
+                    .await
+            }
             None => {
                 let mut response = text(StatusCode::UNAUTHORIZED, "Authentication required");
                 response.headers_mut().insert(

@@ -6,8 +6,9 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
+use mailfront_proxy::gate::{Admitted, Entry, Gate};
 use mailfront_proxy::listener::accept_loop;
-use mailfront_proxy::tls::TlsAcceptor;
+use mailfront_proxy::tls::SharedAcceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -22,13 +23,24 @@ pub async fn serve(
     front: Arc<HttpFrontDoor>,
     listener: TcpListener,
     name: String,
-    acceptor: Option<TlsAcceptor>,
+    acceptor: Arc<SharedAcceptor>,
+    gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
 ) {
     accept_loop(listener, name, shutdown, move |tcp, peer| {
         let front = Arc::clone(&front);
         let acceptor = acceptor.clone();
+        let gate = Arc::clone(&gate);
         tokio::spawn(async move {
+            // No room (or a bad PROXY header): close before TLS; clients retry.
+            let Entry::Admitted(Admitted {
+                tcp,
+                client: peer,
+                slots: _slots,
+            }) = gate.admit(tcp, peer).await
+            else {
+                return;
+            };
             let service = service_fn(move |request| Arc::clone(&front).handle(request, peer));
             let mut builder = Builder::new(TokioExecutor::new());
             builder
@@ -37,7 +49,7 @@ pub async fn serve(
                 .max_buf_size(64 * 1024)
                 .header_read_timeout(Duration::from_secs(30));
             builder.http2().max_header_list_size(64 * 1024);
-            let result = match acceptor {
+            let result = match acceptor.get() {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mailfront_directory::Directory;
 use mailfront_directory::cache::CachedDirectory;
@@ -22,9 +23,11 @@ use mailfront_protocol::{ClientTls, Limits};
 use mailfront_proxy::admission::{AdmissionSettings, Gateway};
 use mailfront_proxy::backend::BackendTimeouts;
 use mailfront_proxy::driver::ListenerContext;
+use mailfront_proxy::gate::{ClientCounts, Gate};
 use mailfront_proxy::node::NodeState;
 use mailfront_proxy::sip::SipContext;
-use mailfront_proxy::tls::{self, TlsAcceptor, TlsConnector};
+use mailfront_proxy::throttle::ThrottleSettings;
+use mailfront_proxy::tls::{self, SharedAcceptor, TlsAcceptor, TlsConnector};
 use mailfront_proxy::transport::{Cidr, TransportContext, TransportMode};
 use mailfront_proxy::{Imap, LineProtocol, Pop3, Submission, listener};
 use mailfront_routing::{
@@ -162,6 +165,15 @@ pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
         .tls
         .as_ref()
         .map(|t| tls::server_acceptor(&t.certificate, &t.key).map_err(|e| format!("tls: {e}")))
+        .transpose()
+}
+
+/// The TLS acceptor for HTTPS (ALPN h2 and http/1.1), if `[tls]` is configured.
+pub fn http_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| tls::http_acceptor(&t.certificate, &t.key).map_err(|e| format!("tls: {e}")))
         .transpose()
 }
 
@@ -329,12 +341,37 @@ fn transport_mode(config: &Config, protocol: ListenerProtocol) -> Result<Transpo
     })
 }
 
+/// Throttling as configured; its first delay is the failure delay every refusal takes.
+pub fn throttle_settings(config: &Config) -> Result<ThrottleSettings, String> {
+    let t = &config.throttle;
+    let trusted = t
+        .trusted_networks
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            n.parse::<Cidr>()
+                .map_err(|e| format!("throttle.trusted_networks[{i}]: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ThrottleSettings {
+        enabled: t.enabled,
+        base_delay: config.timeouts.auth_failure_delay,
+        max_delay: t.max_delay,
+        block_after: t.block_after,
+        block_user_after: t.block_user_after,
+        block_for: t.block_for,
+        forget_after: t.forget_after,
+        trusted,
+    })
+}
+
 /// Starts the accept loop of a line-protocol listener.
 fn spawn_line<P: LineProtocol>(
     socket: TcpListener,
     protocol: P,
     gateway: &Arc<Gateway>,
     context: Arc<ListenerContext>,
+    gate: Arc<Gate>,
     shutdown: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(listener::run(
@@ -342,6 +379,7 @@ fn spawn_line<P: LineProtocol>(
         Arc::new(protocol),
         Arc::clone(gateway),
         context,
+        gate,
         shutdown.clone(),
     ))
 }
@@ -391,7 +429,8 @@ impl RunningNode {
     /// Starts everything the configuration describes and binds every listener.
     pub async fn start(config: &Config) -> Result<RunningNode, String> {
         let topology = topology(config)?;
-        let acceptor = acceptor(config)?;
+        let mail_tls = Arc::new(SharedAcceptor::new(acceptor(config)?));
+        let http_tls = Arc::new(SharedAcceptor::new(http_acceptor(config)?));
         let connector = connector(config)?;
         let directory = directory(config, true)?;
         let locator = Arc::new(Locator::new());
@@ -430,6 +469,7 @@ impl RunningNode {
                     connect: t.backend_connect,
                     login: t.backend_login,
                 },
+                throttle: throttle_settings(config)?,
             },
         ));
         // Failover: every new location map closes the sessions left on a previous server.
@@ -442,6 +482,22 @@ impl RunningNode {
         let mut tasks = Vec::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut bound = Vec::new();
+        // Connections per client address are counted across every listener of the node.
+        let clients = Arc::new(ClientCounts::default());
+        let proxy_trusted = config
+            .proxy_protocol
+            .trusted
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<Cidr>()
+                    .map_err(|e| format!("proxy_protocol.trusted[{i}]: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let proxy_timeout = config
+            .proxy_protocol
+            .timeout
+            .unwrap_or(Duration::from_secs(5));
         for (i, listener) in config.listener.iter().enumerate() {
             let socket = TcpListener::bind(listener.address).await.map_err(|e| {
                 format!(
@@ -453,10 +509,23 @@ impl RunningNode {
             let context = Arc::new(ListenerContext {
                 name: listener_name(listener),
                 tls: client_tls(listener.tls),
-                acceptor: acceptor.clone(),
+                acceptor: Arc::clone(&mail_tls),
                 pre_auth_idle: t.pre_auth_idle,
                 login: t.login,
+                post_auth_idle: t.post_auth_idle,
             });
+            let gate = Arc::new(Gate::new(
+                listener_name(listener),
+                listener
+                    .proxy_protocol
+                    .then(|| (proxy_trusted.clone(), proxy_timeout)),
+                listener
+                    .max_connections
+                    .unwrap_or(config.limits.max_connections),
+                Arc::clone(&clients),
+                config.limits.max_connections_per_client,
+                Arc::clone(gateway.metrics()),
+            ));
             let greeting = format!("{} ready.", config.node.name);
             let tls = client_tls(listener.tls);
             let allow_plaintext_auth = listener.allow_plaintext_auth;
@@ -468,7 +537,14 @@ impl RunningNode {
                         limits: limits(config),
                         greeting,
                     };
-                    spawn_line(socket, Imap::new(settings), &gateway, context, &shutdown_rx)
+                    spawn_line(
+                        socket,
+                        Imap::new(settings),
+                        &gateway,
+                        context,
+                        gate,
+                        &shutdown_rx,
+                    )
                 }
                 ListenerProtocol::Pop3 => {
                     let settings = Pop3Settings {
@@ -477,7 +553,14 @@ impl RunningNode {
                         limits: limits(config),
                         greeting,
                     };
-                    spawn_line(socket, Pop3::new(settings), &gateway, context, &shutdown_rx)
+                    spawn_line(
+                        socket,
+                        Pop3::new(settings),
+                        &gateway,
+                        context,
+                        gate,
+                        &shutdown_rx,
+                    )
                 }
                 ListenerProtocol::Submission => {
                     let settings = SubmissionSettings {
@@ -492,6 +575,7 @@ impl RunningNode {
                         Submission::new(settings),
                         &gateway,
                         context,
+                        gate,
                         &shutdown_rx,
                     )
                 }
@@ -499,18 +583,16 @@ impl RunningNode {
                     let front = http
                         .clone()
                         .ok_or_else(|| format!("listener[{i}]: an https listener needs [http]"))?;
-                    let acceptor = match (&config.tls, listener.tls) {
-                        (Some(t), ListenerTls::Implicit | ListenerTls::Starttls) => Some(
-                            tls::http_acceptor(&t.certificate, &t.key)
-                                .map_err(|e| format!("tls: {e}"))?,
-                        ),
-                        _ => None,
+                    let acceptor = match listener.tls {
+                        ListenerTls::Implicit | ListenerTls::Starttls => Arc::clone(&http_tls),
+                        ListenerTls::None => Arc::default(),
                     };
                     tokio::spawn(mailfront_http::server::serve(
                         front,
                         socket,
                         listener_name(listener),
                         acceptor,
+                        gate,
                         shutdown_rx.clone(),
                     ))
                 }
@@ -525,8 +607,8 @@ impl RunningNode {
                         _ => None,
                     };
                     let sip_tls = match listener.tls {
-                        ListenerTls::Implicit => acceptor.clone(),
-                        _ => None,
+                        ListenerTls::Implicit => Arc::clone(&mail_tls),
+                        _ => Arc::default(),
                     };
                     let context = Arc::new(SipContext::new(
                         listener_name(listener),
@@ -538,6 +620,7 @@ impl RunningNode {
                         udp,
                         Arc::clone(&gateway),
                         context,
+                        gate,
                         shutdown_rx.clone(),
                     ))
                 }
@@ -554,7 +637,7 @@ impl RunningNode {
                             max_line_length: config.limits.max_line_length,
                             chunking: config.transport.chunking,
                         },
-                        acceptor: acceptor.clone(),
+                        acceptor: Arc::clone(&mail_tls),
                         mode,
                         idle: t.smtp_idle,
                         delivery: t.delivery,
@@ -563,6 +646,7 @@ impl RunningNode {
                         socket,
                         Arc::clone(&gateway),
                         transport,
+                        gate,
                         shutdown_rx.clone(),
                     ))
                 }

@@ -67,6 +67,14 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Login throttling.
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
+    /// Who may send PROXY protocol headers.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolConfig,
+    /// The admin listener (health, metrics, sessions, maintenance).
+    pub admin: Option<AdminConfig>,
 }
 
 /// `[node]`: this mailfront.
@@ -433,6 +441,78 @@ pub struct ListenerConfig {
     /// Accept passwords on a connection without TLS (off by default).
     #[serde(default)]
     pub allow_plaintext_auth: bool,
+    /// Expect a PROXY protocol (v1 or v2) header from the trusted sources of
+    /// `[proxy_protocol]` (a load balancer); connections from anywhere else are refused.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Most concurrent connections on this listener (default `limits.max_connections`).
+    pub max_connections: Option<usize>,
+}
+
+/// `[throttle]`: login throttling (see `mailfront_proxy::throttle`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Whether throttling applies.
+    pub enabled: bool,
+    /// The longest a refused login takes (the first takes `timeouts.auth_failure_delay`, each
+    /// further one twice as long).
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Failures from one address (IPv6: one /64) before it is blocked.
+    pub block_after: u32,
+    /// Failures against one user name before it is blocked.
+    pub block_user_after: u32,
+    /// How long a block lasts.
+    #[serde(with = "humantime_serde")]
+    pub block_for: Duration,
+    /// Failures are forgotten after this long without another.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
+    /// Addresses or ranges never throttled.
+    pub trusted_networks: Vec<String>,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        let d = mailfront_proxy::throttle::ThrottleSettings::default();
+        Self {
+            enabled: d.enabled,
+            max_delay: d.max_delay,
+            block_after: d.block_after,
+            block_user_after: d.block_user_after,
+            block_for: d.block_for,
+            forget_after: d.forget_after,
+            trusted_networks: Vec::new(),
+        }
+    }
+}
+
+/// `[proxy_protocol]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProtocolConfig {
+    /// Addresses or ranges (the load balancers) allowed to send PROXY headers.
+    pub trusted: Vec<String>,
+    /// How long a trusted source has to send its header.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where it listens (loopback by default: `127.0.0.1:9090`).
+    #[serde(default = "admin_address")]
+    pub address: SocketAddr,
+    /// A file holding the bearer token every admin request but `/health` must carry; required
+    /// when the address is not a loopback address.
+    pub token_file: Option<PathBuf>,
+}
+
+fn admin_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
 }
 
 /// `[limits]`: bounds on pre-login input.
@@ -447,6 +527,10 @@ pub struct LimitsConfig {
     pub max_commands_before_auth: u32,
     /// Failed logins before the connection is closed.
     pub max_auth_failures: u32,
+    /// Most concurrent connections per listener.
+    pub max_connections: usize,
+    /// Most concurrent connections from one client address (all listeners together).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for LimitsConfig {
@@ -457,6 +541,8 @@ impl Default for LimitsConfig {
             max_literal_size: d.max_literal_size,
             max_commands_before_auth: d.max_commands_before_auth,
             max_auth_failures: d.max_auth_failures,
+            max_connections: 20_000,
+            max_connections_per_client: 100,
         }
     }
 }
@@ -489,6 +575,13 @@ pub struct TimeoutsConfig {
     /// Longest wait for a delivery server's reply or write.
     #[serde(with = "humantime_serde")]
     pub delivery: Duration,
+    /// Longest silence (both ways) of a proxied session before it is closed; longer than
+    /// IMAP IDLE's 29-minute refresh (RFC 2177).
+    #[serde(with = "humantime_serde")]
+    pub post_auth_idle: Duration,
+    /// On shutdown, how long live sessions may go on before they are closed.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for TimeoutsConfig {
@@ -502,6 +595,8 @@ impl Default for TimeoutsConfig {
             backend_login: Duration::from_secs(10),
             smtp_idle: Duration::from_secs(300),
             delivery: Duration::from_secs(60),
+            post_auth_idle: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -767,6 +862,9 @@ impl Config {
         if let Some(http) = &mut self.http {
             resolve(&mut http.cookie_keys);
         }
+        if let Some(file) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
+            resolve(file);
+        }
     }
 
     /// Checks everything that the types alone do not. The message names the key.
@@ -1012,6 +1110,53 @@ impl Config {
         if let Some(http) = &self.http {
             http.validate()?;
         }
+        for (i, network) in self.throttle.trusted_networks.iter().enumerate() {
+            network
+                .parse::<mailfront_proxy::transport::Cidr>()
+                .map_err(|e| format!("throttle.trusted_networks[{i}]: {e}"))?;
+        }
+        if self.throttle.block_after == 0 || self.throttle.block_user_after == 0 {
+            return Err("throttle.block_after: must be at least 1 (block_user_after too)".into());
+        }
+        for (i, source) in self.proxy_protocol.trusted.iter().enumerate() {
+            source
+                .parse::<mailfront_proxy::transport::Cidr>()
+                .map_err(|e| format!("proxy_protocol.trusted[{i}]: {e}"))?;
+        }
+        if let Some((i, _)) = self
+            .listener
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.proxy_protocol)
+            && self.proxy_protocol.trusted.is_empty()
+        {
+            return Err(format!(
+                "listener[{i}].proxy_protocol: needs proxy_protocol.trusted (the load balancers' addresses)"
+            ));
+        }
+        if let Some(admin) = &self.admin
+            && !admin.address.ip().is_loopback()
+            && admin.token_file.is_none()
+        {
+            return Err(format!(
+                "admin.token_file: required when the admin listener is not on loopback ({})",
+                admin.address
+            ));
+        }
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_client == 0 {
+            return Err(
+                "limits.max_connections: must be at least 1 (max_connections_per_client too)"
+                    .into(),
+            );
+        }
+        if let Some((i, _)) = self
+            .listener
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.max_connections == Some(0))
+        {
+            return Err(format!("listener[{i}].max_connections: must be at least 1"));
+        }
         let limits = &self.limits;
         if limits.max_line_length < 512 {
             return Err("limits.max_line_length: must be at least 512".into());
@@ -1034,6 +1179,7 @@ impl Config {
             ("timeouts.backend_login", t.backend_login),
             ("timeouts.smtp_idle", t.smtp_idle),
             ("timeouts.delivery", t.delivery),
+            ("timeouts.post_auth_idle", t.post_auth_idle),
             ("reload.interval", self.reload.interval),
         ] {
             if value.is_zero() {

@@ -5,13 +5,14 @@
 //! answers with an [`Admitted`] session or a [`Refused`] with the [`AuthFailure`] the protocol
 //! front end turns into its own reply.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use mailfront_directory::{AuthError, Directory};
 use mailfront_location::{LocateError, Locator};
-use mailfront_model::{DatabaseName, Principal, ServerName};
+use mailfront_model::{DatabaseName, Principal, Secret, ServerName};
 use mailfront_protocol::{AuthFailure, BackendAuth, ClientInfo, Credentials};
 use mailfront_routing::{
     Decision, Facts, LocationFailure, LoginMethod, RejectKind, Request, Topology, route,
@@ -21,10 +22,21 @@ use tokio_rustls::TlsConnector;
 
 use crate::LineProtocol;
 use crate::backend::{self, BackendSession, BackendTimeouts};
+use crate::metrics::{Metrics, ProtocolLabel, ResultLabels, seconds};
 use crate::registry::Registry;
+use crate::throttle::{Throttle, ThrottleSettings, Verdict};
+
+/// Why a login name and password were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialRefusal {
+    /// Wrong, unknown, or blocked by throttling (one case to the client); the text is for logs.
+    Invalid(&'static str),
+    /// The directory could not be asked.
+    Unavailable(String),
+}
 
 /// Time limits and delays of admission.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct AdmissionSettings {
     /// How long every refused login takes, measured from the start of the attempt (so that
     /// unknown users, wrong passwords and fast or slow hashes all look the same from outside).
@@ -33,6 +45,8 @@ pub struct AdmissionSettings {
     pub directory_timeout: Duration,
     /// Backend connect and login limits.
     pub backend: BackendTimeouts,
+    /// Login throttling.
+    pub throttle: ThrottleSettings,
 }
 
 /// A session that passed admission: the user, where they went, and the logged-in backend.
@@ -68,6 +82,8 @@ pub struct Gateway {
     settings: AdmissionSettings,
     health: Health,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    throttle: Throttle,
 }
 
 /// Which backends failed recently. A server that could not be reached is skipped for a while
@@ -124,12 +140,19 @@ impl Gateway {
         Self {
             directory,
             registry: Arc::new(Registry::new(Arc::clone(&locator))),
+            throttle: Throttle::new(settings.throttle.clone()),
             locator,
             topology: ArcSwap::from_pointee(topology),
             backend_tls,
             settings,
             health: Health::default(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The live proxied sessions.
@@ -175,31 +198,45 @@ impl Gateway {
         client: &ClientInfo,
     ) -> Result<Admitted, Refused> {
         let started = Instant::now();
-        let result = self.try_admit(protocol, credentials, client).await;
+        let result = self.try_admit(protocol, credentials, client, started).await;
         if let Err(refused) = &result
             && refused.failure != AuthFailure::Temporary
         {
-            // Every refusal of credentials takes the same time from the start of the attempt.
+            // Every refusal of credentials takes the same time from the start of the attempt
+            // (a wrong password may take longer still, when throttled: see check_password).
             tokio::time::sleep_until(started + self.settings.auth_failure_delay).await;
         }
         result
     }
 
-    async fn try_admit<P: LineProtocol>(
+    /// Checks a login name and password, for every protocol: throttling first (a blocked
+    /// address or name is refused without asking the directory), then the directory within its
+    /// timeout. A refusal of the credentials returns only after its delay — the configured
+    /// failure delay, or longer when throttled — counted from `started`, so that every cause
+    /// looks the same from outside.
+    pub async fn check_password(
         &self,
-        protocol: &P,
-        credentials: Credentials,
-        client: &ClientInfo,
-    ) -> Result<Admitted, Refused> {
-        let refused = |failure, reason: String, user: Option<&str>| Refused {
-            failure,
-            reason,
-            user: user.map(str::to_owned),
-        };
+        protocol: &str,
+        client: IpAddr,
+        login: &str,
+        password: &Secret<Vec<u8>>,
+        started: Instant,
+    ) -> Result<Principal, CredentialRefusal> {
+        if self.throttle.check(client, login) == Verdict::Blocked {
+            self.metrics
+                .throttled
+                .get_or_create(&ResultLabels {
+                    protocol: protocol.to_owned(),
+                    result: "blocked".to_owned(),
+                })
+                .inc();
+            tokio::time::sleep_until(started + self.throttle.blocked_delay()).await;
+            return Err(CredentialRefusal::Invalid("blocked by throttling"));
+        }
+        let asked = Instant::now();
         let authenticated = tokio::time::timeout(
             self.settings.directory_timeout,
-            self.directory
-                .authenticate(&credentials.authcid, &credentials.password),
+            self.directory.authenticate(login, password),
         )
         .await
         .unwrap_or_else(|_| {
@@ -208,16 +245,65 @@ impl Gateway {
                 self.settings.directory_timeout
             )))
         });
-        let principal = match authenticated {
-            Ok(principal) => principal,
-            Err(AuthError::InvalidCredentials) => {
-                return Err(refused(
-                    AuthFailure::BadCredentials,
-                    "unknown user or wrong password".into(),
-                    None,
-                ));
+        self.metrics
+            .directory_latency
+            .observe(seconds(asked.elapsed()));
+        match authenticated {
+            Ok(principal) => {
+                self.throttle.succeeded(client, login);
+                Ok(principal)
             }
-            Err(AuthError::Unavailable(why)) => {
+            Err(AuthError::InvalidCredentials) => {
+                let delay = self.throttle.failed(client, login);
+                if delay > self.settings.auth_failure_delay {
+                    self.metrics
+                        .throttled
+                        .get_or_create(&ResultLabels {
+                            protocol: protocol.to_owned(),
+                            result: "delayed".to_owned(),
+                        })
+                        .inc();
+                }
+                tokio::time::sleep_until(started + delay.max(self.settings.auth_failure_delay))
+                    .await;
+                Err(CredentialRefusal::Invalid("unknown user or wrong password"))
+            }
+            Err(AuthError::Unavailable(why)) => Err(CredentialRefusal::Unavailable(why)),
+        }
+    }
+
+    /// The throttle (for status pages).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    async fn try_admit<P: LineProtocol>(
+        &self,
+        protocol: &P,
+        credentials: Credentials,
+        client: &ClientInfo,
+        started: Instant,
+    ) -> Result<Admitted, Refused> {
+        let refused = |failure, reason: String, user: Option<&str>| Refused {
+            failure,
+            reason,
+            user: user.map(str::to_owned),
+        };
+        let checked = self
+            .check_password(
+                P::PROTOCOL.as_str(),
+                client.client.ip(),
+                &credentials.authcid,
+                &credentials.password,
+                started,
+            )
+            .await;
+        let principal = match checked {
+            Ok(principal) => principal,
+            Err(CredentialRefusal::Invalid(why)) => {
+                return Err(refused(AuthFailure::BadCredentials, why.into(), None));
+            }
+            Err(CredentialRefusal::Unavailable(why)) => {
                 return Err(refused(
                     AuthFailure::Temporary,
                     format!("directory unavailable: {why}"),
@@ -236,7 +322,11 @@ impl Gateway {
             ));
         }
 
+        let asked = Instant::now();
         let active = self.locator.locate(&principal.database);
+        self.metrics
+            .location_latency
+            .observe(seconds(asked.elapsed()));
         let active_ref = active.as_ref().map_err(|e| match e {
             LocateError::Unavailable => LocationFailure::Unavailable,
             LocateError::UnknownDatabase => LocationFailure::UnknownDatabase,
@@ -298,14 +388,21 @@ impl Gateway {
             },
         };
         let login = protocol.backend_login(auth, endpoint.tls, client.clone());
-        match backend::open(
+        let asked = Instant::now();
+        let opened = backend::open(
             endpoint,
             self.backend_tls.as_ref(),
             login,
             self.settings.backend,
         )
-        .await
-        {
+        .await;
+        self.metrics
+            .backend_login_latency
+            .get_or_create(&ProtocolLabel {
+                protocol: P::PROTOCOL.to_string(),
+            })
+            .observe(seconds(asked.elapsed()));
+        match opened {
             Ok(backend) => Ok(Admitted {
                 database: principal.database.clone(),
                 principal,

@@ -4,20 +4,30 @@
 //! send, read (within the idle and login time limits), start TLS, authenticate (through the
 //! [`Gateway`]), and finally relay. It also writes the session log.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailfront_protocol::{Action, AuthResult, ClientInfo, ClientTls, FrontEnd};
+use crate::tls::SharedAcceptor;
+use mailfront_protocol::{Action, AuthFailure, AuthResult, ClientInfo, ClientTls, FrontEnd};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::admission::{Admitted, Gateway};
+use crate::admission::{Admitted as AdmittedSession, Gateway};
 use crate::client::{ClientEnd, ClientIo, Received};
-use crate::registry::{Registration, SessionInfo};
+use crate::gate::Admitted;
+use crate::metrics::DatabaseLabel;
+use crate::registry::{Registration, SessionInfo, StopReason};
+
+/// A login outcome as the metrics name it.
+fn failure_word(failure: AuthFailure) -> &'static str {
+    match failure {
+        AuthFailure::BadCredentials => "auth_failed",
+        AuthFailure::AuthzidRefused => "authz_refused",
+        AuthFailure::ProtocolDisabled => "disabled",
+        AuthFailure::Temporary => "temporary",
+    }
+}
 use crate::relay::{Relay, RelayEnd};
 use crate::{LineProtocol, Stream};
 
@@ -29,11 +39,13 @@ pub struct ListenerContext {
     /// TLS offered on this listener.
     pub tls: ClientTls,
     /// The TLS acceptor, required for `StartTls` and `Implicit`.
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Arc<SharedAcceptor>,
     /// Longest silence from the client before login (`timeouts.pre_auth_idle`).
     pub pre_auth_idle: Duration,
     /// Longest time from connect to a completed login (`timeouts.login`).
     pub login: Duration,
+    /// Longest silence of a proxied session, both ways (`timeouts.post_auth_idle`).
+    pub post_auth_idle: Duration,
 }
 
 impl std::fmt::Debug for ListenerContext {
@@ -56,7 +68,7 @@ fn session_id() -> String {
 enum PreAuth {
     Proxy {
         client: Stream,
-        admitted: Box<Admitted>,
+        admitted: Box<AdmittedSession>,
         pending: Vec<u8>,
         registration: Registration,
     },
@@ -71,9 +83,13 @@ pub async fn serve<P: LineProtocol>(
     protocol: Arc<P>,
     gateway: Arc<Gateway>,
     listener: Arc<ListenerContext>,
-    tcp: TcpStream,
-    client_addr: SocketAddr,
+    connection: Admitted,
 ) {
+    let Admitted {
+        tcp,
+        client: client_addr,
+        slots: _slots,
+    } = connection;
     let started = Instant::now();
     let id = session_id();
     let local = tcp.local_addr().unwrap_or(client_addr);
@@ -114,12 +130,14 @@ pub async fn serve<P: LineProtocol>(
             }
             return;
         };
-        let Admitted {
+        let AdmittedSession {
             principal,
             server,
             database,
             backend,
         } = *admitted;
+        let metrics = gateway.metrics();
+        let _live = metrics.session(P::PROTOCOL.as_str(), server.as_str());
         let mut backend_stream = backend.stream;
         let mut relay = Relay::new();
         let mut extra_in = 0u64;
@@ -139,9 +157,14 @@ pub async fn serve<P: LineProtocol>(
             Err(_) => "io-error",
             Ok(()) => {
                 let end = relay
-                    .run(&mut client, &mut backend_stream, async {
-                        registration.stopped().await;
-                    })
+                    .run_with_idle(
+                        &mut client,
+                        &mut backend_stream,
+                        async {
+                            registration.stopped().await;
+                        },
+                        Some(listener.post_auth_idle),
+                    )
                     .await;
                 match &end {
                     RelayEnd::ClientError(e) | RelayEnd::BackendError(e) => {
@@ -165,6 +188,14 @@ pub async fn serve<P: LineProtocol>(
                             };
                             let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
                         }
+                        if let Some(StopReason::Failover { .. }) = &reason {
+                            metrics
+                                .failovers
+                                .get_or_create(&DatabaseLabel {
+                                    database: database.to_string(),
+                                })
+                                .inc();
+                        }
                         reason.map_or("stopped", |r| r.as_str())
                     }
                     _ => end.as_str(),
@@ -173,6 +204,11 @@ pub async fn serve<P: LineProtocol>(
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), backend_stream.shutdown()).await;
+        metrics.relayed(
+            P::PROTOCOL.as_str(),
+            relay.client_to_backend() + extra_in,
+            relay.backend_to_client() + extra_out,
+        );
         tracing::info!(
             session = %id,
             client = %client_addr,
@@ -209,14 +245,14 @@ async fn pre_auth<P: LineProtocol>(
 
     if listener.tls == ClientTls::Implicit
         && let Err(end) = client
-            .start_tls(listener.acceptor.as_ref(), listener.pre_auth_idle)
+            .start_tls(listener.acceptor.get().as_ref(), listener.pre_auth_idle)
             .await
     {
         return closed(end, user);
     }
 
     let mut front = protocol.front_end(client.stream.is_tls());
-    let mut admitted: Option<Box<Admitted>> = None;
+    let mut admitted: Option<Box<AdmittedSession>> = None;
     let mut registration: Option<Registration> = None;
     let mut timed_out = false;
     loop {
@@ -245,7 +281,7 @@ async fn pre_auth<P: LineProtocol>(
             }
             Action::StartTls => {
                 if let Err(end) = client
-                    .start_tls(listener.acceptor.as_ref(), listener.pre_auth_idle)
+                    .start_tls(listener.acceptor.get().as_ref(), listener.pre_auth_idle)
                     .await
                 {
                     return closed(end, user);
@@ -257,6 +293,7 @@ async fn pre_auth<P: LineProtocol>(
                 let mechanism = credentials.mechanism;
                 match gateway.admit(protocol, credentials, info).await {
                     Ok(session) => {
+                        gateway.metrics().login(P::PROTOCOL.as_str(), "ok");
                         registration = Some(gateway.registry().register(SessionInfo {
                             id: info.session_id.clone(),
                             protocol: P::PROTOCOL,
@@ -296,6 +333,9 @@ async fn pre_auth<P: LineProtocol>(
                         if refused.user.is_some() {
                             user = refused.user;
                         }
+                        gateway
+                            .metrics()
+                            .login(P::PROTOCOL.as_str(), failure_word(refused.failure));
                         front.auth_result(AuthResult::Failed(refused.failure));
                     }
                 }

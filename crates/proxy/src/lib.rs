@@ -11,12 +11,15 @@ pub mod admission;
 pub mod backend;
 pub mod client;
 pub mod driver;
+pub mod gate;
 pub mod listener;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod relay;
 pub mod sip;
 mod stream;
+pub mod throttle;
 pub mod tls;
 pub mod transport;
 
@@ -46,4 +49,8 @@ pub trait LineProtocol: Send + Sync + 'static {
     /// What to tell a proxied client when its session is stopped (the database moved, an
     /// operator closed it, the node shuts down), if the protocol has a way to say it.
     fn stop_notice(&self, reason: &registry::StopReason) -> Option<&'static [u8]>;
+
+    /// What a client is told when the listener or its address has no room left (then the
+    /// connection is closed).
+    fn busy_notice(&self) -> &'static [u8];
 }

@@ -4,12 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::LineProtocol;
 use crate::admission::Gateway;
 use crate::driver::{ListenerContext, serve};
+use crate::gate::{Entry, Gate};
 use crate::transport::{self, TransportContext};
 
 /// Accepts connections until `shutdown` turns true, handing each to `session`.
@@ -43,23 +45,38 @@ pub async fn accept_loop<F>(
     }
 }
 
+/// Says `notice` (the protocol's "too busy") and closes; never waits long on a slow client.
+async fn turn_away(mut tcp: TcpStream, notice: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        tcp.write_all(notice).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
 /// Serves a line protocol (IMAP, POP3, submission) on `listener`.
 pub async fn run<P: LineProtocol>(
     listener: TcpListener,
     protocol: Arc<P>,
     gateway: Arc<Gateway>,
     context: Arc<ListenerContext>,
+    gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
 ) {
     let name = context.name.clone();
     accept_loop(listener, name, shutdown, move |tcp, peer| {
-        tokio::spawn(serve(
-            Arc::clone(&protocol),
-            Arc::clone(&gateway),
-            Arc::clone(&context),
-            tcp,
-            peer,
-        ));
+        let (protocol, gateway, context, gate) =
+            (Arc::clone(&protocol), Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
+        tokio::spawn(async move {
+            match gate.admit(tcp, peer).await {
+                Entry::Admitted(connection) => serve(protocol, gateway, context, connection).await,
+                Entry::Busy { tcp, client } => {
+                    tracing::info!(listener = %context.name, %client, "connection refused: too many connections");
+                    turn_away(tcp, protocol.busy_notice()).await;
+                }
+                Entry::Dropped => {}
+            }
+        });
     })
     .await;
 }
@@ -69,16 +86,22 @@ pub async fn run_transport(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     context: Arc<TransportContext>,
+    gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
 ) {
     let name = context.name.clone();
     accept_loop(listener, name, shutdown, move |tcp, peer| {
-        tokio::spawn(transport::serve(
-            Arc::clone(&context),
-            Arc::clone(&gateway),
-            tcp,
-            peer,
-        ));
+        let (gateway, context, gate) = (Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
+        tokio::spawn(async move {
+            match gate.admit(tcp, peer).await {
+                Entry::Admitted(connection) => transport::serve(context, gateway, connection).await,
+                Entry::Busy { tcp, client } => {
+                    tracing::info!(listener = %context.name, %client, "connection refused: too many connections");
+                    turn_away(tcp, b"421 4.7.0 Too many connections, try again later\r\n").await;
+                }
+                Entry::Dropped => {}
+            }
+        });
     })
     .await;
 }

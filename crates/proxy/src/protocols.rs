@@ -54,6 +54,10 @@ impl LineProtocol for Imap {
             }
         })
     }
+
+    fn busy_notice(&self) -> &'static [u8] {
+        b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n"
+    }
 }
 
 /// POP3, with the settings of one listener.
@@ -95,6 +99,10 @@ impl LineProtocol for Pop3 {
     fn stop_notice(&self, _reason: &StopReason) -> Option<&'static [u8]> {
         None
     }
+
+    fn busy_notice(&self) -> &'static [u8] {
+        b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n"
+    }
 }
 
 /// Message submission, with the settings of one listener.
@@ -135,5 +143,9 @@ impl LineProtocol for Submission {
     /// A submission client mid-transaction is closed: it retries the message (no 250 yet).
     fn stop_notice(&self, _reason: &StopReason) -> Option<&'static [u8]> {
         None
+    }
+
+    fn busy_notice(&self) -> &'static [u8] {
+        b"421 4.7.0 Too many connections, try again later\r\n"
     }
 }

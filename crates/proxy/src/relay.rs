@@ -136,6 +136,8 @@ pub enum RelayEnd {
     ClientError(io::Error),
     /// Reading from or writing to the backend failed.
     BackendError(io::Error),
+    /// Nothing moved either way for the idle timeout.
+    Idle,
 }
 
 impl RelayEnd {
@@ -147,6 +149,7 @@ impl RelayEnd {
             RelayEnd::Stopped => "stopped",
             RelayEnd::ClientError(_) => "client-error",
             RelayEnd::BackendError(_) => "backend-error",
+            RelayEnd::Idle => "idle-timeout",
         }
     }
 }
@@ -231,10 +234,40 @@ impl Relay {
     where
         S: Future<Output = ()>,
     {
+        self.run_with_idle(client, backend, stop, None).await
+    }
+
+    /// Like [`Relay::run`], and ends with [`RelayEnd::Idle`] when nothing moved either way for
+    /// `idle` (if given).
+    pub async fn run_with_idle<S>(
+        &mut self,
+        client: &mut Stream,
+        backend: &mut Stream,
+        stop: S,
+        idle: Option<Duration>,
+    ) -> RelayEnd
+    where
+        S: Future<Output = ()>,
+    {
         tokio::pin!(stop);
-        let end = tokio::select! {
-            end = poll_fn(|cx| self.poll_both(cx, client, backend)) => end,
-            () = &mut stop => return RelayEnd::Stopped,
+        let end = loop {
+            let moved = (self.up.bytes, self.down.bytes);
+            let quiet = async {
+                match idle {
+                    Some(idle) => tokio::time::sleep(idle).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                end = poll_fn(|cx| self.poll_both(cx, client, backend)) => break end,
+                () = &mut stop => return RelayEnd::Stopped,
+                () = quiet => {
+                    // A whole period without a byte either way: the session is idle.
+                    if (self.up.bytes, self.down.bytes) == moved {
+                        return RelayEnd::Idle;
+                    }
+                }
+            }
         };
         if matches!(end, RelayEnd::ClientClosed) && !self.down.done {
             // The client half-closed (say, right after LOGOUT): let the backend's answer in
@@ -349,5 +382,34 @@ mod tests {
         .await
         .unwrap();
         assert!(matches!(end, RelayEnd::BackendClosed), "{end:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_ends_and_a_busy_one_does_not() {
+        let (mut client_far, client_near) = pair().await;
+        let (backend_near, mut backend_far) = pair().await;
+        let task = tokio::spawn(async move {
+            let mut relay = Relay::new();
+            let (mut c, mut b) = (Stream::Plain(client_near), Stream::Plain(backend_near));
+            relay
+                .run_with_idle(
+                    &mut c,
+                    &mut b,
+                    std::future::pending(),
+                    Some(Duration::from_secs(60)),
+                )
+                .await
+        });
+        // Traffic every 40 s keeps it alive past several periods.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            client_far.write_all(b"a NOOP\r\n").await.unwrap();
+            let mut got = [0u8; 8];
+            backend_far.read_exact(&mut got).await.unwrap();
+        }
+        assert!(!task.is_finished());
+        tokio::time::sleep(Duration::from_secs(121)).await;
+        let end = task.await.unwrap();
+        assert!(matches!(end, RelayEnd::Idle), "{end:?}");
     }
 }

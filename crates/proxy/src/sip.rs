@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::tls::SharedAcceptor;
 use mailfront_location::LocateError;
 use mailfront_model::{Protocol, ServerName};
 use mailfront_protocol::sip::{
@@ -41,10 +42,10 @@ use mailfront_routing::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
 
 use crate::Stream;
 use crate::admission::Gateway;
+use crate::gate::{Admitted, Entry, Gate};
 use crate::listener::accept_loop;
 
 /// The settings of SIP listeners (`[sip]`).
@@ -92,7 +93,7 @@ pub struct SipContext {
     /// The settings.
     pub settings: SipSettings,
     /// For `tls = "implicit"`: TCP connections are TLS, and there is no UDP.
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Arc<SharedAcceptor>,
     /// The counters.
     pub stats: Arc<SipStats>,
     /// The key of the stateless To tags (RFC 3261 §8.2.7), made once per listener.
@@ -111,7 +112,7 @@ impl std::fmt::Debug for SipContext {
 
 impl SipContext {
     /// A listener's context with fresh counters.
-    pub fn new(name: String, settings: SipSettings, acceptor: Option<TlsAcceptor>) -> Self {
+    pub fn new(name: String, settings: SipSettings, acceptor: Arc<SharedAcceptor>) -> Self {
         Self {
             name,
             settings,
@@ -136,6 +137,7 @@ pub async fn run(
     udp: Option<UdpSocket>,
     gateway: Arc<Gateway>,
     context: Arc<SipContext>,
+    gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
 ) {
     let datagrams = udp.map(|udp| {
@@ -149,13 +151,23 @@ pub async fn run(
     let name = context.name.clone();
     let connection_shutdown = shutdown.clone();
     accept_loop(tcp, name, shutdown, move |tcp, peer| {
-        tokio::spawn(serve_connection(
+        let (gateway, context, gate, shutdown) = (
             Arc::clone(&gateway),
             Arc::clone(&context),
-            tcp,
-            peer,
+            Arc::clone(&gate),
             connection_shutdown.clone(),
-        ));
+        );
+        tokio::spawn(async move {
+            // No room, or a bad PROXY header: close (SIP clients retry elsewhere).
+            if let Entry::Admitted(connection) = gate.admit(tcp, peer).await {
+                let Admitted {
+                    tcp,
+                    client,
+                    slots: _slots,
+                } = connection;
+                serve_connection(gateway, context, tcp, client, shutdown).await;
+            }
+        });
     })
     .await;
     if let Some(datagrams) = datagrams {
@@ -376,6 +388,7 @@ async fn run_udp(
             }
         };
         if n > limit {
+            gateway.metrics().sip_dropped.inc();
             let dropped = context
                 .stats
                 .oversized_datagrams
@@ -518,7 +531,7 @@ async fn connection(
     let idle = context.settings.idle_timeout;
     let transport = context.transport();
     let mut stream = Stream::Plain(tcp);
-    if let Some(acceptor) = &context.acceptor {
+    if let Some(acceptor) = &context.acceptor.get() {
         match tokio::time::timeout(idle, stream.accept_tls(acceptor)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -770,6 +783,7 @@ version = "15.1"
                     connect: Duration::from_secs(1),
                     login: Duration::from_secs(1),
                 },
+                throttle: Default::default(),
             },
         ));
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -784,9 +798,24 @@ version = "15.1"
             retry_after: 7,
             max_in_flight: 16,
         };
-        let context = Arc::new(SipContext::new("sip-test".into(), settings, None));
+        let context = Arc::new(SipContext::new("sip-test".into(), settings, Arc::default()));
         let (shutdown, receiver) = watch::channel(false);
-        tokio::spawn(run(tcp, Some(udp), gateway, Arc::clone(&context), receiver));
+        let gate = Arc::new(Gate::new(
+            "sip-test".into(),
+            None,
+            64,
+            Arc::default(),
+            64,
+            Arc::default(),
+        ));
+        tokio::spawn(run(
+            tcp,
+            Some(udp),
+            gateway,
+            Arc::clone(&context),
+            gate,
+            receiver,
+        ));
         Lab {
             address,
             locator,

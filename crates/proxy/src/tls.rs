@@ -44,6 +44,41 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// A TLS acceptor that can be replaced while connections use it (a renewed certificate is
+/// loaded without a restart; connections already established keep theirs).
+#[derive(Default)]
+pub struct SharedAcceptor(arc_swap::ArcSwapOption<TlsAcceptor>);
+
+impl std::fmt::Debug for SharedAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedAcceptor")
+            .field(&self.0.load().is_some())
+            .finish()
+    }
+}
+
+impl SharedAcceptor {
+    /// Holds `acceptor` (or none: TLS not configured).
+    pub fn new(acceptor: Option<TlsAcceptor>) -> Self {
+        Self(arc_swap::ArcSwapOption::from(acceptor.map(Arc::new)))
+    }
+
+    /// The acceptor in force.
+    pub fn get(&self) -> Option<TlsAcceptor> {
+        self.0.load_full().map(|a| (*a).clone())
+    }
+
+    /// Whether TLS is configured.
+    pub fn is_some(&self) -> bool {
+        self.0.load().is_some()
+    }
+
+    /// Replaces the acceptor for connections from now on.
+    pub fn set(&self, acceptor: Option<TlsAcceptor>) {
+        self.0.store(acceptor.map(Arc::new));
+    }
+}
+
 /// Installs the process-wide crypto provider (aws-lc-rs). Safe to call more than once.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::SharedAcceptor;
 use mailfront_location::LocateError;
 use mailfront_model::{DeliveryProtocol, Protocol, ServerName};
 use mailfront_protocol::smtp::data::DotStuffer;
@@ -21,12 +22,13 @@ use rustls_pki_types::ServerName as TlsName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::Stream;
 use crate::admission::Gateway;
 use crate::client::{ClientIo, Received};
+use crate::gate::Admitted;
+use crate::metrics::ListenerLabels;
 
 /// An address range (`10.0.0.0/8`, `::1/128`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +120,7 @@ pub struct TransportContext {
     /// The SMTP machine's settings.
     pub settings: TransportSettings,
     /// TLS for STARTTLS or implicit TLS.
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Arc<SharedAcceptor>,
     /// Inbound or outbound.
     pub mode: TransportMode,
     /// Longest client silence (`timeouts.smtp_idle`).
@@ -152,12 +154,12 @@ fn no_server() -> Reply {
 }
 
 /// Serves one SMTP connection on a transport listener.
-pub async fn serve(
-    context: Arc<TransportContext>,
-    gateway: Arc<Gateway>,
-    tcp: TcpStream,
-    client_addr: SocketAddr,
-) {
+pub async fn serve(context: Arc<TransportContext>, gateway: Arc<Gateway>, connection: Admitted) {
+    let Admitted {
+        tcp,
+        client: client_addr,
+        slots: _slots,
+    } = connection;
     let started = Instant::now();
     let id = format!("{:016x}", rand::random::<u64>());
     let span = tracing::info_span!("session", id = %id);
@@ -201,7 +203,7 @@ async fn run(
 ) -> &'static str {
     if context.settings.tls == mailfront_protocol::ClientTls::Implicit
         && let Err(end) = client
-            .start_tls(context.acceptor.as_ref(), context.idle)
+            .start_tls(context.acceptor.get().as_ref(), context.idle)
             .await
     {
         return end.as_str();
@@ -237,7 +239,7 @@ async fn run(
             },
             TransportAction::StartTls => {
                 if let Err(end) = client
-                    .start_tls(context.acceptor.as_ref(), context.idle)
+                    .start_tls(context.acceptor.get().as_ref(), context.idle)
                     .await
                 {
                     return end.as_str();
@@ -302,6 +304,18 @@ async fn run(
                     "message {}",
                     if reply.is_positive() { "delivered" } else { "not delivered" }
                 );
+                gateway
+                    .metrics()
+                    .messages
+                    .get_or_create(&ListenerLabels {
+                        listener: context.name.clone(),
+                        reason: if reply.is_positive() {
+                            "delivered".to_owned()
+                        } else {
+                            format!("{}xx", reply.code / 100)
+                        },
+                    })
+                    .inc();
                 machine.delivery_finished(reply);
             }
             TransportAction::AbortDelivery => {

@@ -1,0 +1,387 @@
+//! The door before the protocol: who a connection really comes from (PROXY protocol v1/v2,
+//! accepted only from trusted load balancers) and whether there is room for it (connections per
+//! listener and per client address).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ppp::{HeaderResult, PartialResult, v1, v2};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::transport::Cidr;
+
+/// Largest PROXY header read (v1 is at most 107 bytes; v2 headers with a few TLVs are small).
+const MAX_HEADER: usize = 4096;
+
+/// A PROXY header that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyHeaderError {
+    /// The peer closed before sending a whole header.
+    #[error("connection closed before the PROXY header")]
+    Closed,
+    /// Not a PROXY header, or a malformed one.
+    #[error("invalid PROXY header")]
+    Invalid,
+    /// The header did not arrive in time.
+    #[error("no PROXY header in time")]
+    Timeout,
+    /// Reading failed.
+    #[error("reading the PROXY header failed: {0}")]
+    Io(String),
+}
+
+fn source(result: &HeaderResult<'_>) -> Option<Option<SocketAddr>> {
+    match result {
+        HeaderResult::V1(Ok(header)) => Some(match header.addresses {
+            v1::Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+            v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+            v1::Addresses::Unknown => None,
+        }),
+        HeaderResult::V2(Ok(header)) => Some(match (header.command, header.addresses) {
+            // LOCAL: the balancer's own health check; the connection is about itself.
+            (v2::Command::Local, _) => None,
+            (_, v2::Addresses::IPv4(a)) => {
+                Some(SocketAddr::from((a.source_address, a.source_port)))
+            }
+            (_, v2::Addresses::IPv6(a)) => {
+                Some(SocketAddr::from((a.source_address, a.source_port)))
+            }
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+fn header_len(result: &HeaderResult<'_>) -> Option<usize> {
+    match result {
+        HeaderResult::V1(Ok(header)) => Some(header.header.len()),
+        HeaderResult::V2(Ok(header)) => Some(header.len()),
+        _ => None,
+    }
+}
+
+/// Reads and consumes a PROXY header (v1 or v2) from `tcp`, leaving the rest of the stream
+/// untouched. `Ok(None)`: a header without addresses (LOCAL, UNKNOWN): the connection's own
+/// peer is the client.
+pub async fn read_proxy_header(
+    tcp: &mut TcpStream,
+    timeout: Duration,
+) -> Result<Option<SocketAddr>, ProxyHeaderError> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; MAX_HEADER];
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, tcp.peek(&mut buf))
+            .await
+            .map_err(|_| ProxyHeaderError::Timeout)?
+            .map_err(|e| ProxyHeaderError::Io(e.to_string()))?;
+        if peeked == 0 {
+            return Err(ProxyHeaderError::Closed);
+        }
+        let bytes = buf.get(..peeked).unwrap_or_default();
+        let result = HeaderResult::parse(bytes);
+        if result.is_incomplete() {
+            if peeked >= MAX_HEADER {
+                return Err(ProxyHeaderError::Invalid);
+            }
+            // Headers come in one segment in practice; wait briefly for the rest instead of
+            // spinning on the same bytes.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if Instant::now() >= deadline {
+                return Err(ProxyHeaderError::Timeout);
+            }
+            continue;
+        }
+        let (Some(len), Some(client)) = (header_len(&result), source(&result)) else {
+            return Err(ProxyHeaderError::Invalid);
+        };
+        let mut consumed = vec![0u8; len];
+        tcp.read_exact(&mut consumed)
+            .await
+            .map_err(|e| ProxyHeaderError::Io(e.to_string()))?;
+        return Ok(client);
+    }
+}
+
+/// How many connections each client address holds, node-wide.
+#[derive(Debug, Default)]
+pub struct ClientCounts {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A client's place in [`ClientCounts`]; released when dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ClientCounts {
+    /// Takes a slot for `ip` unless it already holds `max`.
+    pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            counts: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// A connection that passed the gate, with the real client address.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The connection (any PROXY header consumed).
+    pub tcp: TcpStream,
+    /// The real client.
+    pub client: SocketAddr,
+    /// Its places in the limits; hold them for as long as the connection lives.
+    pub slots: Slots,
+}
+
+/// A connection's places in the per-listener and per-client limits, released when dropped.
+#[derive(Debug)]
+pub struct Slots {
+    _listener: OwnedSemaphorePermit,
+    _client: ClientSlot,
+}
+
+/// What the gate decided.
+#[derive(Debug)]
+pub enum Entry {
+    /// Go ahead.
+    Admitted(Admitted),
+    /// No room: tell the client in its protocol and close.
+    Busy {
+        /// The connection.
+        tcp: TcpStream,
+        /// The real client.
+        client: SocketAddr,
+    },
+    /// Dropped (an untrusted source sent — or should have sent — a PROXY header).
+    Dropped,
+}
+
+/// One listener's gate.
+#[derive(Debug)]
+pub struct Gate {
+    name: String,
+    proxy: Option<(Vec<Cidr>, Duration)>,
+    slots: Arc<Semaphore>,
+    clients: Arc<ClientCounts>,
+    max_per_client: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    /// A gate for listener `name`: PROXY headers expected from `proxy` sources (if set), at most
+    /// `max_connections` at once, and `max_per_client` per client address in `clients`.
+    pub fn new(
+        name: String,
+        proxy: Option<(Vec<Cidr>, Duration)>,
+        max_connections: usize,
+        clients: Arc<ClientCounts>,
+        max_per_client: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            name,
+            proxy,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            clients,
+            max_per_client,
+            metrics,
+        }
+    }
+
+    /// Decides on an accepted connection from `peer`.
+    pub async fn admit(&self, mut tcp: TcpStream, peer: SocketAddr) -> Entry {
+        let client = match &self.proxy {
+            None => peer,
+            Some((trusted, timeout)) => {
+                if !trusted.iter().any(|c| c.contains(peer.ip())) {
+                    tracing::warn!(listener = %self.name, peer = %peer, "connection refused: not a trusted PROXY protocol source");
+                    self.metrics.refused(&self.name, "untrusted_proxy");
+                    return Entry::Dropped;
+                }
+                match read_proxy_header(&mut tcp, *timeout).await {
+                    Ok(Some(client)) => client,
+                    Ok(None) => peer,
+                    Err(error) => {
+                        tracing::info!(listener = %self.name, peer = %peer, %error, "connection refused: bad PROXY header");
+                        self.metrics.refused(&self.name, "proxy_header");
+                        return Entry::Dropped;
+                    }
+                }
+            }
+        };
+        let Ok(listener_slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            self.metrics.refused(&self.name, "listener_full");
+            return Entry::Busy { tcp, client };
+        };
+        let Some(client_slot) = self.clients.take(client.ip(), self.max_per_client) else {
+            self.metrics.refused(&self.name, "client_limit");
+            return Entry::Busy { tcp, client };
+        };
+        Entry::Admitted(Admitted {
+            tcp,
+            client,
+            slots: Slots {
+                _listener: listener_slot,
+                _client: client_slot,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn v1_and_v2_headers_leave_the_stream_intact() {
+        let (mut far, mut near) = pair().await;
+        far.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 50123 143\r\na1 NOOP\r\n")
+            .await
+            .unwrap();
+        let client = read_proxy_header(&mut near, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(client, Some("192.0.2.7:50123".parse().unwrap()));
+        let mut rest = [0u8; 9];
+        near.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"a1 NOOP\r\n");
+
+        let (mut far, mut near) = pair().await;
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        v2.extend_from_slice(&[
+            0x21, 0x11, 0x00, 0x0c, 198, 51, 100, 9, 127, 0, 0, 1, 0xc3, 0x50, 0x00, 0x8f,
+        ]);
+        v2.extend_from_slice(b"hello");
+        far.write_all(&v2).await.unwrap();
+        let client = read_proxy_header(&mut near, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(client, Some("198.51.100.9:50000".parse().unwrap()));
+        let mut rest = [0u8; 5];
+        near.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"hello");
+
+        // LOCAL (a health check): no client address.
+        let (mut far, mut near) = pair().await;
+        far.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00")
+            .await
+            .unwrap();
+        assert_eq!(
+            read_proxy_header(&mut near, Duration::from_secs(2)).await,
+            Ok(None)
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_and_missing_headers() {
+        let (mut far, mut near) = pair().await;
+        far.write_all(b"a1 LOGIN alice pw\r\n").await.unwrap();
+        assert_eq!(
+            read_proxy_header(&mut near, Duration::from_secs(2)).await,
+            Err(ProxyHeaderError::Invalid)
+        );
+        let (far, mut near) = pair().await;
+        assert_eq!(
+            read_proxy_header(&mut near, Duration::from_millis(50)).await,
+            Err(ProxyHeaderError::Timeout)
+        );
+        drop(far);
+        let (mut far, mut near) = pair().await;
+        far.write_all(b"PROXY TCP4 192.0.2.7").await.unwrap();
+        drop(far);
+        assert!(
+            read_proxy_header(&mut near, Duration::from_millis(200))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_per_listener_and_client() {
+        let metrics = Arc::new(Metrics::new());
+        let clients = Arc::new(ClientCounts::default());
+        let gate = Gate::new("t".into(), None, 2, Arc::clone(&clients), 1, metrics);
+        let (_a, near_a) = pair().await;
+        let peer_a: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let first = gate.admit(near_a, peer_a).await;
+        assert!(matches!(first, Entry::Admitted(_)));
+        let (_b, near_b) = pair().await;
+        assert!(
+            matches!(gate.admit(near_b, peer_a).await, Entry::Busy { .. }),
+            "per-client limit"
+        );
+        let (_c, near_c) = pair().await;
+        let second = gate.admit(near_c, "192.0.2.2:1".parse().unwrap()).await;
+        assert!(matches!(second, Entry::Admitted(_)));
+        let (_d, near_d) = pair().await;
+        assert!(
+            matches!(
+                gate.admit(near_d, "192.0.2.3:1".parse().unwrap()).await,
+                Entry::Busy { .. }
+            ),
+            "listener limit"
+        );
+        drop(first);
+        let (_e, near_e) = pair().await;
+        assert!(
+            matches!(gate.admit(near_e, peer_a).await, Entry::Admitted(_)),
+            "slots come back"
+        );
+    }
+
+    #[tokio::test]
+    async fn untrusted_sources_are_dropped() {
+        let metrics = Arc::new(Metrics::new());
+        let trusted = vec!["10.0.0.1".parse().unwrap()];
+        let gate = Gate::new(
+            "t".into(),
+            Some((trusted, Duration::from_secs(1))),
+            10,
+            Arc::default(),
+            10,
+            metrics,
+        );
+        let (_far, near) = pair().await;
+        assert!(matches!(
+            gate.admit(near, "127.0.0.1:9".parse().unwrap()).await,
+            Entry::Dropped
+        ));
+    }
+}
