@@ -109,6 +109,7 @@ class Lab:
     cookie_keys: Path  # the HTTP key file (shared by every node of a test)
     sip_port: int = 0  # SIP over UDP and TCP
     sips_port: int = 0  # SIP over TLS
+    admin_port: int = 0  # the admin API (plain HTTP on loopback, no token)
 
     def log(self) -> str:
         return self.mailfront.log_since_start()
@@ -180,6 +181,7 @@ def lab_env(tmp_path_factory) -> Lab:
     relay = lab.SmtpSink()
     https = lab.free_port()
     sip, sips = lab.free_port(), lab.free_port()
+    admin = lab.free_port()
     radicales = {name: lab.Radicale(root, name, lab.free_port(), root / "dav") for name in ("mbx1", "mbx2")}
     cookie_keys = root / "http" / "keys.toml"
     cookie_keys.parent.mkdir(parents=True, exist_ok=True)
@@ -236,12 +238,14 @@ def lab_env(tmp_path_factory) -> Lab:
             f'backend_login = "{int(BACKEND_LOGIN_TIMEOUT * 1000)}ms"\n'
             f'delivery = "{int(DELIVERY_TIMEOUT * 1000)}ms"\n'
             f'pre_auth_idle = "{int(PRE_AUTH_IDLE * 1000)}ms"\n'
+            'shutdown_grace = "2s"\n'
             "[limits]\nmax_line_length = 1024\nmax_commands_before_auth = 20\n"
             "[reload]\ninterval = \"50ms\"\n"
             "[transport]\naccepted_domains = [\"example.com\"]\nmax_message_size = 200000\nmax_recipients = 50\n"
             f"[outbound]\nrelay = {{ host = \"127.0.0.1\", port = {relay.port} }}\n"
             f"[sip]\nmax_message_size = {SIP_MAX_MESSAGE}\nretry_after = {SIP_RETRY_AFTER}\n"
             + lab.http_section(cookie_keys)
+            + f'[admin]\naddress = "127.0.0.1:{admin}"\n'
         ),
     )
     config.write_text(text)
@@ -250,6 +254,7 @@ def lab_env(tmp_path_factory) -> Lab:
               pop3_plain, pop3_starttls, pop3_implicit, submission, submission_starttls, submissions,
               smtp, outbound, relay, https, radicales, cookie_keys)
     env.sip_port, env.sips_port = sip, sips
+    env.admin_port = admin
     try:
         for server in servers.values():
             server.start()
@@ -283,3 +288,66 @@ def https_node(lab_env: Lab, name: str, cookie_keys: Path, lifetime: str = "8h",
     node = lab.Mailfront(lab_env.binary, config, lab_env.root / f"{name}.log")
     node.start()
     return node, port
+
+
+def set_keys(text: str, section: str, values: dict) -> str:
+    """`text` (a TOML configuration) with `values` set in `[section]`: existing keys replaced,
+    new ones added, the section created if missing."""
+    header = f"[{section}]\n"
+    if header not in text:
+        return text + "\n" + header + "".join(f"{k} = {lab.toml_value(v)}\n" for k, v in values.items())
+    start = text.index(header) + len(header)
+    end = text.find("\n[", start)
+    end = len(text) if end < 0 else end + 1
+    lines = text[start:end].splitlines(keepends=True)
+    for key, value in values.items():
+        line = f"{key} = {lab.toml_value(value)}\n"
+        for i, existing in enumerate(lines):
+            if existing.split("=", 1)[0].strip() == key:
+                lines[i] = line
+                break
+        else:
+            lines.insert(0, line)
+    return text[:start] + "".join(lines) + text[end:]
+
+
+def node_config(lab_env: Lab, name: str, listeners: list[dict], sections: dict | None = None,
+                extra: str = "") -> Path:
+    """The configuration of another node of the lab's array: the lab node's servers, directory,
+    locations, certificate and timeouts, with its own `listeners`, keys of `sections` set
+    (`{"timeouts": {"post_auth_idle": "1s"}, "throttle": {...}}`) and `extra` appended. No admin
+    listener unless `sections` names one. Returns the written file."""
+    text = lab_env.config.read_text()
+    head = text[: text.index("[[listener]]")].replace('name = "test1"', f'name = "{name}"', 1)
+    rest = text[text.index("[timeouts]"): text.index("\n[admin]")]
+    out = head + "".join(
+        "[[listener]]\n" + "".join(f"{k} = {lab.toml_value(v)}\n" for k, v in listener.items()) + "\n"
+        for listener in listeners
+    ) + rest + "\n"
+    for section, values in (sections or {}).items():
+        out = set_keys(out, section, values)
+    config = lab_env.root / f"{name}.toml"
+    config.write_text(out + extra)
+    return config
+
+
+def start_node(lab_env: Lab, name: str, listeners: list[dict], sections: dict | None = None,
+               extra: str = "") -> lab.Mailfront:
+    """Starts a node made by `node_config`; the caller stops it."""
+    config = node_config(lab_env, name, listeners, sections, extra)
+    node = lab.Mailfront(lab_env.binary, config, lab_env.root / f"{name}.log")
+    node.start()
+    return node
+
+
+def admin_call(port: int, method: str, path: str, token: str | None = None) -> tuple[int, str]:
+    """One request to a node's admin API: (status, body)."""
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()

@@ -66,7 +66,7 @@ def sites_node(lab_env):
     text = text.replace(f'path = "{lab_env.locations}"', f'path = "{locations}"')
     port = lab.free_port()
     head = text[: text.index("[[listener]]")]
-    rest = text[text.index("[timeouts]"):]
+    rest = text[text.index("[timeouts]"): text.index("\n[admin]")]  # the admin port is the lab node's
     config = lab_env.root / "sites.toml"
     config.write_text(
         head.replace('name = "test1"', 'name = "sites1"', 1)

@@ -52,7 +52,7 @@ def ldap_env(lab_env):
     # Same servers, locations and certificates; another directory and other listeners.
     head = text[: text.index("[directory]")]
     tail = text[text.index("[tls]"): text.index("[[listener]]")]
-    extra = text[text.index("[timeouts]"):]
+    extra = text[text.index("[timeouts]"): text.index("\n[admin]")]  # the admin port is the lab node's
     config = root / "mailfront.toml"
     config.write_text(
         head

@@ -106,6 +106,9 @@ pub fn load(path: &Path, validate: &Validator) -> Result<LocationMap, LocationFi
 /// Feeds a [`Locator`] from a location file, following the operator's edits.
 pub struct FileSource {
     task: tokio::task::JoinHandle<()>,
+    path: PathBuf,
+    locator: Arc<Locator>,
+    validate: Arc<Validator>,
 }
 
 impl FileSource {
@@ -125,25 +128,42 @@ impl FileSource {
         let map = parse_bytes(path, &bytes, &*validate)?;
         tracing::info!(path = %path.display(), databases = map.iter().count(), "location map loaded");
         locator.publish(map);
-        let path = path.to_owned();
+        let (poll_path, poll_locator, poll_validate) =
+            (path.to_owned(), Arc::clone(&locator), Arc::clone(&validate));
         let task = spawn_poller(watch, interval, move |bytes| {
-            match parse_bytes(&path, &bytes, &*validate) {
-                Ok(map) => {
-                    for moved in locator.publish(map) {
-                        tracing::info!(
-                            database = %moved.database,
-                            from = %moved.from.as_ref().map_or("-", |s| s.as_str()),
-                            to = %moved.to.as_ref().map_or("-", |s| s.as_str()),
-                            "active copy moved"
-                        );
-                    }
-                }
+            match parse_bytes(&poll_path, &bytes, &*poll_validate) {
+                Ok(map) => publish(&poll_locator, map),
                 Err(error) => {
                     tracing::error!(%error, "location map change rejected; keeping the last good map");
                 }
             }
         });
-        Ok(Self { task })
+        Ok(Self {
+            task,
+            path: path.to_owned(),
+            locator,
+            validate,
+        })
+    }
+
+    /// Reads the file now and publishes it if it is valid (after the validator's rules changed,
+    /// say, so that a map refused under the old rules is taken without waiting for an edit).
+    /// A bad file changes nothing and is returned as the error.
+    pub fn reload(&self) -> Result<(), LocationFileError> {
+        let map = load(&self.path, &*self.validate)?;
+        publish(&self.locator, map);
+        Ok(())
+    }
+}
+
+fn publish(locator: &Locator, map: LocationMap) {
+    for moved in locator.publish(map) {
+        tracing::info!(
+            database = %moved.database,
+            from = %moved.from.as_ref().map_or("-", |s| s.as_str()),
+            to = %moved.to.as_ref().map_or("-", |s| s.as_str()),
+            "active copy moved"
+        );
     }
 }
 

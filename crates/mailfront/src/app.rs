@@ -2,9 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::ToSocketAddrs;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use mailfront_directory::Directory;
 use mailfront_directory::cache::CachedDirectory;
 use mailfront_directory::file::{self as directory_file, FileDirectory};
@@ -14,7 +16,7 @@ use mailfront_http::cookie::CookieKeys;
 use mailfront_location::etcd::{self, EtcdSource};
 use mailfront_location::file::{self as location_file, FileSource, Validator};
 use mailfront_location::{LocationMap, Locator};
-use mailfront_model::{ServerName, SiteName};
+use mailfront_model::{Secret, ServerName, SiteName};
 use mailfront_protocol::imap::ImapSettings;
 use mailfront_protocol::pop3::Pop3Settings;
 use mailfront_protocol::smtp::submission::SubmissionSettings;
@@ -25,6 +27,7 @@ use mailfront_proxy::backend::BackendTimeouts;
 use mailfront_proxy::driver::ListenerContext;
 use mailfront_proxy::gate::{ClientCounts, Gate};
 use mailfront_proxy::node::NodeState;
+use mailfront_proxy::registry::{Filter, StopReason};
 use mailfront_proxy::sip::SipContext;
 use mailfront_proxy::throttle::ThrottleSettings;
 use mailfront_proxy::tls::{self, SharedAcceptor, TlsAcceptor, TlsConnector};
@@ -36,10 +39,12 @@ use mailfront_routing::{
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+use crate::admin::{self, Admin};
 use crate::config::{
     Config, DirectoryConfig, EndpointConfig, ListenerConfig, ListenerProtocol, ListenerTls,
     LocationConfig, LoginMethodConfig,
 };
+use crate::reload::{Reloader, Swappable};
 
 /// Builds the routing topology from the configuration (reads master password files).
 pub fn topology(config: &Config) -> Result<Topology, String> {
@@ -132,21 +137,34 @@ pub fn topology(config: &Config) -> Result<Topology, String> {
     Topology::new(node, sites.into_values(), servers).map_err(|e| e.to_string())
 }
 
-/// A check of a location map against the configuration: every server it names must be
-/// defined, and where the database's copies are configured, the active one must be a copy.
-pub fn location_validator(config: &Config) -> Arc<Validator> {
-    let servers: BTreeSet<String> = config.server.iter().map(|s| s.name.clone()).collect();
-    let copies: BTreeMap<String, BTreeSet<String>> = config
-        .database
-        .iter()
-        .map(|d| (d.name.clone(), d.copies.iter().cloned().collect()))
-        .collect();
-    Arc::new(move |map: &LocationMap| {
+/// What a location map is checked against: every server it names must be defined, and where
+/// a database's copies are configured, its active server must be one of them.
+#[derive(Debug, Default)]
+pub struct LocationRules {
+    servers: BTreeSet<String>,
+    copies: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl LocationRules {
+    /// The rules of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            servers: config.server.iter().map(|s| s.name.clone()).collect(),
+            copies: config
+                .database
+                .iter()
+                .map(|d| (d.name.clone(), d.copies.iter().cloned().collect()))
+                .collect(),
+        }
+    }
+
+    /// Checks `map`; the error names the offending entry.
+    pub fn check(&self, map: &LocationMap) -> Result<(), String> {
         for (database, server) in map.iter() {
-            if !servers.contains(server.as_str()) {
+            if !self.servers.contains(server.as_str()) {
                 return Err(format!("active.{database}: unknown server `{server}`"));
             }
-            if let Some(copies) = copies.get(database.as_str())
+            if let Some(copies) = self.copies.get(database.as_str())
                 && !copies.contains(server.as_str())
             {
                 return Err(format!(
@@ -156,7 +174,19 @@ pub fn location_validator(config: &Config) -> Arc<Validator> {
             }
         }
         Ok(())
-    })
+    }
+}
+
+/// A fixed check of location maps against `config` (for `check` and `route`).
+pub fn location_validator(config: &Config) -> Arc<Validator> {
+    let rules = LocationRules::from_config(config);
+    Arc::new(move |map: &LocationMap| rules.check(map))
+}
+
+/// A check of location maps against rules that a configuration reload can replace.
+fn live_validator(rules: &Arc<ArcSwap<LocationRules>>) -> Arc<Validator> {
+    let rules = Arc::clone(rules);
+    Arc::new(move |map: &LocationMap| rules.load().check(map))
 }
 
 /// The TLS acceptor for clients, if `[tls]` is configured.
@@ -258,7 +288,7 @@ pub async fn load_locations(config: &Config) -> Result<(LocationMap, Vec<String>
 
 /// What feeds the locator; held (never read) so that it runs while the node runs.
 enum LocationSource {
-    File { _source: FileSource },
+    File { _source: Arc<FileSource> },
     Etcd { _source: EtcdSource },
 }
 
@@ -388,13 +418,20 @@ fn spawn_line<P: LineProtocol>(
 pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    failover: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
     _directory: Arc<dyn Directory>,
     _locations: LocationSource,
+    gateway: Arc<Gateway>,
+    clients: Arc<ClientCounts>,
+    shutdown_grace: Duration,
     /// The node's state (draining), shared with health pages and the admin API.
     pub state: Arc<NodeState>,
     /// The addresses the listeners are bound to, in configuration order.
     pub bound: Vec<std::net::SocketAddr>,
+    /// The admin listener's address, if configured.
+    pub admin: Option<std::net::SocketAddr>,
+    /// Reloads the configuration (SIGHUP, file changes, the admin API).
+    pub reloader: Arc<Reloader>,
 }
 
 /// The HTTPS front door the configuration describes, if it has an `[http]` section.
@@ -426,28 +463,35 @@ pub fn http_front_door(
 }
 
 impl RunningNode {
-    /// Starts everything the configuration describes and binds every listener.
-    pub async fn start(config: &Config) -> Result<RunningNode, String> {
+    /// Starts everything the configuration describes and binds every listener. `path` is
+    /// where `config` was read from, to read it again on reload.
+    pub async fn start(path: &Path, config: Config) -> Result<RunningNode, String> {
+        let config = &config;
         let topology = topology(config)?;
+        let rules = Arc::new(ArcSwap::from_pointee(LocationRules::from_config(config)));
         let mail_tls = Arc::new(SharedAcceptor::new(acceptor(config)?));
         let http_tls = Arc::new(SharedAcceptor::new(http_acceptor(config)?));
         let connector = connector(config)?;
         let directory = directory(config, true)?;
         let locator = Arc::new(Locator::new());
+        let mut location_file = None;
         let locations = match &config.location {
-            LocationConfig::File { path } => LocationSource::File {
-                _source: FileSource::start(
-                    path,
-                    Arc::clone(&locator),
-                    location_validator(config),
-                    config.reload.interval,
-                )
-                .map_err(|e| format!("location.path: {e}"))?,
-            },
+            LocationConfig::File { path } => {
+                let source = Arc::new(
+                    FileSource::start(
+                        path,
+                        Arc::clone(&locator),
+                        live_validator(&rules),
+                        config.reload.interval,
+                    )
+                    .map_err(|e| format!("location.path: {e}"))?,
+                );
+                location_file = Some(Arc::clone(&source));
+                LocationSource::File { _source: source }
+            }
             LocationConfig::Etcd(etcd) => {
-                let source =
-                    EtcdSource::start(etcd, Arc::clone(&locator), location_validator(config))
-                        .map_err(|e| format!("location: {e}"))?;
+                let source = EtcdSource::start(etcd, Arc::clone(&locator), live_validator(&rules))
+                    .map_err(|e| format!("location: {e}"))?;
                 // Start serving either way: with no map yet, logins get a temporary error
                 // until etcd answers (DESIGN.md), which beats refusing to start.
                 if let Err(e) = source.wait_loaded(etcd.timeout).await {
@@ -654,23 +698,121 @@ impl RunningNode {
             tracing::info!(listener = %listener_name(listener), address = %listener.address, tls = ?listener.tls, "listening");
             tasks.push(task);
         }
+        let reloader = Arc::new(Reloader::new(
+            path.to_owned(),
+            config.clone(),
+            Swappable {
+                gateway: Arc::clone(&gateway),
+                mail_tls,
+                http_tls,
+                http,
+                rules,
+                location_file,
+            },
+        ));
+        let mut background = vec![
+            failover,
+            tokio::spawn(Arc::clone(&reloader).run(
+                config.reload.interval.max(Duration::from_millis(100)),
+                shutdown_rx.clone(),
+            )),
+        ];
+        let admin = match &config.admin {
+            Some(admin_config) => {
+                let token = admin_config
+                    .token_file
+                    .as_ref()
+                    .map(|file| read_token(file))
+                    .transpose()?;
+                let socket = TcpListener::bind(admin_config.address).await.map_err(|e| {
+                    format!(
+                        "admin.address: cannot listen on {}: {e}",
+                        admin_config.address
+                    )
+                })?;
+                let address = socket.local_addr().unwrap_or(admin_config.address);
+                let api = Arc::new(Admin::new(
+                    config.node.name.clone(),
+                    Arc::clone(&gateway),
+                    Arc::clone(&state),
+                    Arc::clone(&clients),
+                    Arc::clone(&reloader),
+                    token,
+                ));
+                background.push(tokio::spawn(admin::serve(api, socket, shutdown_rx.clone())));
+                tracing::info!(%address, token = admin_config.token_file.is_some(), "admin listener");
+                Some(address)
+            }
+            None => None,
+        };
         Ok(RunningNode {
             shutdown,
             tasks,
-            failover,
+            background,
             state,
             _directory: directory,
             _locations: locations,
+            gateway,
+            clients,
+            shutdown_grace: t.shutdown_grace,
             bound,
+            admin,
+            reloader,
         })
     }
 
-    /// Stops accepting connections.
+    /// Shuts down gracefully: stops accepting, lets open connections finish for up to
+    /// `timeouts.shutdown_grace`, then tells every proxied session still open goodbye in its
+    /// protocol (IMAP `BYE`, POP3 `-ERR`, SMTP `421`) and closes.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        self.failover.abort();
         for task in self.tasks {
             let _ = task.await;
         }
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        let open = self.clients.total();
+        if open > 0 {
+            tracing::info!(
+                connections = open,
+                sessions = self.gateway.registry().len(),
+                grace = ?self.shutdown_grace,
+                "stopped accepting; waiting for open connections to finish"
+            );
+        }
+        while self.clients.total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let closed = self
+            .gateway
+            .registry()
+            .stop(&Filter::default(), &StopReason::Shutdown);
+        if closed > 0 {
+            tracing::info!(
+                sessions = closed,
+                "grace period over; closing proxied sessions"
+            );
+            // Give them a moment to say goodbye and flush.
+            let farewell = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !self.gateway.registry().is_empty() && tokio::time::Instant::now() < farewell {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        for task in self.background {
+            task.abort();
+        }
     }
+}
+
+/// Reads the admin token file: one line, at least 16 characters.
+fn read_token(file: &Path) -> Result<Secret<String>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("admin.token_file: cannot read {}: {e}", file.display()))?;
+    let token = text.trim();
+    if token.len() < 16 {
+        return Err(format!(
+            "admin.token_file: {} must hold a token of at least 16 characters",
+            file.display()
+        ));
+    }
+    Ok(Secret::new(token.to_owned()))
 }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `route`, `hash-password`.
+//! The command line: `serve`, `check`, `route`, `admin`, `hash-password`, `cookie-key`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use mailfront_password::{Scheme, hash_password};
 use mailfront_routing::{Decision, Facts, LocationFailure, Request, route};
 use tracing_subscriber::EnvFilter;
 
+use crate::admin_client::{self, AdminAction, AdminTarget};
 use crate::app;
 use crate::config::{Config, LogFormat};
 
@@ -47,6 +48,15 @@ enum Command {
         #[arg(long, short, default_value = "imap")]
         protocol: Protocol,
     },
+    /// Talk to a running node's admin API (status, sessions, kick, drain, reload…).
+    Admin {
+        /// Where the node's admin API is.
+        #[command(flatten)]
+        target: AdminTarget,
+        /// What to do.
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Print a new cookie key entry for the HTTP key file (`[http] cookie_keys`).
     CookieKey {
         /// The new key's id (larger than every id already in the file).
@@ -73,6 +83,13 @@ pub fn main() -> ExitCode {
             protocol,
         } => route_command(config, &user, protocol),
         Command::HashPassword { scheme } => hash(scheme),
+        Command::Admin { target, action } => match admin_client::run(&target, &action) {
+            Ok(body) => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::CookieKey { id } => {
             print!("{}", mailfront_http::cookie::CookieKeys::generate_entry(id));
             ExitCode::SUCCESS
@@ -119,14 +136,14 @@ fn serve(path: PathBuf) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async {
-        let node = match app::RunningNode::start(&config).await {
+        let node = match app::RunningNode::start(&path, config).await {
             Ok(node) => node,
             Err(e) => {
                 tracing::error!("{e}");
                 return fail(e);
             }
         };
-        tracing::info!(node = %config.node.name, listeners = node.bound.len(), "mailfront ready");
+        tracing::info!(node = %node.reloader.config().node.name, listeners = node.bound.len(), "mailfront ready");
         wait_for_signal().await;
         tracing::info!("shutting down");
         node.stop().await;

@@ -22,7 +22,7 @@ pub struct ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This node.
@@ -78,7 +78,7 @@ pub struct Config {
 }
 
 /// `[node]`: this mailfront.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Name (logs, health pages).
@@ -90,7 +90,7 @@ pub struct NodeConfig {
 }
 
 /// `[[site]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// Name.
@@ -127,7 +127,7 @@ impl From<EndpointTls> for BackendTls {
 }
 
 /// One protocol endpoint of a server, e.g. `imap = { port = 143 }`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// TCP port.
@@ -164,7 +164,7 @@ impl From<DeliveryProtocolConfig> for mailfront_model::DeliveryProtocol {
 }
 
 /// A delivery endpoint, e.g. `delivery = { port = 24, protocol = "lmtp" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryEndpointConfig {
     /// TCP port.
@@ -180,7 +180,7 @@ pub struct DeliveryEndpointConfig {
 }
 
 /// `[transport]`: the front-end transport (inbound SMTP).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConfig {
     /// Domains whose mail is accepted for the directory's mailboxes; everything else is relaying.
@@ -205,7 +205,7 @@ impl Default for TransportConfig {
 }
 
 /// `[outbound]`: mail leaving the organisation through the front door.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
     /// The relay host that takes outbound mail.
@@ -215,7 +215,7 @@ pub struct OutboundConfig {
 }
 
 /// `[outbound.relay]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
     /// Host.
@@ -249,7 +249,7 @@ pub enum MechanismConfig {
 }
 
 /// `[server.login]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginConfig {
     /// `master` or `passthrough`.
@@ -273,7 +273,7 @@ fn default_separator() -> String {
 }
 
 /// `[[server]]`: a mailbox server.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Name (as the location map names it).
@@ -305,7 +305,7 @@ pub struct ServerConfig {
 }
 
 /// `[[database]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Name.
@@ -315,7 +315,7 @@ pub struct DatabaseConfig {
 }
 
 /// `[directory]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DirectoryConfig {
     /// The embedded file directory.
@@ -328,7 +328,7 @@ pub enum DirectoryConfig {
 }
 
 /// `[location]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum LocationConfig {
     /// The embedded location map.
@@ -341,7 +341,7 @@ pub enum LocationConfig {
 }
 
 /// `[tls]`: the certificate clients see.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain (PEM).
@@ -351,7 +351,7 @@ pub struct TlsConfig {
 }
 
 /// `[backend_tls]`: trust towards backends.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTlsConfig {
     /// CA certificates (PEM) that backend certificates must chain to.
@@ -426,7 +426,7 @@ impl std::fmt::Display for ListenerProtocol {
 }
 
 /// `[[listener]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Name for logs (default: protocol and address).
@@ -450,7 +450,7 @@ pub struct ListenerConfig {
 }
 
 /// `[throttle]`: login throttling (see `mailfront_proxy::throttle`).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
     /// Whether throttling applies.
@@ -489,7 +489,7 @@ impl Default for ThrottleConfig {
 }
 
 /// `[proxy_protocol]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyProtocolConfig {
     /// Addresses or ranges (the load balancers) allowed to send PROXY headers.
@@ -500,7 +500,7 @@ pub struct ProxyProtocolConfig {
 }
 
 /// `[admin]`: the admin listener.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Where it listens (loopback by default: `127.0.0.1:9090`).
@@ -516,7 +516,7 @@ fn admin_address() -> SocketAddr {
 }
 
 /// `[limits]`: bounds on pre-login input.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Longest command line in bytes.
@@ -548,7 +548,7 @@ impl Default for LimitsConfig {
 }
 
 /// `[timeouts]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
     /// Longest client silence before login.
@@ -602,7 +602,7 @@ impl Default for TimeoutsConfig {
 }
 
 /// `[reload]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadConfig {
     /// How often the directory and location files are checked for changes.
@@ -630,7 +630,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter (`info`, `mailfront=debug`, …); `RUST_LOG` overrides it.
@@ -649,7 +649,7 @@ impl Default for LogConfig {
 }
 
 /// `[sip]`: SIP listeners (see `mailfront_proxy::sip`).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
     /// Largest SIP message in bytes (default 65536: any UDP datagram). A larger UDP datagram is

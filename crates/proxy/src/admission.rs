@@ -190,6 +190,12 @@ impl Gateway {
         self.topology.load_full()
     }
 
+    /// Replaces the topology (a configuration reload). Sessions already proxied keep their
+    /// backend connection; only new logins and deliveries see the new topology.
+    pub fn set_topology(&self, topology: Topology) {
+        self.topology.store(Arc::new(topology));
+    }
+
     /// Checks the credentials, locates and routes the user, and logs in to their backend.
     pub async fn admit<P: LineProtocol>(
         &self,

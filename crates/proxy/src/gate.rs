@@ -134,6 +134,15 @@ impl Drop for ClientSlot {
 }
 
 impl ClientCounts {
+    /// How many connections are open on the node (every listener, every client).
+    pub fn total(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
     /// Takes a slot for `ip` unless it already holds `max`.
     pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());

@@ -39,6 +39,13 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels: an outcome word alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome (`ok`, `rejected`).
+    pub result: String,
+}
+
 /// Labels: a protocol and a direction of bytes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BytesLabels {
@@ -91,7 +98,7 @@ pub struct Metrics {
     /// Connections refused before any protocol exchange, by listener and reason.
     pub refused_connections: Family<ListenerLabels, Counter>,
     /// Configuration reloads by outcome (`ok`, `rejected`).
-    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_reloads: Family<OutcomeLabel, Counter>,
     /// Messages through the front-end transport by listener and outcome.
     pub messages: Family<ListenerLabels, Counter>,
     /// HTTP requests by status class (`2xx`, …).
@@ -169,7 +176,7 @@ impl Metrics {
             "Connections refused before the protocol began",
             refused_connections.clone(),
         );
-        let config_reloads = Family::<ResultLabels, Counter>::default();
+        let config_reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "config_reloads",
             "Configuration reloads by outcome",
