@@ -212,3 +212,393 @@ def test_token_protects_everything_but_health(lab_env):
     config = node_config(lab_env, "exposed", [listener], {"admin": {"address": "0.0.0.0:0"}})
     out = subprocess.run([str(lab_env.binary), "check", "--config", str(config)], capture_output=True, text=True)
     assert out.returncode == 1 and "admin.token_file" in out.stderr
+
+
+# --- Throttling -------------------------------------------------------------------------------
+
+
+def timed_login(port: int, user: str, password: str, source: str) -> tuple[bool, float, str]:
+    started = time.monotonic()
+    client = imap_from(source, port)
+    try:
+        client.login(user, password)
+        ok, message = True, ""
+        client.logout()
+    except imaplib.IMAP4.error as e:
+        ok, message = False, str(e)
+    finally:
+        try:
+            client.shutdown()
+        except OSError:
+            pass
+    return ok, time.monotonic() - started, message
+
+
+def test_bad_passwords_are_slowed_then_blocked_while_others_log_in_at_full_speed(lab_env):
+    imap, pop3, admin = lab.free_port(), lab.free_port(), lab.free_port()
+    node = start_node(
+        lab_env, "throttled",
+        [{"protocol": "imap", "address": f"127.0.0.1:{imap}", "tls": "none", "allow_plaintext_auth": True},
+         {"protocol": "pop3", "address": f"127.0.0.1:{pop3}", "tls": "none", "allow_plaintext_auth": True}],
+        {"throttle": {"trusted_networks": [], "max_delay": "1s", "block_after": 4, "block_for": "60s"},
+         "timeouts": {"auth_failure_delay": "200ms"},
+         "admin": {"address": f"127.0.0.1:{admin}"}})
+    try:
+        # The attacker at 127.0.0.2: each failure takes longer (0.2, 0.4, 0.8, then the 1 s cap).
+        attempts = [timed_login(imap, "alice@example.com", "guess", "127.0.0.2") for _ in range(4)]
+        assert not any(ok for ok, _, _ in attempts)
+        delays = [t for _, t, _ in attempts]
+        assert 0.15 < delays[0] < 0.6, delays
+        assert delays[1] > delays[0] + 0.1 and delays[2] > delays[1] + 0.2, delays
+        assert 0.9 < delays[3] < 1.6, delays
+        # Blocked now: even the right password is refused, with the same reply as a wrong one.
+        ok, took, message = timed_login(imap, "alice@example.com", PASSWORDS["alice@example.com"], "127.0.0.2")
+        assert not ok and message == attempts[0][2] and 0.9 < took < 1.6
+        # The block is per address, across protocols.
+        sock = socket.create_connection(("127.0.0.1", pop3), timeout=15, source_address=("127.0.0.2", 0))
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"+OK")
+        sock.sendall(b"USER bob@example.com\r\n")
+        assert reader.readline().startswith(b"+OK")
+        sock.sendall(f"PASS {PASSWORDS['bob@example.com']}\r\n".encode())
+        assert reader.readline().startswith(b"-ERR [AUTH]")
+        sock.close()
+        # Meanwhile the same user from another address logs in at full speed, every time.
+        for _ in range(3):
+            ok, took, _ = timed_login(imap, "alice@example.com", PASSWORDS["alice@example.com"], "127.0.0.3")
+            assert ok and took < 0.5, took
+        metrics = admin_call(admin, "GET", "/metrics")[1]
+        assert metric(metrics, "mailfront_throttled_logins_total", protocol="imap", result="delayed") >= 3
+        assert metric(metrics, "mailfront_throttled_logins_total", protocol="imap", result="blocked") >= 1
+        assert metric(metrics, "mailfront_throttled_logins_total", protocol="pop3", result="blocked") >= 1
+        assert "blocked by throttling" in node.log_since_start()
+    finally:
+        node.stop()
+
+
+# --- Limits -----------------------------------------------------------------------------------
+
+
+def greeting(source: str, port: int) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    return sock, sock.makefile("rb").readline()
+
+
+def test_connection_limits_per_client_and_per_listener(lab_env):
+    imap, admin = lab.free_port(), lab.free_port()
+    node = start_node(
+        lab_env, "limited",
+        [{"protocol": "imap", "address": f"127.0.0.1:{imap}", "tls": "none", "allow_plaintext_auth": True,
+          "max_connections": 3}],
+        {"limits": {"max_connections_per_client": 2}, "admin": {"address": f"127.0.0.1:{admin}"}})
+    held = []
+    try:
+        for _ in range(2):
+            sock, line = greeting("127.0.0.2", imap)
+            assert line.startswith(b"* OK"), line
+            held.append(sock)
+        sock, line = greeting("127.0.0.2", imap)
+        assert line == b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n"
+        sock.close()
+        sock, line = greeting("127.0.0.3", imap)
+        assert line.startswith(b"* OK"), line
+        held.append(sock)
+        # The listener is full (3): a fourth client is turned away too.
+        sock, line = greeting("127.0.0.4", imap)
+        assert line.startswith(b"* BYE [UNAVAILABLE]"), line
+        sock.close()
+        # A closed connection frees its places.
+        held.pop(0).close()
+        sock, line = wait_until(lambda: (lambda s, l: (s, l) if l.startswith(b"* OK") else s.close())(
+            *greeting("127.0.0.2", imap)), what="a place freed")
+        held.append(sock)
+        metrics = admin_call(admin, "GET", "/metrics")[1]
+        assert metric(metrics, "mailfront_refused_connections_total", reason="client_limit") >= 1
+        assert metric(metrics, "mailfront_refused_connections_total", reason="listener_full") >= 1
+    finally:
+        for sock in held:
+            sock.close()
+        node.stop()
+
+
+def test_idle_proxied_session_is_closed_after_post_auth_idle(lab_env):
+    imap = lab.free_port()
+    node = start_node(
+        lab_env, "idler",
+        [{"protocol": "imap", "address": f"127.0.0.1:{imap}", "tls": "none", "allow_plaintext_auth": True}],
+        {"timeouts": {"post_auth_idle": "1s"}})
+    try:
+        client = login(imap)
+        client.select("INBOX")
+        # Activity keeps it open past the limit…
+        for _ in range(4):
+            time.sleep(0.4)
+            assert client.noop()[0] == "OK"
+        # …silence closes it.
+        started = time.monotonic()
+        client.sock.settimeout(10)
+        assert client.sock.recv(1024) == b""
+        assert 0.8 < time.monotonic() - started < 3.0
+        wait_until(lambda: re.search(r"result=idle-timeout session ended|session ended.*result=idle-timeout",
+                                     node.log_since_start()), what="the session logged as idle")
+    finally:
+        node.stop()
+
+
+# --- PROXY protocol ---------------------------------------------------------------------------
+
+
+def proxy_v2(source: str, source_port: int, destination: str, destination_port: int) -> bytes:
+    import ipaddress
+    src, dst = ipaddress.ip_address(source), ipaddress.ip_address(destination)
+    family = 0x11 if src.version == 4 else 0x21  # TCP over IPv4 / IPv6
+    addresses = src.packed + dst.packed + struct.pack("!HH", source_port, destination_port)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, family]) + struct.pack("!H", len(addresses)) + addresses
+
+
+@pytest.fixture(scope="module")
+def proxied(lab_env):
+    imap, admin = lab.free_port(), lab.free_port()
+    node = start_node(
+        lab_env, "proxied",
+        [{"protocol": "imap", "address": f"127.0.0.1:{imap}", "tls": "none", "allow_plaintext_auth": True,
+          "proxy_protocol": True}],
+        {"proxy_protocol": {"trusted": ["127.0.0.1/32"], "timeout": "1s"},
+         "admin": {"address": f"127.0.0.1:{admin}"}})
+    yield {"node": node, "imap": imap, "admin": admin}
+    node.stop()
+
+
+def proxied_login(port: int, header: bytes, user: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(header)
+    reader = sock.makefile("rb")
+    assert reader.readline().startswith(b"* OK")
+    sock.sendall(f"a LOGIN {user} {PASSWORDS[user]}\r\n".encode())
+    line = reader.readline()
+    while line.startswith(b"*"):
+        line = reader.readline()
+    assert line.startswith(b"a OK"), line
+    return sock
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_proxy_protocol_gives_the_real_client_to_logs_limits_and_dovecot(lab_env, proxied, version):
+    if version == "v1":
+        header, client, shown = b"PROXY TCP4 192.0.2.55 127.0.0.1 40001 143\r\n", "192.0.2.55", "192.0.2.55:40001"
+    else:
+        header, client, shown = proxy_v2("2001:db8::7", 50123, "::1", 143), "2001:db8::7", "[2001:db8::7]:50123"
+    dovecot_log = lab_env.servers["mbx2"].dir / "dovecot.log"
+    log_offset = dovecot_log.stat().st_size
+    sock = proxied_login(proxied["imap"], header, "bob@example.com")
+    try:
+        listed = wait_until(lambda: sessions(proxied["admin"], "?user=bob@example.com"), what="listed")
+        assert [s["client"] for s in listed] == [shown]
+        assert f"client={shown}" in proxied["node"].log_since_start()
+        # Dovecot was told the real address (IMAP ID x-originating-ip, from a trusted network).
+        wait_until(lambda: f"rip={client}" in dovecot_log.read_text(errors="replace")[log_offset:],
+                   what="Dovecot logging the real client")
+    finally:
+        sock.close()
+
+
+def closed_without_a_word(sock: socket.socket) -> bool:
+    """Whether the server closed the connection without sending anything (a close with our
+    bytes unread is a reset)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.close()
+
+
+def test_proxy_protocol_refuses_untrusted_missing_and_bad_headers(proxied):
+    # An untrusted source may not speak to a PROXY listener at all, header or not.
+    for payload in (b"PROXY TCP4 192.0.2.1 127.0.0.1 1 143\r\n", b""):
+        sock = socket.create_connection(("127.0.0.1", proxied["imap"]), timeout=10, source_address=("127.0.0.2", 0))
+        sock.sendall(payload)
+        assert closed_without_a_word(sock)
+    # A trusted source that sends garbage, or nothing within the timeout, is dropped too.
+    sock = socket.create_connection(("127.0.0.1", proxied["imap"]), timeout=10)
+    sock.sendall(b"PROXY GARBAGE\r\n")
+    assert closed_without_a_word(sock)
+    sock = socket.create_connection(("127.0.0.1", proxied["imap"]), timeout=10)
+    started = time.monotonic()
+    assert closed_without_a_word(sock)
+    assert 0.8 < time.monotonic() - started < 3
+    metrics = admin_call(proxied["admin"], "GET", "/metrics")[1]
+    assert metric(metrics, "mailfront_refused_connections_total", reason="untrusted_proxy") >= 2
+
+
+# --- Hot reload -------------------------------------------------------------------------------
+
+
+def peer_certificate(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with client_tls().wrap_socket(raw, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def new_server_block(name: str, ports: lab.Ports) -> str:
+    return (f'\n[[server]]\nname = "{name}"\nsite = "lab"\nversion = "15.1"\nhost = "127.0.0.1"\n'
+            f'imap = {{ port = {ports.imap}, tls = "none" }}\n'
+            f'[server.login]\nmethod = "master"\nmaster_user = "{lab.MASTER_USER}"\n'
+            f'master_password_file = "{lab_master_file()}"\n')
+
+
+def lab_master_file():
+    return MASTER_FILE[0]
+
+
+MASTER_FILE = [None]
+
+
+@pytest.fixture()
+def reloading(lab_env):
+    """A node with its own configuration, certificate and location files to change."""
+    MASTER_FILE[0] = lab_env.root / "secrets" / "master.pw"
+    root = lab.reset_dir(lab_env.root / "reloading")
+    cert, key = lab.make_certificate(root / "tls-a")
+    locations = root / "locations.toml"
+    locations.write_text(lab_env.locations.read_text())
+    imap, imaps, admin = lab.free_port(), lab.free_port(), lab.free_port()
+    config = node_config(
+        lab_env, "reloading",
+        [{"protocol": "imap", "address": f"127.0.0.1:{imap}", "tls": "none", "allow_plaintext_auth": True},
+         {"protocol": "imap", "address": f"127.0.0.1:{imaps}", "tls": "implicit"}],
+        {"tls": {"certificate": str(root / "cert.pem"), "key": str(root / "key.pem")},
+         "location": {"path": str(locations)},
+         "admin": {"address": f"127.0.0.1:{admin}"}})
+    (root / "cert.pem").write_bytes(cert.read_bytes())
+    (root / "key.pem").write_bytes(key.read_bytes())
+    node = lab.Mailfront(lab_env.binary, config, root / "mailfront.log")
+    node.start()
+    yield {"node": node, "root": root, "config": config, "locations": locations, "imap": imap, "imaps": imaps,
+           "admin": admin}
+    node.stop()
+
+
+def wait_reloaded(node: lab.Mailfront, after: int, what: str = "configuration reloaded") -> str:
+    return wait_until(lambda: (lambda log: log if what in log[after:] else None)(node.log_since_start()),
+                      what=what)[after:]
+
+
+def test_reload_of_certificate_topology_and_locations_drops_no_session(lab_env, reloading):
+    node = reloading["node"]
+    alice = login(reloading["imap"])
+    alice.select("INBOX")
+    bob = imaplib.IMAP4_SSL("127.0.0.1", reloading["imaps"], ssl_context=client_tls(), timeout=15)
+    bob.login("bob@example.com", PASSWORDS["bob@example.com"])
+    bob.select("INBOX")
+    old_certificate = peer_certificate(reloading["imaps"])
+
+    # A renewed certificate: written in place (certificate, then key), picked up by itself.
+    after = len(node.log_since_start())
+    cert, key = lab.make_certificate(reloading["root"] / "tls-b")
+    (reloading["root"] / "cert.pem").write_bytes(cert.read_bytes())
+    (reloading["root"] / "key.pem").write_bytes(key.read_bytes())
+    log = wait_reloaded(node, after)
+    assert 'trigger="file change" applied=certificate\n' in log
+    wait_until(lambda: peer_certificate(reloading["imaps"]) != old_certificate, what="the new certificate served")
+
+    # SIGHUP reloads too (nothing changed: nothing applied).
+    after = len(node.log_since_start())
+    os.kill(node.process.pid, signal.SIGHUP)
+    log = wait_reloaded(node, after)
+    assert 'trigger="SIGHUP" applied=nothing' in log
+    # A location map naming a server not configured yet is refused…
+    after = len(node.log_since_start())
+    active = lab.read_locations(reloading["locations"])
+    active["DB07"] = "mbx1-new"
+    lab.write_locations(reloading["locations"], active)
+    wait_reloaded(node, after, "location map change rejected")
+    # …and taken as soon as the configuration names the server.
+    after = len(node.log_since_start())
+    config_text = reloading["config"].read_text()
+    reloading["config"].write_text(config_text + new_server_block("mbx1-new", lab_env.servers["mbx1"].ports))
+    assert "applied=topology" in wait_reloaded(node, after)
+    wait_until(lambda: "to=mbx1-new" in node.log_since_start()[after:], what="the map using the new server")
+    heidi = login(reloading["imap"], "heidi@example.com")
+    listed = sessions(reloading["admin"], "?user=heidi@example.com")
+    assert [s["server"] for s in listed] == ["mbx1-new"]
+    heidi.logout()
+
+    # None of the live sessions noticed.
+    assert alice.noop()[0] == "OK" and alice.select("INBOX")[0] == "OK"
+    assert bob.noop()[0] == "OK" and bob.select("INBOX")[0] == "OK"
+    ended = [line for line in node.log_since_start().splitlines()
+             if "session ended" in line and ("user=alice" in line or "user=bob" in line)]
+    assert ended == []
+    alice.logout()
+    bob.logout()
+
+
+def test_invalid_configuration_is_rejected_and_the_old_one_kept(lab_env, reloading):
+    node, admin = reloading["node"], reloading["admin"]
+    live = login(reloading["imap"])
+    good = reloading["config"].read_text()
+    # Broken syntax, by file change.
+    after = len(node.log_since_start())
+    reloading["config"].write_text(good.replace("[[listener]]", "[[listener]", 1))
+    log = wait_reloaded(node, after, "configuration reload rejected")
+    assert "previous configuration stays in force" in log
+    state = json.loads(admin_call(admin, "GET", "/status")[1])
+    assert "reloading.toml" in state["config"]["last_error"], state
+    # Logins go on under the old configuration.
+    login(reloading["imap"], "bob@example.com").logout()
+    # Removing a server the location map still makes active is refused (by the admin API).
+    assert 'name = "mbx3"\n' in good
+    reloading["config"].write_text(good.replace('name = "mbx3"\n', 'name = "mbx3-renamed"\n', 1))
+    status, body = admin_call(admin, "POST", "/reload")
+    assert status == 422 and "active.DB04: unknown server `mbx3`" in body, body
+    # A change that needs a restart is reported, the rest applied (by the file poller).
+    after = len(node.log_since_start())
+    reloading["config"].write_text(good.replace("max_line_length = 1024", "max_line_length = 2048"))
+    log = wait_reloaded(node, after, "takes effect after a restart")
+    assert "section=limits" in log
+    assert json.loads(admin_call(admin, "GET", "/status")[1])["config"]["last_error"] is None
+    metrics = admin_call(admin, "GET", "/metrics")[1]
+    assert metric(metrics, "mailfront_config_reloads_total", result="rejected") >= 2
+    assert metric(metrics, "mailfront_config_reloads_total", result="ok") >= 1
+    assert live.noop()[0] == "OK"
+    live.logout()
+
+
+# --- Graceful shutdown ------------------------------------------------------------------------
+
+
+def test_shutdown_lets_sessions_finish_then_says_goodbye(lab_env):
+    imap = lab.free_port()
+    listeners = [{"protocol": "imap", "address": f"127.0.0.1:{imap}", "tls": "none", "allow_plaintext_auth": True}]
+    # Sessions that finish within the grace period let the node exit early.
+    node = start_node(lab_env, "stopping", listeners, {"timeouts": {"shutdown_grace": "10s"}})
+    client = login(imap)
+    client.select("INBOX")
+    started = time.monotonic()
+    node.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: "stopped accepting" in node.log_since_start(), what="the node stopping")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", imap), timeout=5)
+    assert client.noop()[0] == "OK"
+    client.logout()
+    node.process.wait(timeout=8)
+    assert time.monotonic() - started < 5
+    # A session that stays is told goodbye when the grace period is over.
+    node = start_node(lab_env, "stopping", listeners, {"timeouts": {"shutdown_grace": "1500ms"}})
+    client = login(imap)
+    client.select("INBOX")
+    started = time.monotonic()
+    node.process.send_signal(signal.SIGTERM)
+    time_ok = client.noop()[0] == "OK"
+    assert time_ok
+    client.sock.settimeout(10)
+    received = b""
+    while b"\r\n" not in received:
+        chunk = client.sock.recv(1024)
+        if not chunk:
+            break
+        received += chunk
+    assert received.startswith(b"* BYE [UNAVAILABLE] Server shutting down"), received
+    assert 1.3 < time.monotonic() - started < 5
+    node.process.wait(timeout=8)

@@ -60,6 +60,9 @@ pub struct Reloader {
     rules: Arc<ArcSwap<LocationRules>>,
     location_file: Option<Arc<FileSource>>,
     status: Mutex<ReloadStatus>,
+    /// Hashes of the certificate and key, and of the cookie key file, in force (to report
+    /// what a reload changed).
+    loaded_files: Mutex<(u64, u64)>,
     /// One reload at a time (SIGHUP, the admin API and the file poller may coincide).
     running: Mutex<()>,
 }
@@ -150,8 +153,30 @@ impl Reloader {
                 loaded_at: Some(SystemTime::now()),
                 last_error: None,
             }),
+            loaded_files: Mutex::new((0, 0)),
             running: Mutex::new(()),
         }
+        .remember_files()
+    }
+
+    fn file_hashes(config: &Config) -> (u64, u64) {
+        let certificate = config
+            .tls
+            .as_ref()
+            .map(|t| content_hash(&[&t.certificate, &t.key]))
+            .unwrap_or_default();
+        let keys = config
+            .http
+            .as_ref()
+            .map(|h| content_hash(&[&h.cookie_keys]))
+            .unwrap_or_default();
+        (certificate, keys)
+    }
+
+    fn remember_files(self) -> Self {
+        let hashes = Self::file_hashes(&self.current.load());
+        *self.loaded_files.lock().unwrap_or_else(|p| p.into_inner()) = hashes;
+        self
     }
 
     /// The configuration in force.
@@ -186,7 +211,11 @@ impl Reloader {
                     .inc();
                 tracing::info!(
                     trigger,
-                    applied = %report.applied.join(", "),
+                    applied = %if report.applied.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        report.applied.join(", ")
+                    },
                     "configuration reloaded"
                 );
                 for section in &report.needs_restart {
@@ -255,16 +284,25 @@ impl Reloader {
             // (its poller logs it too) and does not make the configuration wrong.
             tracing::warn!(error = %e, "the location file does not load; keeping the map in force");
         }
+        let (certificate_hash, keys_hash) = Self::file_hashes(&new);
+        let mut loaded = self.loaded_files.lock().unwrap_or_else(|p| p.into_inner());
         // TLS is swapped only where it was configured at start (a listener without TLS stays so).
         if self.mail_tls.is_some() && mail_acceptor.is_some() {
             self.mail_tls.set(mail_acceptor);
             self.http_tls.set(http_acceptor);
-            report.applied.push("certificate".to_owned());
+            if loaded.0 != certificate_hash {
+                report.applied.push("certificate".to_owned());
+            }
+            loaded.0 = certificate_hash;
         }
         if let (Some(front), Some(keys)) = (&self.http, keys) {
             front.set_keys(keys);
-            report.applied.push("cookie keys".to_owned());
+            if loaded.1 != keys_hash {
+                report.applied.push("cookie keys".to_owned());
+            }
+            loaded.1 = keys_hash;
         }
+        drop(loaded);
         self.current.store(Arc::new(new));
         Ok(report)
     }
@@ -329,6 +367,16 @@ impl Reloader {
             })
             .collect()
     }
+}
+
+/// A hash of the files' contents (unreadable files hash as empty).
+fn content_hash(paths: &[&Path]) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    for path in paths {
+        std::fs::read(path).unwrap_or_default().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// Polls every watch (all of them, so each remembers the latest content); whether any changed.
