@@ -13,6 +13,7 @@ import smtplib
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -81,8 +82,12 @@ def login_alice() -> imaplib.IMAP4:
 
 def test_demo_contract(demo):
     log_path = lab.lab_root("demo") / "mailfront.log"
-    for port in (1143, 1993, 1110, 1995, 1025, 1587, 1465, 8443):
+    for port in (1143, 1993, 1110, 1995, 1025, 1587, 1465, 8443, 9090):
         assert port_open(port), port
+
+    # The admin API answers on loopback.
+    health = urllib.request.urlopen("http://127.0.0.1:9090/health", timeout=10)
+    assert health.status == 200 and health.read().startswith(b"OK ")
 
     # alice reads and writes her mail on mbx1.
     client = login_alice()
