@@ -115,7 +115,8 @@ def main() -> int:
         master_password_file=root / "secrets" / "master.pw",
         listeners=[{"protocol": "imap", "address": f"127.0.0.1:{imap_port}", "tls": "none",
                     "allow_plaintext_auth": True}],
-        extra='[reload]\ninterval = "50ms"\n',
+        # Every session comes from 127.0.0.1: lift the per-client connection limit.
+        extra='[reload]\ninterval = "50ms"\n[limits]\nmax_connections_per_client = 1000000\n',
     )
     if location:
         # Replace the file location section with etcd's.

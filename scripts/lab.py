@@ -33,6 +33,7 @@ PACKAGES = {
     "swaks": ["swaks", "libnet-ssleay-perl"],  # swaks needs Net::SSLeay for TLS
     "radicale": ["python3-radicale"],
     "sipp": ["sip-tester"],  # SIPp, a SIP user agent for the SIP interop tests
+    "haproxy": ["haproxy"],  # the array tests' load balancer
 }
 COMMANDS = {
     "dovecot": "/usr/sbin/dovecot",
@@ -40,6 +41,7 @@ COMMANDS = {
     "swaks": "/usr/bin/swaks",
     "radicale": "/usr/lib/python3/dist-packages/radicale/__init__.py",
     "sipp": "/usr/bin/sipp",
+    "haproxy": "/usr/sbin/haproxy",
 }
 
 

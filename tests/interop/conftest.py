@@ -147,6 +147,18 @@ class Lab:
         self.wait_for_log(rf"active copy moved database={database} from=\S+ to={server}", after=after)
 
 
+class SourcedIMAP(imaplib.IMAP4):
+    """imaplib, connecting from a chosen loopback address (127.0.0.0/8 is all ours): a client
+    other than 127.0.0.1, which the lab trusts for throttling and HAProxy uses."""
+
+    def __init__(self, port: int, source: str):
+        self._source = source
+        super().__init__("127.0.0.1", port, timeout=30)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
+
+
 def client_tls() -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.check_hostname = False

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import time
@@ -18,7 +17,7 @@ import time
 import pytest
 
 import lab
-from conftest import (AUTH_FAILURE_DELAY, USERS, admin_call, client_tls, node_config, start_node)
+from conftest import USERS, SourcedIMAP, admin_call, client_tls, node_config, start_node
 
 PASSWORDS = {u.address: u.password for u in USERS}
 
@@ -29,19 +28,8 @@ def login(port: int, user: str = "alice@example.com", source: str = "127.0.0.1")
     return client
 
 
-class SourcedIMAP(imaplib.IMAP4):
-    """imaplib, connecting from a chosen loopback address (127.0.0.0/8 is all ours)."""
-
-    def __init__(self, source: str, port: int):
-        self._source = source
-        super().__init__("127.0.0.1", port, timeout=30)
-
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
-
-
 def imap_from(source: str, port: int) -> imaplib.IMAP4:
-    return SourcedIMAP(source, port)
+    return SourcedIMAP(port, source)
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
@@ -440,24 +428,16 @@ def peer_certificate(port: int) -> bytes:
             return tls.getpeercert(binary_form=True)
 
 
-def new_server_block(name: str, ports: lab.Ports) -> str:
+def new_server_block(name: str, ports: lab.Ports, master_password_file) -> str:
     return (f'\n[[server]]\nname = "{name}"\nsite = "lab"\nversion = "15.1"\nhost = "127.0.0.1"\n'
             f'imap = {{ port = {ports.imap}, tls = "none" }}\n'
             f'[server.login]\nmethod = "master"\nmaster_user = "{lab.MASTER_USER}"\n'
-            f'master_password_file = "{lab_master_file()}"\n')
-
-
-def lab_master_file():
-    return MASTER_FILE[0]
-
-
-MASTER_FILE = [None]
+            f'master_password_file = "{master_password_file}"\n')
 
 
 @pytest.fixture()
 def reloading(lab_env):
     """A node with its own configuration, certificate and location files to change."""
-    MASTER_FILE[0] = lab_env.root / "secrets" / "master.pw"
     root = lab.reset_dir(lab_env.root / "reloading")
     cert, key = lab.make_certificate(root / "tls-a")
     locations = root / "locations.toml"
@@ -516,7 +496,8 @@ def test_reload_of_certificate_topology_and_locations_drops_no_session(lab_env, 
     # …and taken as soon as the configuration names the server.
     after = len(node.log_since_start())
     config_text = reloading["config"].read_text()
-    reloading["config"].write_text(config_text + new_server_block("mbx1-new", lab_env.servers["mbx1"].ports))
+    reloading["config"].write_text(config_text + new_server_block("mbx1-new", lab_env.servers["mbx1"].ports,
+                                                                     lab_env.root / "secrets" / "master.pw"))
     assert "applied=topology" in wait_reloaded(node, after)
     wait_until(lambda: "to=mbx1-new" in node.log_since_start()[after:], what="the map using the new server")
     heidi = login(reloading["imap"], "heidi@example.com")
@@ -557,7 +538,11 @@ def test_invalid_configuration_is_rejected_and_the_old_one_kept(lab_env, reloadi
     reloading["config"].write_text(good.replace("max_line_length = 1024", "max_line_length = 2048"))
     log = wait_reloaded(node, after, "takes effect after a restart")
     assert "section=limits" in log
-    assert json.loads(admin_call(admin, "GET", "/status")[1])["config"]["last_error"] is None
+    state = json.loads(admin_call(admin, "GET", "/status")[1])["config"]
+    assert state["last_error"] is None and state["pending_restart"] == ["limits"]
+    # It stays pending (and reported) on every later reload until a restart.
+    status, body = admin_call(admin, "POST", "/reload")
+    assert status == 200 and json.loads(body) == {"applied": [], "needs_restart": ["limits"]}, body
     metrics = admin_call(admin, "GET", "/metrics")[1]
     assert metric(metrics, "mailfront_config_reloads_total", result="rejected") >= 2
     assert metric(metrics, "mailfront_config_reloads_total", result="ok") >= 1

@@ -352,6 +352,13 @@ impl HttpFrontDoor {
                 &format!("{} is in maintenance", self.node_name),
             );
         }
+        // Without a location map no login can be routed: not ready (as the admin /health says).
+        if self.gateway.locator().snapshot().is_none() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} has no location map yet", self.node_name),
+            );
+        }
         text(StatusCode::OK, &self.node_name)
     }
 

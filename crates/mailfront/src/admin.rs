@@ -212,6 +212,7 @@ impl Admin {
                 "config": {
                     "loaded_at": reload.loaded_at.map(unix_seconds),
                     "last_error": reload.last_error,
+                    "pending_restart": reload.pending_restart,
                 },
             }),
         )

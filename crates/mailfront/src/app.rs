@@ -762,8 +762,8 @@ impl RunningNode {
     }
 
     /// Shuts down gracefully: stops accepting, lets open connections finish for up to
-    /// `timeouts.shutdown_grace`, then tells every proxied session still open goodbye in its
-    /// protocol (IMAP `BYE`, POP3 `-ERR`, SMTP `421`) and closes.
+    /// `timeouts.shutdown_grace`, then closes every proxied session still open (IMAP clients
+    /// get `* BYE [UNAVAILABLE]` first; POP3 and submission have no unsolicited reply).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {

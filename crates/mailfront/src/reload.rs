@@ -47,12 +47,17 @@ pub struct ReloadStatus {
     pub loaded_at: Option<SystemTime>,
     /// The last rejected configuration's error, cleared by the next good one.
     pub last_error: Option<String>,
+    /// Sections of the configuration in force that differ from the one the node started with
+    /// and only take effect after a restart.
+    pub pending_restart: Vec<String>,
 }
 
 /// Everything a reload swaps, and the configuration in force.
 pub struct Reloader {
     path: PathBuf,
     current: ArcSwap<Config>,
+    /// The restart-only sections as the node started with them: what a reload compares to.
+    started: BTreeMap<&'static str, String>,
     gateway: Arc<Gateway>,
     mail_tls: Arc<SharedAcceptor>,
     http_tls: Arc<SharedAcceptor>,
@@ -140,8 +145,11 @@ fn watched_paths(path: &Path, config: &Config) -> Vec<PathBuf> {
 impl Reloader {
     /// A reloader for the node started from `config`, read from `path`.
     pub fn new(path: PathBuf, config: Config, parts: Swappable) -> Self {
+        let mut started = restart_sections(&config);
+        started.insert("tls", format!("{}", config.tls.is_some()));
         Self {
             path,
+            started,
             current: ArcSwap::from_pointee(config),
             gateway: parts.gateway,
             mail_tls: parts.mail_tls,
@@ -152,6 +160,7 @@ impl Reloader {
             status: Mutex::new(ReloadStatus {
                 loaded_at: Some(SystemTime::now()),
                 last_error: None,
+                pending_restart: Vec::new(),
             }),
             loaded_files: Mutex::new((0, 0)),
             running: Mutex::new(()),
@@ -203,6 +212,7 @@ impl Reloader {
             Ok(report) => {
                 status.loaded_at = Some(SystemTime::now());
                 status.last_error = None;
+                status.pending_restart = report.needs_restart.clone();
                 metrics
                     .config_reloads
                     .get_or_create(&OutcomeLabel {
@@ -262,14 +272,14 @@ impl Reloader {
         };
 
         let mut report = ReloadReport::default();
-        let (old_sections, new_sections) = (restart_sections(&old), restart_sections(&new));
+        // Against the configuration the node started with: a change stays pending (and
+        // reported) on every reload until a restart.
+        let mut new_sections = restart_sections(&new);
+        new_sections.insert("tls", format!("{}", new.tls.is_some()));
         for (section, form) in &new_sections {
-            if old_sections.get(section) != Some(form) {
+            if self.started.get(section) != Some(form) {
                 report.needs_restart.push((*section).to_owned());
             }
-        }
-        if old.tls.is_some() != new.tls.is_some() {
-            report.needs_restart.push("tls".to_owned());
         }
 
         if topology_form(&old) != topology_form(&new) {

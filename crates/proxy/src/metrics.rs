@@ -83,7 +83,7 @@ pub struct Metrics {
     pub sessions: Family<SessionLabels, Gauge>,
     /// Login attempts by protocol and outcome.
     pub logins: Family<ResultLabels, Counter>,
-    /// Directory call latency (authenticate and lookup), seconds.
+    /// Directory call latency (password checks), seconds.
     pub directory_latency: Histogram,
     /// Location lookup latency, seconds.
     pub location_latency: Histogram,
@@ -136,7 +136,7 @@ impl Metrics {
         let directory_latency = latency();
         registry.register(
             "directory_latency_seconds",
-            "Directory call latency",
+            "Directory password check latency",
             directory_latency.clone(),
         );
         let location_latency = latency();
