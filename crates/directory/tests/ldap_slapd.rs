@@ -402,6 +402,22 @@ impl Slapd {
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
         run(Command::new("kill").args([signal, &pid]));
+        // kill(2) returns before every thread of the target has stopped: a request in flight
+        // can still be answered. Wait until each thread is seen stopped (or running again).
+        let want_stopped = signal == "-STOP";
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let states = thread_states(&pid);
+            let stopped = !states.is_empty() && states.iter().all(|s| *s == 'T' || *s == 't');
+            if stopped == want_stopped {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slapd threads still {states:?} after {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// The simple binds slapd logged for `dn` (`-d stats` writes one line per BIND).
@@ -797,4 +813,22 @@ async fn recovers_when_the_server_comes_back() {
         .await
         .unwrap();
     refused(&directory, "alice@example.com", "wrong").await;
+}
+
+/// The scheduler state letter of each thread of process `pid` (`R`, `S`, `T` for stopped…).
+fn thread_states(pid: &str) -> Vec<char> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .chars()
+                .next()
+        })
+        .collect()
 }
