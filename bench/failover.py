@@ -21,11 +21,8 @@ import socket
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import lab  # noqa: E402
+from benchlab import BenchLab, lab
 
 
 def open_sessions(port: int, count: int) -> list[socket.socket]:
@@ -84,73 +81,37 @@ def main() -> int:
     parser.add_argument("--profile", default=os.environ.get("MAILFRONT_PROFILE", "release"))
     args = parser.parse_args()
 
-    lab.ensure_installed("dovecot", "openssl")
-    binary = lab.build_mailfront(args.profile)
-    root = lab.reset_dir(lab.lab_root("bench-failover"))
-    users = [lab.User("alice@example.com", "DB01")]
-    ports = {n: lab.Ports(*(lab.free_port() for _ in range(5))) for n in ("mbx1", "mbx2")}
-    servers = {n: lab.Dovecot(root, n, p, users) for n, p in ports.items()}
-    cert, key = lab.make_certificate(root / "tls")
-    lab.master_password(root)
-    lab.write_users(root / "users.toml", users, binary)
-    imap_port = lab.free_port()
     etcd = None
+    location_section = None
     if args.store == "etcd":
         import lab_etcd
 
-        etcd = lab_etcd.Etcd(root / "etcd", lab.free_port(), lab.free_port())
+        etcd = lab_etcd.Etcd(lab.reset_dir(lab.lab_root("bench-failover-etcd")), lab.free_port(), lab.free_port())
         etcd.start()
         etcd.put("/mailfront/databases/DB01", "mbx1")
-        location = f'[location]\nbackend = "etcd"\nendpoints = ["{etcd.endpoint}"]\n'
-    else:
-        lab.write_locations(root / "locations.toml", {"DB01": "mbx1"})
-        location = ""
-    config = lab.mailfront_config(
-        node="bench",
-        servers=[lab.ServerEntry(n, p) for n, p in ports.items()],
-        users_file=root / "users.toml",
-        locations_file=root / "locations.toml",
-        cert=cert,
-        key=key,
-        master_password_file=root / "secrets" / "master.pw",
-        listeners=[{"protocol": "imap", "address": f"127.0.0.1:{imap_port}", "tls": "none",
-                    "allow_plaintext_auth": True}],
-        # Every session comes from 127.0.0.1: lift the per-client connection limit.
-        extra='[reload]\ninterval = "50ms"\n[limits]\nmax_connections_per_client = 1000000\n',
-    )
-    if location:
-        # Replace the file location section with etcd's.
-        start = config.index("[location]")
-        end = config.index("\n\n", start)
-        config = config[:start] + location + config[end:]
-    (root / "mailfront.toml").write_text(config)
-    mailfront = lab.Mailfront(binary, root / "mailfront.toml", root / "mailfront.log")
+        location_section = f'[location]\nbackend = "etcd"\nendpoints = ["{etcd.endpoint}"]\n'
     results = []
     try:
-        for s in servers.values():
-            s.start()
-        mailfront.start()
-        active = "mbx1"
-        for run in range(args.repeat):
-            sessions = open_sessions(imap_port, args.sessions)
-            target = "mbx2" if active == "mbx1" else "mbx1"
-            # Reopen on the right server: the sessions above are on `active`.
-            start = time.monotonic()
-            if etcd:
-                etcd.put("/mailfront/databases/DB01", target)
-            else:
-                lab.write_locations(root / "locations.toml", {"DB01": target})
-            last = wait_all_closed(sessions, timeout=120)
-            elapsed = last - start
-            results.append(elapsed)
-            print(f"run {run + 1}: {args.sessions} sessions closed {elapsed * 1000:.1f} ms after the write", flush=True)
-            active = target
-            # Let Dovecot reap the closed sessions before the next run.
-            time.sleep(1)
+        with BenchLab("bench-failover", [lab.User("alice@example.com", "DB01")], profile=args.profile,
+                      location_section=location_section) as bench:
+            active = "mbx1"
+            for run in range(args.repeat):
+                sessions = open_sessions(bench.imap_port, args.sessions)
+                target = "mbx2" if active == "mbx1" else "mbx1"
+                start = time.monotonic()
+                if etcd:
+                    etcd.put("/mailfront/databases/DB01", target)
+                else:
+                    lab.write_locations(bench.locations, {"DB01": target})
+                last = wait_all_closed(sessions, timeout=120)
+                elapsed = last - start
+                results.append(elapsed)
+                print(f"run {run + 1}: {args.sessions} sessions closed {elapsed * 1000:.1f} ms after the write",
+                      flush=True)
+                active = target
+                # Let Dovecot reap the closed sessions before the next run.
+                time.sleep(1)
     finally:
-        mailfront.stop()
-        for s in servers.values():
-            s.stop()
         if etcd:
             etcd.stop()
     summary = {

@@ -1,0 +1,109 @@
+"""The lab the benchmark scripts share: real Dovecot mailbox servers and one mailfront node with a
+plain IMAP listener, an admin listener and the per-client connection limit lifted (a benchmark's
+sessions all come from 127.0.0.1).
+
+    with BenchLab("bench-soak", users=[lab.User("alice@example.com", "DB01")]) as bench:
+        bench.imap_port, bench.admin_port, bench.mailfront.process.pid, bench.servers["mbx1"]
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import lab  # noqa: E402
+
+
+def raise_fd_limit() -> int:
+    """Lifts this process's open-file limit to its hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class BenchLab:
+    """Dovecot servers `server_names` hosting `users` (databases active as `active` says, default
+    everything on the first server) behind one mailfront built with `profile`."""
+
+    def __init__(self, name: str, users: list[lab.User], server_names=("mbx1", "mbx2"),
+                 active: dict[str, str] | None = None, profile: str | None = None,
+                 location_section: str | None = None, extra: str = ""):
+        lab.ensure_installed("dovecot", "openssl")
+        raise_fd_limit()
+        self.profile = profile or os.environ.get("MAILFRONT_PROFILE", "release")
+        self.binary = lab.build_mailfront(self.profile)
+        self.root = lab.reset_dir(lab.lab_root(name))
+        self.users = users
+        ports = {n: lab.Ports(*(lab.free_port() for _ in range(5))) for n in server_names}
+        self.servers = {n: lab.Dovecot(self.root, n, p, users) for n, p in ports.items()}
+        cert, key = lab.make_certificate(self.root / "tls")
+        lab.master_password(self.root)
+        lab.write_users(self.root / "users.toml", users, self.binary)
+        self.locations = self.root / "locations.toml"
+        databases = sorted({u.database for u in users})
+        lab.write_locations(self.locations, active or {d: server_names[0] for d in databases})
+        self.imap_port, self.admin_port = lab.free_port(), lab.free_port()
+        config = lab.mailfront_config(
+            node="bench",
+            servers=[lab.ServerEntry(n, p) for n, p in ports.items()],
+            users_file=self.root / "users.toml",
+            locations_file=self.locations,
+            cert=cert,
+            key=key,
+            master_password_file=self.root / "secrets" / "master.pw",
+            listeners=[{"protocol": "imap", "address": f"127.0.0.1:{self.imap_port}", "tls": "none",
+                        "allow_plaintext_auth": True}],
+            location_section=location_section,
+            extra='[reload]\ninterval = "50ms"\n'
+                  "[limits]\nmax_connections_per_client = 1000000\nmax_connections = 1000000\n"
+                  f'[admin]\naddress = "127.0.0.1:{self.admin_port}"\n' + extra,
+        )
+        self.config = self.root / "mailfront.toml"
+        self.config.write_text(config)
+        self.mailfront = lab.Mailfront(self.binary, self.config, self.root / "mailfront.log")
+
+    def __enter__(self) -> "BenchLab":
+        try:
+            for server in self.servers.values():
+                server.start()
+            self.mailfront.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.mailfront.stop()
+        for server in self.servers.values():
+            server.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.mailfront.process is not None
+        return self.mailfront.process.pid
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (its own accounting, not its children's)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
