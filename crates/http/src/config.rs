@@ -128,6 +128,17 @@ pub struct HttpConfig {
     /// Longest wait for a backend's response headers.
     #[serde(default = "backend_timeout", with = "humantime_serde")]
     pub backend_timeout: Duration,
+    /// Longest TLS handshake of a client.
+    #[serde(default = "handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Longest wait for a client's complete request headers (also how long an idle
+    /// keep-alive connection stays open).
+    #[serde(default = "header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest wait for the body of a request mailfront reads itself (the login form, token
+    /// requests); a stalled body is answered 408 and the connection closed.
+    #[serde(default = "header_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// The services.
     #[serde(default)]
     pub service: Vec<ServiceConfig>,
@@ -152,6 +163,12 @@ fn pool() -> usize {
 }
 fn backend_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn header_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn yes() -> bool {
     true

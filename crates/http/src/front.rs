@@ -86,6 +86,21 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Removes every header whose name has an underscore. CGI and WSGI servers turn `X_Remote_User`
+/// and `X-Remote-User` into the same variable, so a client could smuggle a second copy of the
+/// identity header (or of `X-Forwarded-For`) past a check that looks for the dashed name only.
+/// nginx drops such headers by default for the same reason.
+fn strip_underscored(headers: &mut HeaderMap) {
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(&name);
+    }
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Headers the Connection header names are hop-by-hop too.
     let named: Vec<String> = headers
@@ -666,6 +681,7 @@ impl HttpFrontDoor {
         let original_host = parts.headers.get(header::HOST).cloned();
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers, upgrade);
+        strip_underscored(headers);
         // Identity is ours to say: a client's own copy never reaches the backend, nor do the
         // credentials and cookies mailfront consumed.
         headers.remove(&self.identity_header);
@@ -736,25 +752,42 @@ impl HttpFrontDoor {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
+        // Our connection with the client has its own version (a backend may answer HTTP/1.0).
+        parts.version = http::Version::default();
         Response::from_parts(parts, body.boxed())
     }
 
+    /// Reads a body mailfront answers itself: bounded in size and in time, UTF-8.
     async fn read_body(
+        &self,
         request: Request<Incoming>,
     ) -> Result<(http::request::Parts, String), Response<Body>> {
         let (parts, body) = request.into_parts();
-        match Limited::new(body, MAX_OWN_BODY).collect().await {
-            Ok(collected) => match String::from_utf8(collected.to_bytes().to_vec()) {
+        let collected = tokio::time::timeout(
+            self.config.body_timeout,
+            Limited::new(body, MAX_OWN_BODY).collect(),
+        )
+        .await;
+        match collected {
+            Ok(Ok(collected)) => match String::from_utf8(collected.to_bytes().to_vec()) {
                 Ok(text) => Ok((parts, text)),
                 Err(_) => Err(text(
                     StatusCode::BAD_REQUEST,
                     "The request body is not UTF-8",
                 )),
             },
-            Err(_) => Err(text(
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request body too large",
             )),
+            Ok(Err(_)) => Err(text(StatusCode::BAD_REQUEST, "Malformed request body")),
+            Err(_) => {
+                let mut response = text(StatusCode::REQUEST_TIMEOUT, "Request body too slow");
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Err(response)
+            }
         }
     }
 
@@ -805,7 +838,7 @@ impl HttpFrontDoor {
             }
         }
         let client = client_of(&request);
-        let (parts, body) = match Self::read_body(request).await {
+        let (parts, body) = match self.read_body(request).await {
             Ok(read) => read,
             Err(response) => return (response, None),
         };
@@ -953,7 +986,7 @@ impl HttpFrontDoor {
         if request.method() != Method::POST {
             return (text(StatusCode::METHOD_NOT_ALLOWED, "Use POST"), None);
         }
-        let (_, body) = match Self::read_body(request).await {
+        let (_, body) = match self.read_body(request).await {
             Ok(read) => read,
             Err(response) => return (response, None),
         };
@@ -1142,5 +1175,16 @@ mod tests {
         strip_hop_by_hop(&mut headers, false);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn underscored_headers_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x_remote_user", HeaderValue::from_static("intruder"));
+        headers.insert("x_forwarded_for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-remote-user", HeaderValue::from_static("kept"));
+        strip_underscored(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-remote-user"));
     }
 }

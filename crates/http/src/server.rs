@@ -1,7 +1,6 @@
 //! Accepting HTTPS connections and serving them with hyper (HTTP/1.1 and HTTP/2).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,9 +12,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::HttpFrontDoor;
-
-/// How long a client has for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTPS (or plain HTTP without `acceptor`, behind a TLS-terminating balancer) on
 /// `listener` until `shutdown` turns true.
@@ -41,17 +37,21 @@ pub async fn serve(
             else {
                 return;
             };
+            let (handshake_timeout, header_timeout) = (
+                front.config().handshake_timeout,
+                front.config().header_timeout,
+            );
             let service = service_fn(move |request| Arc::clone(&front).handle(request, peer));
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .max_buf_size(64 * 1024)
-                .header_read_timeout(Duration::from_secs(30));
+                .header_read_timeout(header_timeout);
             builder.http2().max_header_list_size(64 * 1024);
             let result = match acceptor.get() {
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             builder
                                 .serve_connection_with_upgrades(TokioIo::new(tls), service)

@@ -8,6 +8,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use mailfront_protocol::ClientTls;
+
 use crate::LineProtocol;
 use crate::admission::Gateway;
 use crate::driver::{ListenerContext, serve};
@@ -46,7 +48,12 @@ pub async fn accept_loop<F>(
 }
 
 /// Says `notice` (the protocol's "too busy") and closes; never waits long on a slow client.
-async fn turn_away(mut tcp: TcpStream, notice: &[u8]) {
+/// On an implicit-TLS listener the client expects a TLS handshake, not plain text, and a
+/// handshake is the last thing to spend on when overloaded: close without a word.
+async fn turn_away(mut tcp: TcpStream, notice: &[u8], tls: ClientTls) {
+    if tls == ClientTls::Implicit {
+        return;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         tcp.write_all(notice).await?;
         tcp.shutdown().await
@@ -72,7 +79,7 @@ pub async fn run<P: LineProtocol>(
                 Entry::Admitted(connection) => serve(protocol, gateway, context, connection).await,
                 Entry::Busy { tcp, client } => {
                     tracing::info!(listener = %context.name, %client, "connection refused: too many connections");
-                    turn_away(tcp, protocol.busy_notice()).await;
+                    turn_away(tcp, protocol.busy_notice(), context.tls).await;
                 }
                 Entry::Dropped => {}
             }
@@ -97,7 +104,12 @@ pub async fn run_transport(
                 Entry::Admitted(connection) => transport::serve(context, gateway, connection).await,
                 Entry::Busy { tcp, client } => {
                     tracing::info!(listener = %context.name, %client, "connection refused: too many connections");
-                    turn_away(tcp, b"421 4.7.0 Too many connections, try again later\r\n").await;
+                    turn_away(
+                        tcp,
+                        b"421 4.7.0 Too many connections, try again later\r\n",
+                        context.settings.tls,
+                    )
+                    .await;
                 }
                 Entry::Dropped => {}
             }

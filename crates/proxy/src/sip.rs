@@ -544,10 +544,16 @@ async fn connection(
     let limits = context.settings.limits;
     let mut framer = StreamFramer::new(limits);
     let mut buf = vec![0u8; 8192];
+    // Each message must arrive whole within `idle` of the previous one: a read of a few bytes
+    // does not push the deadline, so a client dribbling a request cannot hold the connection.
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         loop {
             let frame = match framer.next_frame() {
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => {
+                    deadline = tokio::time::Instant::now() + idle;
+                    frame
+                }
                 Ok(None) => break,
                 Err(error) => {
                     if let Some((reply, echo)) = error.reply(&limits) {
@@ -635,7 +641,7 @@ async fn connection(
             }
         }
         let read = tokio::select! {
-            read = tokio::time::timeout(idle, stream.read(&mut buf)) => read,
+            read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => read,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return ConnectionEnd::Shutdown;

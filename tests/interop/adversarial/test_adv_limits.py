@@ -4,9 +4,9 @@ The first table is the slow-loris family: silent clients, clients that dribble o
 time, TLS handshakes that never finish, messages whose end never comes. Each row states the
 exact bytes the server sends (after its greeting) up to its close, and when that close must come.
 The pre-login bounds are the lab's `timeouts.pre_auth_idle` (3 s) and, on a node of its own
-(`adv-slow`), `timeouts.login` = 4 s, `timeouts.smtp_idle` = 2 s and `sip.idle_timeout` = 2 s, so
-that the slow rows finish in seconds. All rows run at once; the table takes as long as its
-slowest row (the HTTPS header timeout, 30 s, which has no configuration key).
+(`adv-slow`), `timeouts.login` = 4 s, `timeouts.smtp_idle` = 2 s, `sip.idle_timeout` = 2 s and
+`http.handshake_timeout`/`header_timeout`/`body_timeout` = 3/4/4 s, so that the slow rows
+finish in seconds. All rows run at once; the table takes as long as its slowest row.
 
 The second test is the per-client connection limit (`limits.max_connections_per_client`, 100):
 one address holds 100 connections, and then every listener turns that address away in its own
@@ -28,8 +28,8 @@ from advlib import (PER_CLIENT, PRE_AUTH_IDLE, Case, Dribble, admin_metrics, ass
 LOGIN = 4.0  # timeouts.login on adv-slow
 SMTP_IDLE = 2.0  # timeouts.smtp_idle on adv-slow
 SIP_IDLE = 2.0  # sip.idle_timeout on adv-slow
-HTTP_HANDSHAKE = 10.0  # crates/http/src/server.rs HANDSHAKE_TIMEOUT (no configuration key)
-HTTP_HEADERS = 30.0  # hyper's header_read_timeout in server.rs (no configuration key)
+HTTP_HANDSHAKE = 3.0  # http.handshake_timeout on adv-slow
+HTTP_HEADERS = 4.0  # http.header_timeout (and http.body_timeout) on adv-slow
 SLACK = 1.5
 
 
@@ -88,10 +88,7 @@ CASES = [
     # A body announced and never sent: closed like a head that never ends (with or without a 408).
     Case("https-body-never-completed", b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
          b"Content-Type: application/x-www-form-urlencoded\r\n\r\nuser=alice",
-         re.compile(rb"(HTTP/1\.1 408 [^\r]*\r\n.*)?", re.S), port="slow-https-tls", **bound(HTTP_HEADERS),
-         bug="no timeout while reading a request body: POST /login with Content-Length: 100 and 10 bytes holds "
-             "the connection (and its handler) for as long as the client likes; header_read_timeout stops at "
-             "the head"),
+         re.compile(rb"(HTTP/1\.1 408 [^\r]*\r\n.*)?", re.S), port="slow-https-tls", **bound(HTTP_HEADERS)),
     # --- SIP over TCP ----------------------------------------------------------------------------
     Case("sip-tcp-silent", [], b"", port="slow-sip", **bound(SIP_IDLE)),
     Case("sip-tcp-content-length-never-reached",
@@ -99,9 +96,7 @@ CASES = [
          b"From: <sip:t@example.net>;tag=1\r\nTo: <sip:cas.example.com>\r\nCall-ID: never\r\nCSeq: 1 OPTIONS\r\n"
          b"Content-Length: 50\r\n\r\nv=0\r\n", b"", port="slow-sip", **bound(SIP_IDLE)),
     Case("sip-tcp-dribbled-request", Dribble(b"OPTIONS sip:cas.example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999"
-                                             b";branch=z9hG4bK-x\r\n", 0.5), b"", port="slow-sip", **bound(SIP_IDLE),
-         bug="sip.idle_timeout bounds only the silence between two reads: a request dribbled one byte every "
-             "0.5 s is never cut off (up to sip.max_message_size bytes of header, ~35 min at that rate)"),
+                                             b";branch=z9hG4bK-x\r\n", 0.5), b"", port="slow-sip", **bound(SIP_IDLE)),
 ]
 
 SLOW_PORTS = ("imap", "pop3", "submission", "smtp", "https", "sip")
@@ -121,7 +116,9 @@ def slow_node(lab_env):
         {"protocol": "https", "address": f"127.0.0.1:{ports['https']}", "tls": "implicit"},
         {"protocol": "sip", "address": f"127.0.0.1:{ports['sip']}"},
     ], {"timeouts": {"login": f"{int(LOGIN)}s", "smtp_idle": f"{int(SMTP_IDLE)}s"},
-        "sip": {"idle_timeout": f"{int(SIP_IDLE)}s"}})
+        "sip": {"idle_timeout": f"{int(SIP_IDLE)}s"},
+        "http": {"handshake_timeout": f"{int(HTTP_HANDSHAKE)}s", "header_timeout": f"{int(HTTP_HEADERS)}s",
+                 "body_timeout": f"{int(HTTP_HEADERS)}s"}})
     yield node, ports
     node.stop()
 
@@ -172,9 +169,6 @@ BUSY = {
     "pop3s": b"",
     "submissions": b"",
 }
-PLAINTEXT_ON_TLS = ("on an implicit-TLS listener the busy notice is written in clear text before any TLS: the "
-                    "client's handshake fails with WRONG_VERSION_NUMBER instead of seeing a clean close (the "
-                    "HTTPS listener closes before TLS, as it should)")
 
 
 def turned_away(port: int, source: str = SOURCE, timeout: float = 5.0) -> tuple[bytes, bool, float]:
@@ -226,10 +220,7 @@ def crowd(lab_env):
         sock.close()
 
 
-@pytest.mark.parametrize("listener", [
-    pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=f"BUG: {PLAINTEXT_ON_TLS}")]
-                 if name in ("imaps", "pop3s", "submissions") else [])
-    for name in BUSY])
+@pytest.mark.parametrize("listener", list(BUSY))
 def test_over_the_limit_each_listener_turns_away(lab_env, crowd, listener):
     data, closed, took = turned_away(listener_ports(lab_env)[listener])
     assert (data, closed) == (BUSY[listener], True)
