@@ -134,6 +134,11 @@ pub trait FrontEnd {
     fn auth_result(&mut self, result: AuthResult);
     /// The client was silent for too long; the machine says goodbye and asks to close.
     fn idle_timeout(&mut self);
+    /// The client has not logged in within the time allowed for it (however busy it was);
+    /// the machine says goodbye and asks to close. By default, as for silence.
+    fn login_timeout(&mut self) {
+        self.idle_timeout();
+    }
     /// The node is shutting down; the machine says goodbye and asks to close.
     fn shutdown(&mut self);
     /// The next thing to do.

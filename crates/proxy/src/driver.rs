@@ -269,12 +269,16 @@ async fn pre_auth<P: LineProtocol>(
         match action {
             Action::Send(_) => {}
             Action::Read => {
-                let deadline = (Instant::now() + listener.pre_auth_idle).min(login_deadline);
-                match client.read(deadline).await {
+                let idle_deadline = Instant::now() + listener.pre_auth_idle;
+                match client.read(idle_deadline.min(login_deadline)).await {
                     Ok(Received::Data(bytes)) => front.feed(bytes),
                     Ok(Received::TimedOut) => {
                         timed_out = true;
-                        front.idle_timeout();
+                        if login_deadline < idle_deadline {
+                            front.login_timeout();
+                        } else {
+                            front.idle_timeout();
+                        }
                     }
                     Err(end) => return closed(end, user),
                 }

@@ -55,7 +55,7 @@ CASES = [
     Case("imap-silent", [], b"* BYE Disconnected for inactivity.\r\n", port="imap",
          **bound(PRE_AUTH_IDLE, ended="result=timeout")),
     Case("imap-dribbling-login", Dribble(b'a LOGIN "alice@example.com" "demo-password-1"\r\n', 0.5),
-         b"* BYE Disconnected for inactivity.\r\n", port="slow-imap", **bound(LOGIN, ended="result=timeout")),
+         b"* BYE Login took too long.\r\n", port="slow-imap", **bound(LOGIN, ended="result=timeout")),
     Case("imap-starttls-without-handshake", b"a STARTTLS\r\n", b"a OK Begin TLS negotiation now.\r\n",
          port="imap-starttls", **bound(PRE_AUTH_IDLE, ended="result=tls-failed")),
     Case("imaps-dribbled-client-hello", Dribble(HELLO, 0.5), b"", port="imaps",
@@ -63,7 +63,7 @@ CASES = [
     # --- POP3 ------------------------------------------------------------------------------------
     Case("pop3-silent", [], b"-ERR Disconnected for inactivity.\r\n", port="pop3",
          **bound(PRE_AUTH_IDLE, ended="result=timeout")),
-    Case("pop3-dribbling-user", Dribble(b"USER alice@example.com\r\n", 0.5), b"-ERR Disconnected for inactivity.\r\n",
+    Case("pop3-dribbling-user", Dribble(b"USER alice@example.com\r\n", 0.5), b"-ERR Login took too long.\r\n",
          port="slow-pop3", **bound(LOGIN, ended="result=timeout")),
     # --- submission ------------------------------------------------------------------------------
     Case("submission-silent", [], SMTP_TIMEOUT, port="submission", **bound(PRE_AUTH_IDLE, ended="result=timeout")),

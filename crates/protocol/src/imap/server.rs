@@ -403,6 +403,11 @@ impl FrontEnd for ImapFrontEnd {
         }
     }
 
+    fn login_timeout(&mut self) {
+        self.actions.clear();
+        self.bye("Login took too long.");
+    }
+
     fn idle_timeout(&mut self) {
         self.actions.clear();
         self.bye("Disconnected for inactivity.");

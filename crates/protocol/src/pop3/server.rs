@@ -302,6 +302,11 @@ impl FrontEnd for Pop3FrontEnd {
         }
     }
 
+    fn login_timeout(&mut self) {
+        self.actions.clear();
+        self.close_with("-ERR Login took too long.");
+    }
+
     fn idle_timeout(&mut self) {
         self.actions.clear();
         self.close_with("-ERR Disconnected for inactivity.");

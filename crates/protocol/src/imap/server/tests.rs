@@ -424,6 +424,14 @@ fn idle_timeout_and_shutdown_say_goodbye() {
         panic!()
     };
     assert_eq!(bye, b"* BYE Server shutting down.\r\n");
+    let mut front = ImapFrontEnd::new(plain_settings());
+    let _ = front.next_action();
+    front.login_timeout();
+    let Action::Send(bye) = front.next_action() else {
+        panic!()
+    };
+    assert_eq!(bye, b"* BYE Login took too long.\r\n");
+    assert!(matches!(front.next_action(), Action::Close));
 }
 
 #[test]

@@ -224,4 +224,11 @@ fn idle_timeout() {
         matches!(front.next_action(), Action::Send(b) if b == b"-ERR Disconnected for inactivity.\r\n")
     );
     assert!(matches!(front.next_action(), Action::Close));
+    let mut front = Pop3FrontEnd::new(settings());
+    let _ = front.next_action();
+    front.login_timeout();
+    assert!(
+        matches!(front.next_action(), Action::Send(b) if b == b"-ERR Login took too long.\r\n")
+    );
+    assert!(matches!(front.next_action(), Action::Close));
 }
