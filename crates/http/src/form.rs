@@ -16,8 +16,10 @@ pub fn decode_component(text: &str) -> Option<String> {
         match b {
             b'+' => out.push(b' '),
             b'%' => {
+                // Two hex digits exactly: `from_str_radix` alone would also take a sign (`%+A`).
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(v) => {
@@ -117,14 +119,15 @@ pub fn html_escape(text: &str) -> String {
     crate::autodiscover::xml_escape(text)
 }
 
-/// A return path after login: only a local absolute path (not `//host`, not a URL).
+/// A return path after login: only a local absolute path (not `//host`, not a URL). Browsers
+/// drop tabs and newlines from URLs and read `\\` as `/`, so `/\t/evil.example` would become
+/// `//evil.example`: any control character, space or backslash makes the path unsafe.
 pub fn safe_return(path: Option<&str>) -> String {
     match path {
         Some(p)
             if p.starts_with('/')
                 && !p.starts_with("//")
-                && !p.starts_with("/\\")
-                && !p.contains(['\r', '\n']) =>
+                && !p.chars().any(|c| c.is_control() || c == ' ' || c == '\\') =>
         {
             p.to_owned()
         }
@@ -143,6 +146,8 @@ mod tests {
         assert_eq!(decode_component("a+b%20c%2Fd"), Some("a b c/d".into()));
         assert_eq!(decode_component("100%"), Some("100%".into()));
         assert_eq!(decode_component("%ff"), None);
+        // Not an escape: a sign is not a hex digit (found by fuzzing).
+        assert_eq!(decode_component("%+A%-1%+"), Some("% A%-1% ".into()));
         assert_eq!(
             field("user=alice%40example.com&password=p%26w&x", "password"),
             Some("p&w".into())
@@ -201,6 +206,10 @@ mod tests {
             "/\\evil",
             "x",
             "/a\r\nSet-Cookie: x",
+            "/\t/evil.example",
+            "/\u{b}/x",
+            "/a\\b",
+            "/ /evil",
         ] {
             assert_eq!(safe_return(Some(bad)), "/", "{bad}");
         }
