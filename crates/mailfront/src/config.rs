@@ -767,10 +767,17 @@ impl Config {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
-        let mut config = Config::parse(&text).map_err(error)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
-        config.validate().map_err(error)?;
+        Config::parse_str(&text, base).map_err(error)
+    }
+
+    /// Parses and validates the text of a configuration, resolving relative paths inside against
+    /// `base_dir`: everything [`Config::load`] does but reading the file. Reads no file itself
+    /// (the files the configuration names are read when they are used).
+    pub fn parse_str(text: &str, base_dir: &Path) -> Result<Config, String> {
+        let mut config = Config::parse(text)?;
+        config.resolve_paths(base_dir);
+        config.validate()?;
         Ok(config)
     }
 

@@ -16,6 +16,9 @@ pub struct LineTooLong;
 #[derive(Debug)]
 pub struct LineReader {
     input: VecDeque<u8>,
+    /// How many leading bytes of `input` are known to hold no LF: a line arriving one byte per
+    /// segment is scanned once, not once per byte (found by fuzzing: quadratic time otherwise).
+    scanned: usize,
     max_line: usize,
 }
 
@@ -24,6 +27,7 @@ impl LineReader {
     pub fn new(max_line: usize) -> Self {
         Self {
             input: VecDeque::new(),
+            scanned: 0,
             max_line,
         }
     }
@@ -45,12 +49,14 @@ impl LineReader {
 
     /// Drops everything buffered (after STARTTLS, CVE-2011-0411) and releases the memory.
     pub fn clear(&mut self) {
+        self.scanned = 0;
         self.input.clear();
         self.input.shrink_to_fit();
     }
 
     /// Takes everything buffered, to pass it on verbatim.
     pub fn take_all(&mut self) -> Vec<u8> {
+        self.scanned = 0;
         let all = self.input.drain(..).collect();
         self.input.shrink_to_fit();
         all
@@ -59,11 +65,13 @@ impl LineReader {
     /// Takes up to `n` raw bytes (for literals and message data).
     pub fn take_bytes(&mut self, n: usize) -> Vec<u8> {
         let n = n.min(self.input.len());
+        self.scanned = self.scanned.saturating_sub(n);
         self.input.drain(..n).collect()
     }
 
     /// Puts bytes back at the front (what a content decoder did not consume).
     pub fn unread(&mut self, bytes: &[u8]) {
+        self.scanned = 0;
         for &b in bytes.iter().rev() {
             self.input.push_front(b);
         }
@@ -71,13 +79,21 @@ impl LineReader {
 
     /// The next line without its line ending; `Ok(None)` if no complete line is buffered yet.
     pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, LineTooLong> {
-        let Some(newline) = self.input.iter().position(|&b| b == b'\n') else {
+        let Some(newline) = self
+            .input
+            .iter()
+            .skip(self.scanned)
+            .position(|&b| b == b'\n')
+            .map(|i| i + self.scanned)
+        else {
+            self.scanned = self.input.len();
             // One byte of slack for a CR whose LF has not arrived yet.
             if self.input.len() > self.max_line + 1 {
                 return Err(LineTooLong);
             }
             return Ok(None);
         };
+        self.scanned = 0;
         let mut line: Vec<u8> = self.input.drain(..=newline).collect();
         line.pop();
         if line.last() == Some(&b'\r') {
@@ -112,6 +128,21 @@ mod tests {
             );
             assert_eq!(reader.take_all(), b"partial");
         }
+    }
+
+    #[test]
+    fn a_line_sent_byte_by_byte_is_scanned_once() {
+        // 64 KiB, one byte at a time: quadratic scanning would take seconds here.
+        let mut reader = LineReader::new(1 << 17);
+        for _ in 0..(1 << 16) {
+            reader.push(b"a");
+            assert_eq!(reader.next_line(), Ok(None));
+        }
+        reader.push(b"\r\nb");
+        assert_eq!(reader.next_line().unwrap().map(|l| l.len()), Some(1 << 16));
+        reader.unread(b"\n");
+        assert_eq!(reader.next_line(), Ok(Some(Vec::new())));
+        assert_eq!(reader.take_bytes(1), b"b");
     }
 
     #[test]

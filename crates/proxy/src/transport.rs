@@ -211,10 +211,15 @@ async fn run(
     let mut open: Option<OpenDelivery> = None;
     let mut envelope: Option<Envelope> = None;
     let mut timed_out = false;
+    // When the command being read must have arrived whole: set when a reply has gone out (the
+    // client's turn begins), not moved by the bytes of a command dribbled in. Content is timed
+    // per read instead (see `TransportServer::reading_content`).
+    let mut command_deadline = Instant::now() + context.idle;
     loop {
         let action = match machine.next_action() {
             TransportAction::Send(bytes) => {
                 client.queue(&bytes);
+                command_deadline = Instant::now() + context.idle;
                 continue;
             }
             other => other,
@@ -223,9 +228,18 @@ async fn run(
             abort(open.take());
             return end.as_str();
         }
+        if !matches!(action, TransportAction::Read) {
+            // Lookups, deliveries and TLS handshakes have their own timeouts.
+            command_deadline = Instant::now() + context.idle;
+        }
+        let read_deadline = if machine.reading_content() {
+            Instant::now() + context.idle
+        } else {
+            command_deadline
+        };
         match action {
             TransportAction::Send(_) => {}
-            TransportAction::Read => match client.read(Instant::now() + context.idle).await {
+            TransportAction::Read => match client.read(read_deadline).await {
                 Ok(Received::Data(bytes)) => machine.feed(bytes),
                 Ok(Received::TimedOut) => {
                     timed_out = true;

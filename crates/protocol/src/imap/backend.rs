@@ -238,8 +238,15 @@ impl ImapBackendLogin {
 
     fn ready(&mut self) {
         let leftover = self.framer.take_unframed();
+        // The list goes into the client's login reply: one with a control character in it (a
+        // bare CR survives line splitting; found by fuzzing) could break that reply, so it is
+        // dropped and the client asks for the capabilities itself.
+        let capabilities = self
+            .capabilities
+            .take()
+            .filter(|caps| !caps.contains(char::is_control));
         self.actions.push_back(BackendAction::Ready {
-            capabilities: self.capabilities.take(),
+            capabilities,
             leftover,
         });
         self.step = Step::Done;

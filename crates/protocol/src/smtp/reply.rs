@@ -42,8 +42,11 @@ impl Reply {
         for i in 0..count {
             let text = self.lines.get(i).map(String::as_str).unwrap_or("");
             let sep = if i + 1 == count { ' ' } else { '-' };
-            // Text comes from us or from a backend line (never contains CR/LF: lines are split
-            // on them), so the reply cannot be broken into two.
+            // Text comes from us or from a backend line, which is split on LF but may hold a
+            // bare CR or other control characters (found by fuzzing): they become spaces, so
+            // the reply cannot be broken into two and carries nothing unprintable (RFC 5321
+            // §4.2: text is printable US-ASCII, SP and HT).
+            let text = text.replace(|c: char| c.is_control() && c != '\t', " ");
             out.extend_from_slice(format!("{}{}{}\r\n", self.code, sep, text).as_bytes());
         }
         out
@@ -136,6 +139,14 @@ impl ReplyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_cr_from_a_backend_never_splits_a_reply() {
+        let mut reader = ReplyReader::new(512);
+        reader.push(b"550 5.1.1 no\rsuch\0user\r\n");
+        let reply = reader.next_reply().unwrap().unwrap();
+        assert_eq!(reply.to_bytes(), b"550 5.1.1 no such user\r\n");
+    }
 
     #[test]
     fn write_and_read_back() {

@@ -16,6 +16,12 @@ use super::submission::syntax_reply;
 use crate::ClientTls;
 use crate::line::LineReader;
 
+/// Commands that move no message forward (NOOP, RSET, VRFY, EXPN, HELP, and lines that do not
+/// parse) a session may send before a message is accepted, and again after each one: beyond it
+/// the session is closed with `421`, so that a client cannot hold a connection busy with junk
+/// (Postfix's `smtpd_junk_command_limit` is 100 too).
+pub const MAX_JUNK_COMMANDS: u32 = 100;
+
 /// How a transport listener behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportSettings {
@@ -131,6 +137,8 @@ pub struct TransportServer {
     phase: Phase,
     helo: Option<String>,
     transaction: Option<Transaction>,
+    /// Junk commands since the session began or a message was last accepted.
+    junk_commands: u32,
 }
 
 impl TransportServer {
@@ -143,6 +151,7 @@ impl TransportServer {
             phase: Phase::Commands,
             helo: None,
             transaction: None,
+            junk_commands: 0,
             settings,
         };
         let greeting = Reply::new(220, format!("{} ESMTP ready", server.settings.hostname));
@@ -272,10 +281,24 @@ impl TransportServer {
     /// The answer to [`TransportAction::FinishDelivery`]: the reply for the message.
     pub fn delivery_finished(&mut self, reply: Reply) {
         if matches!(self.phase, Phase::Finishing) {
+            if reply.is_positive() {
+                self.junk_commands = 0;
+            }
             self.transaction = None;
             self.phase = Phase::Commands;
             self.reply(reply);
         }
+    }
+
+    /// Forgets the mail transaction (RSET, and the implicit reset of EHLO, HELO and STARTTLS,
+    /// RFC 5321 §4.1.4, RFC 3207 §4.2), dropping its delivery if one is open: between BDAT
+    /// chunks a delivery is open while commands are read (found by fuzzing: EHLO there left it
+    /// open at the driver).
+    fn reset_transaction(&mut self) {
+        if self.transaction.as_ref().is_some_and(|t| t.open) {
+            self.actions.push_back(TransportAction::AbortDelivery);
+        }
+        self.transaction = None;
     }
 
     fn ehlo_reply(&self, client: &str) -> Reply {
@@ -296,7 +319,23 @@ impl TransportServer {
     }
 
     fn command(&mut self, line: &[u8]) {
-        let command = match command::parse(line) {
+        let parsed = command::parse(line);
+        if matches!(
+            parsed,
+            Err(_)
+                | Ok(Command::Noop | Command::Rset | Command::Vrfy | Command::Expn | Command::Help)
+        ) {
+            self.junk_commands += 1;
+            if self.junk_commands > MAX_JUNK_COMMANDS {
+                self.reset_transaction();
+                self.close_with(Reply::new(
+                    421,
+                    "4.7.0 Too many commands without a message, closing connection",
+                ));
+                return;
+            }
+        }
+        let command = match parsed {
             Ok(command) => command,
             Err(error) => {
                 self.reply(syntax_reply(error));
@@ -306,13 +345,13 @@ impl TransportServer {
         match command {
             Command::Ehlo(client) => {
                 self.helo = Some(client.clone());
-                self.transaction = None;
+                self.reset_transaction();
                 let reply = self.ehlo_reply(&client);
                 self.reply(reply);
             }
             Command::Helo(client) => {
                 self.helo = Some(client);
-                self.transaction = None;
+                self.reset_transaction();
                 let name = self.settings.hostname.clone();
                 self.reply(Reply::new(250, name));
             }
@@ -325,6 +364,7 @@ impl TransportServer {
                 } else if self.settings.tls != ClientTls::StartTls {
                     self.reply(Reply::new(502, "5.5.1 STARTTLS not available on this port"));
                 } else {
+                    self.reset_transaction();
                     self.reply(Reply::new(220, "2.0.0 Ready to start TLS"));
                     self.lines.clear();
                     self.actions.push_back(TransportAction::StartTls);
@@ -379,10 +419,7 @@ impl TransportServer {
                 self.start_content(Some((size, last)));
             }
             Command::Rset => {
-                if self.transaction.as_ref().is_some_and(|t| t.open) {
-                    self.actions.push_back(TransportAction::AbortDelivery);
-                }
-                self.transaction = None;
+                self.reset_transaction();
                 self.reply(Reply::new(250, "2.0.0 OK"));
             }
             Command::Noop => self.reply(Reply::new(250, "2.0.0 OK")),
@@ -430,8 +467,20 @@ impl TransportServer {
                 self.start_chunk(size, last);
             }
             _ => {
-                if bdat.is_none() && transaction.size > 0 {
+                // A BDAT transfer has begun once a chunk was accepted or refused, even an empty
+                // one (`BDAT 0` leaves the size at 0 with the delivery open; found by fuzzing).
+                let bdat_begun =
+                    transaction.size > 0 || transaction.open || transaction.bdat_failed.is_some();
+                if bdat.is_none() && bdat_begun {
                     self.reply(Reply::new(503, "5.5.1 DATA after BDAT"));
+                    return;
+                }
+                // A first chunk announced over the size limit is refused from its command
+                // line: no mailbox server hears of a transaction that cannot succeed.
+                if let Some((size, last)) = bdat
+                    && size > self.settings.max_message_size
+                {
+                    self.start_chunk(size, last);
                     return;
                 }
                 let envelope = Envelope {
@@ -586,6 +635,15 @@ impl TransportServer {
                 }
             }
         }
+    }
+
+    /// Whether the machine is reading message content (DATA or a BDAT chunk) rather than a
+    /// command line. The driver times the two differently: content may take as long as it keeps
+    /// flowing, a command must arrive whole within the idle timeout (RFC 5321 §4.5.3.2.7 times
+    /// the wait for a command, and a client dribbling a line a byte at a time must not hold a
+    /// connection for ever).
+    pub fn reading_content(&self) -> bool {
+        matches!(self.phase, Phase::Data { .. } | Phase::Chunk { .. })
     }
 
     /// The next thing to do.

@@ -268,3 +268,27 @@ fn starttls_to_backend() {
         BackendAction::Failed(BackendFailure::Unsupported("STARTTLS"))
     ));
 }
+
+#[test]
+fn capabilities_with_control_characters_are_not_passed_on() {
+    let mut script = DOVECOT_GREETING.to_vec();
+    script.extend_from_slice(
+        b"* ID NIL\r\nmf1 OK ID completed.\r\nmf2 OK [CAPABILITY IMAP4rev1 ID\rLE] Logged in\r\n",
+    );
+    let login = ImapBackendLogin::new(
+        master(SaslMechanism::Plain),
+        BackendTls::None,
+        Some(client()),
+    );
+    let (_, end) = run(login, &script, script.len());
+    assert!(
+        matches!(
+            end,
+            BackendAction::Ready {
+                capabilities: None,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+}

@@ -8,6 +8,7 @@ struct World {
     output: String,
     delivered: Vec<(Envelope, Vec<u8>)>,
     aborted: usize,
+    opened: usize,
     closed: bool,
 }
 
@@ -84,6 +85,7 @@ fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chun
                 server.recipient_checked((script.recipient)(&to))
             }
             TransportAction::OpenDelivery(envelope) => {
+                world.opened += 1;
                 let result = (script.open)(&envelope);
                 if result.is_ok() {
                     open = Some((envelope, Vec::new()));
@@ -311,4 +313,81 @@ fn smuggling_is_one_message() {
     let content = String::from_utf8(world.delivered[0].1.clone()).unwrap();
     assert!(content.contains("MAIL FROM:<evil@x>\r\n"), "{content:?}");
     assert_eq!(world.delivered[0].0.recipients, ["alice@example.com"]);
+}
+
+#[test]
+fn a_reset_between_bdat_chunks_drops_the_open_delivery() {
+    // EHLO, HELO and RSET after a chunk that is not the last one (found by fuzzing: EHLO and
+    // HELO left the delivery open at the driver).
+    for reset in ["EHLO c", "HELO c", "RSET"] {
+        let input = format!(
+            "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\nBDAT 2\r\nab{reset}\r\n"
+        );
+        let world = run(input.as_bytes());
+        assert_eq!(world.aborted, 1, "{reset}");
+        assert!(world.delivered.is_empty());
+    }
+}
+
+#[test]
+fn data_after_an_empty_bdat_chunk_is_refused() {
+    // `BDAT 0` opens the delivery without content; DATA must not open a second one (found by
+    // fuzzing).
+    let world = run(
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\nBDAT 0\r\nDATA\r\nBDAT 2 LAST\r\nab",
+    );
+    assert!(
+        world.output.contains("503 5.5.1 DATA after BDAT\r\n"),
+        "{}",
+        world.output
+    );
+    assert_eq!(world.delivered.len(), 1);
+    assert_eq!(world.delivered[0].1, b"ab");
+}
+
+#[test]
+fn an_oversized_first_bdat_chunk_opens_no_delivery() {
+    let mut input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\n".to_vec();
+    let size = settings().max_message_size + 1;
+    input.extend_from_slice(format!("BDAT {size} LAST\r\n").as_bytes());
+    input.resize(input.len() + usize::try_from(size).unwrap(), b'x');
+    input.extend_from_slice(b"QUIT\r\n");
+    let world = run(&input);
+    assert_eq!(world.opened, 0, "{}", world.output);
+    assert!(world.delivered.is_empty());
+    assert!(
+        world
+            .output
+            .contains("552 5.3.4 Message size exceeds fixed maximum message size\r\n"),
+        "{}",
+        world.output
+    );
+    assert!(
+        world.output.ends_with("221 2.0.0 Bye\r\n"),
+        "{}",
+        world.output
+    );
+}
+
+#[test]
+fn junk_commands_are_bounded_and_a_message_resets_the_count() {
+    let junk = |n: u32| "NOOP\r\nVRFY x\r\nRSET\r\nbogus\r\n".repeat(n as usize / 4);
+    let message = "MAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nhi\r\n.\r\n";
+    // 100 junk commands, a message, 100 more, QUIT: served to the end.
+    let input = format!("EHLO c\r\n{}{message}{}QUIT\r\n", junk(100), junk(100));
+    let world = run(input.as_bytes());
+    assert_eq!(world.delivered.len(), 1);
+    assert!(world.output.ends_with("221 2.0.0 Bye\r\n"), "{}", world.output);
+    // The 101st is one too many.
+    let input = format!("EHLO c\r\n{}NOOP\r\nQUIT\r\n", junk(100));
+    let world = run(input.as_bytes());
+    assert!(
+        world.output.ends_with(
+            "500 5.5.2 Unrecognized command\r\n\
+             421 4.7.0 Too many commands without a message, closing connection\r\n"
+        ),
+        "{}",
+        world.output
+    );
+    assert!(world.closed);
 }
