@@ -32,6 +32,7 @@ use mailfront_proxy::sip::SipContext;
 use mailfront_proxy::throttle::ThrottleSettings;
 use mailfront_proxy::tls::{self, SharedAcceptor, TlsAcceptor, TlsConnector};
 use mailfront_proxy::transport::{Cidr, TransportContext, TransportMode};
+use mailfront_proxy::workers::Workers;
 use mailfront_proxy::{Imap, LineProtocol, Pop3, Submission, listener};
 use mailfront_routing::{
     Endpoint, Endpoints, LoginMethod, MasterUser, Node, Server, Site, Topology,
@@ -402,6 +403,7 @@ fn spawn_line<P: LineProtocol>(
     gateway: &Arc<Gateway>,
     context: Arc<ListenerContext>,
     gate: Arc<Gate>,
+    workers: &Arc<Workers>,
     shutdown: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(listener::run(
@@ -410,6 +412,7 @@ fn spawn_line<P: LineProtocol>(
         Arc::clone(gateway),
         context,
         gate,
+        Arc::clone(workers),
         shutdown.clone(),
     ))
 }
@@ -418,6 +421,8 @@ fn spawn_line<P: LineProtocol>(
 pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The session workers; dropped (stopped) last, once the sessions are done.
+    _workers: Arc<Workers>,
     background: Vec<tokio::task::JoinHandle<()>>,
     _directory: Arc<dyn Directory>,
     _locations: LocationSource,
@@ -525,6 +530,11 @@ impl RunningNode {
         let http = http_front_door(config, &gateway, &state)?;
         let mut tasks = Vec::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // IMAP, POP3, submission and SMTP sessions run on one single-threaded worker per core
+        // (mailfront_proxy::workers explains why); HTTPS, SIP and the admin API stay here.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers =
+            Workers::start(cores).map_err(|e| format!("cannot start the session workers: {e}"))?;
         let mut bound = Vec::new();
         // Connections per client address are counted across every listener of the node.
         let clients = Arc::new(ClientCounts::default());
@@ -587,6 +597,7 @@ impl RunningNode {
                         &gateway,
                         context,
                         gate,
+                        &workers,
                         &shutdown_rx,
                     )
                 }
@@ -603,6 +614,7 @@ impl RunningNode {
                         &gateway,
                         context,
                         gate,
+                        &workers,
                         &shutdown_rx,
                     )
                 }
@@ -620,6 +632,7 @@ impl RunningNode {
                         &gateway,
                         context,
                         gate,
+                        &workers,
                         &shutdown_rx,
                     )
                 }
@@ -691,6 +704,7 @@ impl RunningNode {
                         Arc::clone(&gateway),
                         transport,
                         gate,
+                        Arc::clone(&workers),
                         shutdown_rx.clone(),
                     ))
                 }
@@ -748,6 +762,7 @@ impl RunningNode {
         Ok(RunningNode {
             shutdown,
             tasks,
+            _workers: workers,
             background,
             state,
             _directory: directory,

@@ -402,6 +402,16 @@ impl PasswordHash {
         matches!(self.inner, Inner::Plain(_))
     }
 
+    /// Whether checking a password against this hash takes microseconds (`{PLAIN}`, `{SSHA}`,
+    /// `{SSHA512}`: one hash or none), so that a caller may do it in place instead of handing it
+    /// to a thread for slow work. The crypt schemes, bcrypt and Argon2id are slow on purpose.
+    pub fn is_cheap(&self) -> bool {
+        matches!(
+            self.scheme(),
+            Scheme::Plain | Scheme::Ssha | Scheme::Ssha512
+        )
+    }
+
     /// Check `password` against this hash.
     ///
     /// The computed digest is compared with the stored one in constant time.

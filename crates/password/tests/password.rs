@@ -599,3 +599,19 @@ fn interop_doveadm_verifies_our_hashes() {
         );
     }
 }
+
+#[test]
+fn cheap_schemes_are_the_unsalted_and_single_hash_ones() {
+    for (scheme, cheap) in [
+        (Scheme::Plain, true),
+        (Scheme::Ssha, true),
+        (Scheme::Ssha512, true),
+        (Scheme::Sha512Crypt, false),
+        (Scheme::Sha256Crypt, false),
+        (Scheme::BlfCrypt, false),
+        (Scheme::Argon2id, false),
+    ] {
+        let hash: PasswordHash = hash_password(scheme, b"pw").unwrap().parse().unwrap();
+        assert_eq!(hash.is_cheap(), cheap, "{scheme:?}");
+    }
+}

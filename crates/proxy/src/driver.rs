@@ -101,14 +101,18 @@ pub async fn serve<P: LineProtocol>(
         session_id: id.clone(),
     };
     async move {
-        let pre_auth = pre_auth(
+        // Boxed: a task's future is as large as its largest state, and the login states (the
+        // protocol machine, the directory lookup, the backend dialogue) are several KiB. Boxed,
+        // they are freed once the session is logged in, and an idle proxied session keeps only
+        // what the relay needs.
+        let pre_auth = Box::pin(pre_auth(
             &*protocol,
             &gateway,
             &listener,
             Stream::Plain(tcp),
             &info,
             started,
-        )
+        ))
         .await;
         let PreAuth::Proxy {
             mut client,
@@ -153,7 +157,11 @@ pub async fn serve<P: LineProtocol>(
             }
             Ok::<_, std::io::Error>(())
         };
-        let result = match prelude.await {
+        let prelude = prelude.await;
+        // Whatever was read ahead is written; its buffers need not live as long as the session.
+        drop(pending);
+        drop(backend.leftover);
+        let result = match prelude {
             Err(_) => "io-error",
             Ok(()) => {
                 let end = relay

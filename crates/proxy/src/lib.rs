@@ -22,6 +22,7 @@ mod stream;
 pub mod throttle;
 pub mod tls;
 pub mod transport;
+pub mod workers;
 
 mod protocols;
 

@@ -15,6 +15,7 @@ use crate::admission::Gateway;
 use crate::driver::{ListenerContext, serve};
 use crate::gate::{Entry, Gate};
 use crate::transport::{self, TransportContext};
+use crate::workers::Workers;
 
 /// Accepts connections until `shutdown` turns true, handing each to `session`.
 pub async fn accept_loop<F>(
@@ -68,13 +69,14 @@ pub async fn run<P: LineProtocol>(
     gateway: Arc<Gateway>,
     context: Arc<ListenerContext>,
     gate: Arc<Gate>,
+    workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
     let name = context.name.clone();
     accept_loop(listener, name, shutdown, move |tcp, peer| {
         let (protocol, gateway, context, gate) =
             (Arc::clone(&protocol), Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
-        tokio::spawn(async move {
+        workers.serve(tcp, peer, |tcp, peer| async move {
             match gate.admit(tcp, peer).await {
                 Entry::Admitted(connection) => serve(protocol, gateway, context, connection).await,
                 Entry::Busy { tcp, client } => {
@@ -94,12 +96,13 @@ pub async fn run_transport(
     gateway: Arc<Gateway>,
     context: Arc<TransportContext>,
     gate: Arc<Gate>,
+    workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
     let name = context.name.clone();
     accept_loop(listener, name, shutdown, move |tcp, peer| {
         let (gateway, context, gate) = (Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
-        tokio::spawn(async move {
+        workers.serve(tcp, peer, |tcp, peer| async move {
             match gate.admit(tcp, peer).await {
                 Entry::Admitted(connection) => transport::serve(context, gateway, connection).await,
                 Entry::Busy { tcp, client } => {

@@ -18,6 +18,35 @@ use crate::Stream;
 /// Size of the buffer a pipe takes while data is in flight.
 const BUFFER_SIZE: usize = 32 * 1024;
 
+/// Buffers kept for reuse per worker thread: a pipe takes a buffer whenever data arrives and
+/// gives it back as soon as it has none in flight, so without a pool every command of every
+/// session would allocate and zero 32 KiB. At most this many wait here (1 MiB per thread).
+const POOLED_BUFFERS: usize = 32;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer from this thread's pool, or a new one. Its content is stale (another session's
+/// bytes): only what a read fills is ever used.
+fn take_buffer() -> Box<[u8]> {
+    BUFFERS
+        .with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; BUFFER_SIZE].into_boxed_slice())
+}
+
+/// Gives a buffer back to this thread's pool (or frees it if the pool is full).
+fn give_back(buffer: Option<Box<[u8]>>) {
+    if let Some(buffer) = buffer {
+        BUFFERS.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(buffer);
+            }
+        });
+    }
+}
+
 /// How long the other direction may go on after one side closed (a client that half-closes
 /// after LOGOUT still gets the server's goodbye).
 const LINGER: Duration = Duration::from_secs(2);
@@ -89,9 +118,7 @@ impl Pipe {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            let buf = self
-                .buf
-                .get_or_insert_with(|| vec![0u8; BUFFER_SIZE].into_boxed_slice());
+            let buf = self.buf.get_or_insert_with(take_buffer);
             let mut read_buf = ReadBuf::new(buf);
             match Pin::new(&mut *reader).poll_read(cx, &mut read_buf) {
                 Poll::Pending => {
@@ -103,7 +130,7 @@ impl Pipe {
                         }
                     }
                     // Nothing in flight: give the buffer back while we wait.
-                    self.buf = None;
+                    give_back(self.buf.take());
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
@@ -111,7 +138,7 @@ impl Pipe {
                     let n = read_buf.filled().len();
                     if n == 0 {
                         self.read_done = true;
-                        self.buf = None;
+                        give_back(self.buf.take());
                     } else {
                         self.pos = 0;
                         self.cap = n;
