@@ -107,3 +107,97 @@ def cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# Whole-peer accounting for the side-by-side comparison (bench/compare.py): a peer may be several
+# processes (nginx's master and workers, Dovecot's master, login, auth and helper processes).
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every live descendant of it (from the parent ids in /proc/<pid>/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of a process tree: each live process's own time plus what its
+    exited, reaped children used (cutime + cstime), so a worker that came and went within a run
+    still counts. Take the difference of two readings."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total / ticks
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of a process, KiB (shared pages divided among their sharers, so
+    summing over a multi-process peer does not count its shared libraries over and over)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no Pss for {pid}")
+
+
+def tree_pss_kib(root: int) -> int:
+    total = 0
+    for pid in process_tree(root):
+        try:
+            total += pss_kib(pid)
+        except (OSError, RuntimeError):
+            pass  # gone, or a kernel thread
+    return total
+
+
+def sockstat_tcp_mem_pages() -> int:
+    """The kernel's memory for TCP socket buffers, in pages (/proc/net/sockstat `TCP: … mem N`);
+    system-wide, so read it around a quiet measurement."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("mem") + 1])
+    raise RuntimeError("no TCP line in /proc/net/sockstat")
+
+
+# The kernel's objects behind every open socket, beyond its buffers (which sockstat's `mem` counts).
+SOCKET_SLABS = ("TCP", "sock_inode_cache", "filp", "eventpoll_epi")
+
+
+def socket_slab_kib() -> int:
+    """Memory in the slab caches of SOCKET_SLABS (active objects × object size), KiB; needs root
+    (/proc/slabinfo), 0 otherwise. System-wide like sockstat."""
+    total = 0
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] in SOCKET_SLABS:
+                    total += int(fields[1]) * int(fields[3])
+    except OSError:
+        return 0
+    return total // 1024
+
+
+def fd_hard_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
