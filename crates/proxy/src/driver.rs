@@ -140,6 +140,12 @@ pub async fn serve<P: LineProtocol>(
             database,
             backend,
         } = *admitted;
+        // Only the address is needed from here on (the session log); the rest of the user's
+        // record, and the backend's capability list (already in the client's login reply),
+        // would otherwise live as long as the session.
+        let user = principal.address.clone();
+        drop(principal);
+        drop(backend.capabilities);
         let metrics = gateway.metrics();
         let _live = metrics.session(P::PROTOCOL.as_str(), server.as_str());
         let mut backend_stream = backend.stream;
@@ -221,7 +227,7 @@ pub async fn serve<P: LineProtocol>(
             session = %id,
             client = %client_addr,
             protocol = %P::PROTOCOL,
-            user = %principal.address,
+            user = %user,
             database = %database,
             backend = %server,
             bytes_in = relay.client_to_backend() + extra_in,

@@ -77,7 +77,9 @@ pub async fn run<P: LineProtocol>(
         let (protocol, gateway, context, gate) =
             (Arc::clone(&protocol), Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
         workers.serve(tcp, peer, |tcp, peer| async move {
-            match gate.admit(tcp, peer).await {
+            // Boxed, like the login states: a task is as large as its largest state, and the
+            // PROXY header read is not needed for the life of the session.
+            match Box::pin(gate.admit(tcp, peer)).await {
                 Entry::Admitted(connection) => serve(protocol, gateway, context, connection).await,
                 Entry::Busy { tcp, client } => {
                     tracing::info!(listener = %context.name, %client, "connection refused: too many connections");
@@ -103,7 +105,9 @@ pub async fn run_transport(
     accept_loop(listener, name, shutdown, move |tcp, peer| {
         let (gateway, context, gate) = (Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
         workers.serve(tcp, peer, |tcp, peer| async move {
-            match gate.admit(tcp, peer).await {
+            // Boxed, like the login states: a task is as large as its largest state, and the
+            // PROXY header read is not needed for the life of the session.
+            match Box::pin(gate.admit(tcp, peer)).await {
                 Entry::Admitted(connection) => transport::serve(context, gateway, connection).await,
                 Entry::Busy { tcp, client } => {
                     tracing::info!(listener = %context.name, %client, "connection refused: too many connections");
