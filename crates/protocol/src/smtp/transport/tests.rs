@@ -377,7 +377,11 @@ fn junk_commands_are_bounded_and_a_message_resets_the_count() {
     let input = format!("EHLO c\r\n{}{message}{}QUIT\r\n", junk(100), junk(100));
     let world = run(input.as_bytes());
     assert_eq!(world.delivered.len(), 1);
-    assert!(world.output.ends_with("221 2.0.0 Bye\r\n"), "{}", world.output);
+    assert!(
+        world.output.ends_with("221 2.0.0 Bye\r\n"),
+        "{}",
+        world.output
+    );
     // The 101st is one too many.
     let input = format!("EHLO c\r\n{}NOOP\r\nQUIT\r\n", junk(100));
     let world = run(input.as_bytes());
