@@ -632,7 +632,7 @@ FAIRNESS = ("every authenticating peer checks a plaintext password from its own 
             "front door is measured, not a password hash; every proxy logs in to the backend with the "
             "user's own password (mailfront: login method `passthrough`, unless --login-method master); "
             "the same users and the same Dovecot backend (and the same static web server for HTTPS) for "
-            "all; every peer gets 2 worker processes or threads (mailfront: tokio's 2 workers; nginx: "
+            "all; every peer gets 2 worker processes or threads (mailfront: 2 session workers, one per core; nginx: "
             "worker_processes 2; Dovecot proxy: 2 imap-login processes; HAProxy: nbthread 2); the same "
             "ECDSA P-256 certificate and TLS 1.3 everywhere; logging reduced to errors where the peer "
             "allows (mailfront log.level = warn; nginx error_log error, access_log off; Dovecot "

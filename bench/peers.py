@@ -356,8 +356,8 @@ auth = ["basic"]
         ))
         self.log_path = self.dir / "mailfront.log"
         self.process: subprocess.Popen | None = None
-        self.description = (f"target/release/mailfront, tokio's default runtime (one worker thread per core: "
-                            f"2); users file with {{PLAIN}} passwords; backend login `{login_method}`"
+        self.description = (f"target/release/mailfront: mail sessions on one single-threaded worker per core "
+                            f"(2), accepting and HTTPS on tokio's multi-threaded runtime; users file with {{PLAIN}} passwords; backend login `{login_method}`"
                             + (" (the user's own password, like every other proxy here)" if login_method == "passthrough"
                                else " (master user)")
                             + "; listeners: IMAP plain, IMAP implicit TLS, inbound SMTP (LMTP to the mailbox "
