@@ -85,7 +85,7 @@ impl ImapClient {
     pub async fn idle(&mut self) -> Result<(), ImapError> {
         self.tag += 1;
         let line = format!("i{} IDLE\r\n", self.tag);
-        self.stream.get_mut().write_all(line.as_bytes()).await?;
+        self.send(line.as_bytes()).await?;
         loop {
             self.read_line().await?;
             if self.line.starts_with(b"+") {
@@ -111,7 +111,7 @@ impl ImapClient {
         self.tag += 1;
         let tag = format!("a{}", self.tag);
         let line = format!("{tag} {command}\r\n");
-        self.stream.get_mut().write_all(line.as_bytes()).await?;
+        self.send(line.as_bytes()).await?;
         let mut literal_bytes = 0;
         loop {
             self.read_line().await?;
@@ -128,6 +128,14 @@ impl ImapClient {
                 return Err(ImapError::Refused(self.line_text()));
             }
         }
+    }
+
+    /// Writes and flushes (a TLS stream may otherwise keep the record it made).
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ImapError> {
+        let stream = self.stream.get_mut();
+        stream.write_all(bytes).await?;
+        stream.flush().await?;
+        Ok(())
     }
 
     async fn read_line(&mut self) -> Result<(), ImapError> {

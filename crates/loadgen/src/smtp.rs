@@ -71,7 +71,10 @@ impl SmtpClient {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), SmtpError> {
-        self.stream.get_mut().write_all(bytes).await?;
+        let stream = self.stream.get_mut();
+        stream.write_all(bytes).await?;
+        // A TLS stream may otherwise keep the record it made.
+        stream.flush().await?;
         Ok(())
     }
 
