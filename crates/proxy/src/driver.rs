@@ -66,12 +66,7 @@ fn session_id() -> String {
 
 /// How the pre-login phase ended.
 enum PreAuth {
-    Proxy {
-        client: Stream,
-        admitted: Box<AdmittedSession>,
-        pending: Vec<u8>,
-        registration: Registration,
-    },
+    Proxy(Box<LoggedIn>),
     Closed {
         result: &'static str,
         user: Option<String>,
@@ -114,13 +109,7 @@ pub async fn serve<P: LineProtocol>(
             started,
         ))
         .await;
-        let PreAuth::Proxy {
-            mut client,
-            admitted,
-            pending,
-            registration,
-        } = pre_auth
-        else {
+        let PreAuth::Proxy(logged_in) = pre_auth else {
             if let PreAuth::Closed { result, user } = pre_auth {
                 tracing::info!(
                     session = %id,
@@ -134,111 +123,149 @@ pub async fn serve<P: LineProtocol>(
             }
             return;
         };
-        let AdmittedSession {
-            principal,
-            server,
-            database,
-            backend,
-        } = *admitted;
-        // Only the address is needed from here on (the session log); the rest of the user's
-        // record, and the backend's capability list (already in the client's login reply),
-        // would otherwise live as long as the session.
-        let user = principal.address.clone();
-        drop(principal);
-        drop(backend.capabilities);
-        let metrics = gateway.metrics();
-        let _live = metrics.session(P::PROTOCOL.as_str(), server.as_str());
-        let mut backend_stream = backend.stream;
-        let mut relay = Relay::new();
-        let mut extra_in = 0u64;
-        let mut extra_out = 0u64;
-        let prelude = async {
-            if !backend.leftover.is_empty() {
-                client.write_all(&backend.leftover).await?;
-                extra_out = backend.leftover.len() as u64;
-            }
-            if !pending.is_empty() {
-                backend_stream.write_all(&pending).await?;
-                extra_in = pending.len() as u64;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        let prelude = prelude.await;
-        // Whatever was read ahead is written; its buffers need not live as long as the session.
-        drop(pending);
-        drop(backend.leftover);
-        let result = match prelude {
-            Err(_) => "io-error",
-            Ok(()) => {
-                let end = relay
-                    .run_with_idle(
-                        &mut client,
-                        &mut backend_stream,
-                        async {
-                            registration.stopped().await;
-                        },
-                        Some(listener.post_auth_idle),
-                    )
-                    .await;
-                match &end {
-                    RelayEnd::ClientError(e) | RelayEnd::BackendError(e) => {
-                        tracing::debug!(error = %e, "relay ended with an error");
-                        end.as_str()
-                    }
-                    RelayEnd::Stopped => {
-                        let reason = registration.stop_reason();
-                        if let Some(notice) = reason.as_ref().and_then(|r| protocol.stop_notice(r))
-                        {
-                            // Never split a response line the client is in the middle of.
-                            let lead: &[u8] = if relay.client_at_line_start() {
-                                b""
-                            } else {
-                                b"\r\n"
-                            };
-                            let goodbye = async {
-                                client.write_all(lead).await?;
-                                client.write_all(notice).await?;
-                                client.flush().await
-                            };
-                            let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
-                        }
-                        if let Some(StopReason::Failover { .. }) = &reason {
-                            metrics
-                                .failovers
-                                .get_or_create(&DatabaseLabel {
-                                    database: database.to_string(),
-                                })
-                                .inc();
-                        }
-                        reason.map_or("stopped", |r| r.as_str())
-                    }
-                    _ => end.as_str(),
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), backend_stream.shutdown()).await;
-        metrics.relayed(
-            P::PROTOCOL.as_str(),
-            relay.client_to_backend() + extra_in,
-            relay.backend_to_client() + extra_out,
-        );
-        tracing::info!(
-            session = %id,
-            client = %client_addr,
-            protocol = %P::PROTOCOL,
-            user = %user,
-            database = %database,
-            backend = %server,
-            bytes_in = relay.client_to_backend() + extra_in,
-            bytes_out = relay.backend_to_client() + extra_out,
-            duration_ms = started.elapsed().as_millis() as u64,
-            result = %result,
-            "session ended"
-        );
+        // The logged-in part is its own future: laid out on its own, it holds only what relaying
+        // needs (the compiler keeps a slot for every local of a future that lives across an
+        // await, and the login phase's locals made the whole session's task 2.1 KiB).
+        proxied(
+            &*protocol,
+            &gateway,
+            &listener,
+            *logged_in,
+            &id,
+            client_addr,
+            started,
+        )
+        .await;
     }
     .instrument(span)
     .await;
+}
+
+/// What a session that logged in takes to the relay.
+struct LoggedIn {
+    client: Stream,
+    admitted: Box<AdmittedSession>,
+    pending: Vec<u8>,
+    registration: Registration,
+}
+
+/// Relays a logged-in session to its backend until either side ends it, then logs it.
+async fn proxied<P: LineProtocol>(
+    protocol: &P,
+    gateway: &Gateway,
+    listener: &ListenerContext,
+    logged_in: LoggedIn,
+    id: &str,
+    client_addr: std::net::SocketAddr,
+    started: Instant,
+) {
+    let LoggedIn {
+        mut client,
+        admitted,
+        pending,
+        registration,
+    } = logged_in;
+    let AdmittedSession {
+        principal,
+        server,
+        database,
+        backend,
+    } = *admitted;
+    // Only the address is needed from here on (the session log); the rest of the user's
+    // record, and the backend's capability list (already in the client's login reply),
+    // would otherwise live as long as the session.
+    let user = principal.address.clone();
+    drop(principal);
+    drop(backend.capabilities);
+    let metrics = gateway.metrics();
+    let _live = metrics.session(P::PROTOCOL.as_str(), server.as_str());
+    let mut backend_stream = backend.stream;
+    let mut relay = Relay::new();
+    let mut extra_in = 0u64;
+    let mut extra_out = 0u64;
+    let prelude = async {
+        if !backend.leftover.is_empty() {
+            client.write_all(&backend.leftover).await?;
+            extra_out = backend.leftover.len() as u64;
+        }
+        if !pending.is_empty() {
+            backend_stream.write_all(&pending).await?;
+            extra_in = pending.len() as u64;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let prelude = prelude.await;
+    // Whatever was read ahead is written; its buffers need not live as long as the session.
+    drop(pending);
+    drop(backend.leftover);
+    let result = match prelude {
+        Err(_) => "io-error",
+        Ok(()) => {
+            let end = relay
+                .run_with_idle(
+                    &mut client,
+                    &mut backend_stream,
+                    async {
+                        registration.stopped().await;
+                    },
+                    Some(listener.post_auth_idle),
+                )
+                .await;
+            match &end {
+                RelayEnd::ClientError(e) | RelayEnd::BackendError(e) => {
+                    tracing::debug!(error = %e, "relay ended with an error");
+                    end.as_str()
+                }
+                RelayEnd::Stopped => {
+                    let reason = registration.stop_reason();
+                    if let Some(notice) = reason.as_ref().and_then(|r| protocol.stop_notice(r)) {
+                        // Never split a response line the client is in the middle of.
+                        let lead: &[u8] = if relay.client_at_line_start() {
+                            b""
+                        } else {
+                            b"\r\n"
+                        };
+                        let goodbye = async {
+                            client.write_all(lead).await?;
+                            client.write_all(notice).await?;
+                            client.flush().await
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+                    }
+                    if let Some(StopReason::Failover { .. }) = &reason {
+                        metrics
+                            .failovers
+                            .get_or_create(&DatabaseLabel {
+                                database: database.to_string(),
+                            })
+                            .inc();
+                    }
+                    reason.map_or("stopped", |r| r.as_str())
+                }
+                _ => end.as_str(),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), backend_stream.shutdown()).await;
+    metrics.relayed(
+        P::PROTOCOL.as_str(),
+        relay.client_to_backend() + extra_in,
+        relay.backend_to_client() + extra_out,
+    );
+    tracing::info!(
+        session = %id,
+        client = %client_addr,
+        protocol = %P::PROTOCOL,
+        user = %user,
+        database = %database,
+        backend = %server,
+        bytes_in = relay.client_to_backend() + extra_in,
+        bytes_out = relay.backend_to_client() + extra_out,
+        duration_ms = started.elapsed().as_millis() as u64,
+        result = %result,
+        "session ended"
+    );
 }
 
 async fn pre_auth<P: LineProtocol>(
@@ -360,12 +387,12 @@ async fn pre_auth<P: LineProtocol>(
             }
             Action::Proxy { pending } => {
                 return match (admitted.take(), registration.take()) {
-                    (Some(admitted), Some(registration)) => PreAuth::Proxy {
+                    (Some(admitted), Some(registration)) => PreAuth::Proxy(Box::new(LoggedIn {
                         client: client.into_stream(),
                         admitted,
                         pending,
                         registration,
-                    },
+                    })),
                     _ => PreAuth::Closed {
                         result: "internal-error",
                         user,
