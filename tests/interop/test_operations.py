@@ -309,6 +309,46 @@ def test_connection_limits_per_client_and_per_listener(lab_env):
         node.stop()
 
 
+def test_a_node_at_its_descriptor_limit_turns_clients_away_instead_of_leaving_them_waiting(lab_env, tmp_path):
+    """Run with an open-files limit of 288, a node may hold (288 - 128) / 2 = 80 connections:
+    the 81st hears the busy reply at once instead of waiting in the listen queue for an
+    accept() that fails for lack of descriptors."""
+    imap, admin = lab.free_port(), lab.free_port()
+    wrapper = tmp_path / "mailfront-288-files"
+    wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile=288:288 -- {lab_env.binary} "$@"\n')
+    wrapper.chmod(0o755)
+    config = node_config(
+        lab_env, "few-files",
+        [{"protocol": "imap", "address": f"127.0.0.1:{imap}", "tls": "none", "allow_plaintext_auth": True}],
+        {"limits": {"max_connections_per_client": 1000}, "admin": {"address": f"127.0.0.1:{admin}"}})
+    node = lab.Mailfront(wrapper, config, lab_env.root / "few-files.log")
+    node.start()
+    held = []
+    try:
+        assert re.search(r"at most this many connections at once.*connections=80", node.log_since_start()), \
+            node.log_since_start()
+        for i in range(80):
+            sock, line = greeting(f"127.0.1.{1 + i % 8}", imap)
+            assert line.startswith(b"* OK"), (i, line)
+            held.append(sock)
+        started = time.monotonic()
+        sock, line = greeting("127.0.1.9", imap)
+        sock.close()
+        assert line == b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n"
+        assert time.monotonic() - started < 2.0
+        metrics = admin_call(admin, "GET", "/metrics")[1]
+        assert metric(metrics, "mailfront_refused_connections_total", reason="node_full") >= 1
+        # A closed connection frees its place.
+        held.pop().close()
+        sock, line = wait_until(lambda: (lambda s, l: (s, l) if l.startswith(b"* OK") else s.close())(
+            *greeting("127.0.1.9", imap)), what="a place freed")
+        held.append(sock)
+    finally:
+        for sock in held:
+            sock.close()
+        node.stop()
+
+
 def test_idle_proxied_session_is_closed_after_post_auth_idle(lab_env):
     imap = lab.free_port()
     node = start_node(

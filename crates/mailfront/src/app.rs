@@ -537,7 +537,20 @@ impl RunningNode {
             Workers::start(cores).map_err(|e| format!("cannot start the session workers: {e}"))?;
         let mut bound = Vec::new();
         // Connections per client address are counted across every listener of the node.
-        let clients = Arc::new(ClientCounts::default());
+        // At most as many connections as the descriptor limit allows (two each): beyond it
+        // accept() fails and clients would wait unanswered; at it they hear "too many
+        // connections" in their protocol.
+        let capacity = mailfront_proxy::gate::connection_capacity();
+        match capacity {
+            Some(capacity) => tracing::info!(
+                connections = capacity,
+                "at most this many connections at once (two descriptors each, from the open files limit)"
+            ),
+            None => {
+                tracing::warn!("cannot read the open files limit: connections are not capped by it")
+            }
+        }
+        let clients = Arc::new(ClientCounts::with_capacity(capacity.unwrap_or(usize::MAX)));
         let proxy_trusted = config
             .proxy_protocol
             .trusted

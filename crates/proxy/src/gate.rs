@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,10 +157,46 @@ pub async fn read_proxy_header(
     }
 }
 
-/// How many connections each client address holds, node-wide.
-#[derive(Debug, Default)]
+/// How many connections each client address holds, node-wide, and how many the node may hold
+/// in all.
+#[derive(Debug)]
 pub struct ClientCounts {
     counts: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+    capacity: usize,
+}
+
+impl Default for ClientCounts {
+    fn default() -> Self {
+        Self::with_capacity(usize::MAX)
+    }
+}
+
+/// Descriptors kept out of [`connection_capacity`] for listeners, the directory, the location
+/// store, log files and the admin API.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// How many connections a process may hold at once given its descriptor limit (`RLIMIT_NOFILE`
+/// soft limit, from `/proc/self/limits`): two descriptors each (client and backend), some kept
+/// back. `None` if the limit cannot be read or is unlimited. Beyond it `accept` would fail and
+/// a client would wait in the listen queue until it gave up; at it, the gate turns clients away
+/// with the protocol's "too many connections" reply instead.
+pub fn connection_capacity() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let soft = open_files_limit(&text)?;
+    usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS) / 2)
+        .ok()
+        .map(|c| c.max(1))
+}
+
+/// The soft "Max open files" limit in the text of `/proc/<pid>/limits`.
+fn open_files_limit(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.strip_prefix("Max open files")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A client's place in [`ClientCounts`]; released when dropped.
@@ -171,6 +208,7 @@ pub struct ClientSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
         let mut counts = self.counts.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = counts.get_mut(&self.ip) {
             *count = count.saturating_sub(1);
@@ -182,23 +220,38 @@ impl Drop for ClientSlot {
 }
 
 impl ClientCounts {
-    /// How many connections are open on the node (every listener, every client).
-    pub fn total(&self) -> usize {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .sum()
+    /// Counts for a node that may hold at most `capacity` connections at once.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            counts: Mutex::new(HashMap::new()),
+            total: AtomicUsize::new(0),
+            capacity,
+        }
     }
 
-    /// Takes a slot for `ip` unless it already holds `max`.
+    /// How many connections are open on the node (every listener, every client).
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// How many connections the node may hold at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Takes a slot for `ip` unless it already holds `max` (or the node is full: then
+    /// [`ClientCounts::total`] has reached [`ClientCounts::capacity`]).
     pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if self.total.load(Ordering::Relaxed) >= self.capacity {
+            return None;
+        }
         let count = counts.entry(ip).or_default();
         if *count >= max {
             return None;
         }
         *count += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
         Some(ClientSlot {
             counts: Arc::clone(self),
             ip,
@@ -297,6 +350,10 @@ impl Gate {
             self.metrics.refused(&self.name, "listener_full");
             return Entry::Busy { tcp, client };
         };
+        if self.clients.total() >= self.clients.capacity() {
+            self.metrics.refused(&self.name, "node_full");
+            return Entry::Busy { tcp, client };
+        }
         let Some(client_slot) = self.clients.take(client.ip(), self.max_per_client) else {
             self.metrics.refused(&self.name, "client_limit");
             return Entry::Busy { tcp, client };
@@ -324,6 +381,31 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
         (a.unwrap(), b.unwrap().0)
+    }
+
+    #[test]
+    fn descriptor_limit_and_node_capacity() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             94000                94000                processes \n\
+                      Max open files            20000                524288               files     \n";
+        assert_eq!(open_files_limit(limits), Some(20000));
+        assert_eq!(
+            open_files_limit("Max open files  unlimited unlimited files\n"),
+            None
+        );
+        assert_eq!(open_files_limit(""), None);
+        assert!(connection_capacity().is_some_and(|c| c >= 1));
+
+        let counts = Arc::new(ClientCounts::with_capacity(2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = counts.take(a, 10).unwrap();
+        let _second = counts.take(b, 10).unwrap();
+        assert_eq!(counts.total(), 2);
+        assert!(counts.take(b, 10).is_none(), "node full");
+        drop(first);
+        assert_eq!(counts.total(), 1);
+        assert!(counts.take(a, 10).is_some());
     }
 
     #[test]
