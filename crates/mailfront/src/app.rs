@@ -398,23 +398,88 @@ pub fn throttle_settings(config: &Config) -> Result<ThrottleSettings, String> {
 
 /// Starts the accept loop of a line-protocol listener.
 fn spawn_line<P: LineProtocol>(
-    socket: TcpListener,
+    sockets: Vec<std::net::TcpListener>,
     protocol: P,
     gateway: &Arc<Gateway>,
     context: Arc<ListenerContext>,
     gate: Arc<Gate>,
     workers: &Arc<Workers>,
     shutdown: &watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(listener::run(
-        socket,
-        Arc::new(protocol),
-        Arc::clone(gateway),
-        context,
-        gate,
-        Arc::clone(workers),
-        shutdown.clone(),
-    ))
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let protocol = Arc::new(protocol);
+    on_workers(workers, sockets, |socket| {
+        listener::run(
+            socket,
+            Arc::clone(&protocol),
+            Arc::clone(gateway),
+            Arc::clone(&context),
+            Arc::clone(&gate),
+            shutdown.clone(),
+        )
+    })
+}
+
+/// Runs one accept loop per socket, socket `i` on session worker `i` (each loop registers its
+/// socket with the event loop of the worker it runs on).
+fn on_workers<F, Fut>(
+    workers: &Workers,
+    sockets: Vec<std::net::TcpListener>,
+    accept_loop: F,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    F: Fn(std::net::TcpListener) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    sockets
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, socket)| workers.spawn_on(i, accept_loop(socket)))
+        .collect()
+}
+
+/// Binds `count` listening sockets to `address`, with `SO_REUSEPORT` when there are several
+/// (the kernel spreads incoming connections over them); if the port is 0, every socket gets the
+/// port the first one was given. Plain std sockets (non-blocking), for any runtime to take.
+fn bind_listeners(
+    address: std::net::SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut address = address;
+    if count > 1 {
+        // SO_REUSEPORT would let this group join another process's sockets on the same port (a
+        // second node started by mistake would then take a share of the connections): a plain
+        // bind first proves that nobody listens there, and resolves port 0.
+        let probe = std::net::TcpListener::bind(address)?;
+        address = probe.local_addr()?;
+    }
+    for _ in 0..count.max(1) {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if count > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(address)?;
+        let listener = socket.listen(1024)?.into_std()?;
+        address = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
+}
+
+/// The one socket of an HTTPS or SIP listener, registered with this (the main) runtime.
+fn main_runtime_listener(
+    sockets: &mut Vec<std::net::TcpListener>,
+    i: usize,
+) -> Result<TcpListener, String> {
+    let socket = sockets
+        .pop()
+        .ok_or_else(|| format!("listener[{i}]: no socket"))?;
+    TcpListener::from_std(socket).map_err(|e| format!("listener[{i}]: {e}"))
 }
 
 /// A running node: what must stay alive while it serves.
@@ -566,13 +631,28 @@ impl RunningNode {
             .timeout
             .unwrap_or(Duration::from_secs(5));
         for (i, listener) in config.listener.iter().enumerate() {
-            let socket = TcpListener::bind(listener.address).await.map_err(|e| {
+            // The mail protocols get one socket per session worker (SO_REUSEPORT), accepted on
+            // that worker; HTTPS and SIP one socket here.
+            let per_worker = matches!(
+                listener.protocol,
+                ListenerProtocol::Imap
+                    | ListenerProtocol::Pop3
+                    | ListenerProtocol::Submission
+                    | ListenerProtocol::Smtp
+                    | ListenerProtocol::Outbound
+            );
+            let count = if per_worker { workers.len() } else { 1 };
+            let mut sockets = bind_listeners(listener.address, count).map_err(|e| {
                 format!(
                     "listener[{i}].address: cannot listen on {}: {e}",
                     listener.address
                 )
             })?;
-            bound.push(socket.local_addr().unwrap_or(listener.address));
+            let address = sockets
+                .first()
+                .and_then(|s| s.local_addr().ok())
+                .unwrap_or(listener.address);
+            bound.push(address);
             let context = Arc::new(ListenerContext {
                 name: listener_name(listener),
                 tls: client_tls(listener.tls),
@@ -605,7 +685,7 @@ impl RunningNode {
                         greeting,
                     };
                     spawn_line(
-                        socket,
+                        std::mem::take(&mut sockets),
                         Imap::new(settings),
                         &gateway,
                         context,
@@ -622,7 +702,7 @@ impl RunningNode {
                         greeting,
                     };
                     spawn_line(
-                        socket,
+                        std::mem::take(&mut sockets),
                         Pop3::new(settings),
                         &gateway,
                         context,
@@ -640,7 +720,7 @@ impl RunningNode {
                         max_message_size: config.transport.max_message_size,
                     };
                     spawn_line(
-                        socket,
+                        std::mem::take(&mut sockets),
                         Submission::new(settings),
                         &gateway,
                         context,
@@ -657,19 +737,20 @@ impl RunningNode {
                         ListenerTls::Implicit | ListenerTls::Starttls => Arc::clone(&http_tls),
                         ListenerTls::None => Arc::default(),
                     };
-                    tokio::spawn(mailfront_http::server::serve(
+                    let socket = main_runtime_listener(&mut sockets, i)?;
+                    vec![tokio::spawn(mailfront_http::server::serve(
                         front,
                         socket,
                         listener_name(listener),
                         acceptor,
                         gate,
                         shutdown_rx.clone(),
-                    ))
+                    ))]
                 }
                 ListenerProtocol::Sip => {
                     // UDP on the TCP listener's own address (its port, if 0 was asked for);
                     // with implicit TLS, TCP only.
-                    let address = socket.local_addr().unwrap_or(listener.address);
+                    let socket = main_runtime_listener(&mut sockets, i)?;
                     let udp = match listener.tls {
                         ListenerTls::None => Some(UdpSocket::bind(address).await.map_err(|e| {
                             format!("listener[{i}].address: cannot listen on {address} (UDP): {e}")
@@ -685,14 +766,14 @@ impl RunningNode {
                         config.sip.settings(),
                         sip_tls,
                     ));
-                    tokio::spawn(mailfront_proxy::sip::run(
+                    vec![tokio::spawn(mailfront_proxy::sip::run(
                         socket,
                         udp,
                         Arc::clone(&gateway),
                         context,
                         gate,
                         shutdown_rx.clone(),
-                    ))
+                    ))]
                 }
                 ListenerProtocol::Smtp | ListenerProtocol::Outbound => {
                     let mode = transport_mode(config, listener.protocol)
@@ -712,18 +793,19 @@ impl RunningNode {
                         idle: t.smtp_idle,
                         delivery: t.delivery,
                     });
-                    tokio::spawn(listener::run_transport(
-                        socket,
-                        Arc::clone(&gateway),
-                        transport,
-                        gate,
-                        Arc::clone(&workers),
-                        shutdown_rx.clone(),
-                    ))
+                    on_workers(&workers, std::mem::take(&mut sockets), |socket| {
+                        listener::run_transport(
+                            socket,
+                            Arc::clone(&gateway),
+                            Arc::clone(&transport),
+                            Arc::clone(&gate),
+                            shutdown_rx.clone(),
+                        )
+                    })
                 }
             };
             tracing::info!(listener = %listener_name(listener), address = %listener.address, tls = ?listener.tls, "listening");
-            tasks.push(task);
+            tasks.extend(task);
         }
         let reloader = Arc::new(Reloader::new(
             path.to_owned(),
@@ -843,4 +925,24 @@ fn read_token(file: &Path) -> Result<Secret<String>, String> {
         ));
     }
     Ok(Secret::new(token.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_group_shares_one_port_and_no_second_group_joins_it() {
+        let group = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let address = group[0].local_addr().unwrap();
+        assert_eq!(group.len(), 2);
+        assert!(group.iter().all(|s| s.local_addr().unwrap() == address));
+        // A second node on the same address must fail, not silently take half the clients.
+        let again = bind_listeners(address, 2).unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(bind_listeners(address, 1).is_err());
+        // Connections to the port are accepted (by one of the group).
+        let client = std::net::TcpStream::connect(address).unwrap();
+        drop(client);
+    }
 }

@@ -15,7 +15,6 @@ use crate::admission::Gateway;
 use crate::driver::{ListenerContext, serve};
 use crate::gate::{Entry, Gate};
 use crate::transport::{self, TransportContext};
-use crate::workers::Workers;
 
 /// Accepts connections until `shutdown` turns true, handing each to `session`.
 pub async fn accept_loop<F>(
@@ -62,21 +61,29 @@ async fn turn_away(mut tcp: TcpStream, notice: &[u8], tls: ClientTls) {
     .await;
 }
 
-/// Serves a line protocol (IMAP, POP3, submission) on `listener`.
+/// Serves a line protocol (IMAP, POP3, submission) on `listener` (a non-blocking std socket,
+/// taken by the runtime this runs on).
 pub async fn run<P: LineProtocol>(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     protocol: Arc<P>,
     gateway: Arc<Gateway>,
     context: Arc<ListenerContext>,
     gate: Arc<Gate>,
-    workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
     let name = context.name.clone();
+    // Registered with the event loop of the runtime this loop runs on (a session worker's).
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(listener = %name, %error, "cannot register the listening socket");
+            return;
+        }
+    };
     accept_loop(listener, name, shutdown, move |tcp, peer| {
         let (protocol, gateway, context, gate) =
             (Arc::clone(&protocol), Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
-        workers.serve(tcp, peer, |tcp, peer| async move {
+        tokio::spawn(async move {
             // Boxed, like the login states: a task is as large as its largest state, and the
             // PROXY header read is not needed for the life of the session.
             match Box::pin(gate.admit(tcp, peer)).await {
@@ -94,17 +101,24 @@ pub async fn run<P: LineProtocol>(
 
 /// Serves the front-end transport (inbound or outbound SMTP) on `listener`.
 pub async fn run_transport(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     gateway: Arc<Gateway>,
     context: Arc<TransportContext>,
     gate: Arc<Gate>,
-    workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
     let name = context.name.clone();
+    // Registered with the event loop of the runtime this loop runs on (a session worker's).
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(listener = %name, %error, "cannot register the listening socket");
+            return;
+        }
+    };
     accept_loop(listener, name, shutdown, move |tcp, peer| {
         let (gateway, context, gate) = (Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
-        workers.serve(tcp, peer, |tcp, peer| async move {
+        tokio::spawn(async move {
             // Boxed, like the login states: a task is as large as its largest state, and the
             // PROXY header read is not needed for the life of the session.
             match Box::pin(gate.admit(tcp, peer)).await {

@@ -9,11 +9,8 @@
 //! on the main runtime and hand each connection to the next worker in turn, where it stays.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -21,7 +18,6 @@ use tokio::sync::oneshot;
 /// sessions are cancelled), so a node stops them once its sessions are done.
 pub struct Workers {
     workers: Vec<Worker>,
-    next: AtomicUsize,
 }
 
 struct Worker {
@@ -53,10 +49,7 @@ impl Workers {
                 thread: Some(thread),
             });
         }
-        Ok(Arc::new(Self {
-            workers,
-            next: AtomicUsize::new(0),
-        }))
+        Ok(Arc::new(Self { workers }))
     }
 
     /// How many workers there are.
@@ -69,34 +62,15 @@ impl Workers {
         self.workers.is_empty()
     }
 
-    /// Moves an accepted connection to the next worker and runs `session` on it there. The
-    /// connection leaves the accepting runtime's event loop for the worker's.
-    pub fn serve<F, Fut>(&self, tcp: TcpStream, peer: SocketAddr, session: F)
+    /// Runs `future` on worker `i` (modulo the number of workers): a listener's accept loop,
+    /// whose sessions then stay on that worker.
+    pub fn spawn_on<F>(&self, i: usize, future: F) -> Option<tokio::task::JoinHandle<F::Output>>
     where
-        F: FnOnce(TcpStream, SocketAddr) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1);
-        let Some(worker) = self.workers.get(i) else {
-            return;
-        };
-        let std = match tcp.into_std() {
-            Ok(std) => std,
-            Err(error) => {
-                tracing::warn!(%peer, %error, "cannot hand a connection to a worker");
-                return;
-            }
-        };
-        worker.handle.spawn(async move {
-            let tcp = match TcpStream::from_std(std) {
-                Ok(tcp) => tcp,
-                Err(error) => {
-                    tracing::warn!(%peer, %error, "cannot register a connection with a worker");
-                    return;
-                }
-            };
-            session(tcp, peer).await;
-        });
+        let worker = self.workers.get(i % self.workers.len().max(1))?;
+        Some(worker.handle.spawn(future))
     }
 }
 
