@@ -113,42 +113,6 @@ def cpu_seconds(pid: int) -> float:
 # processes (nginx's master and workers, Dovecot's master, login, auth and helper processes).
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and every live descendant of it (from the parent ids in /proc/<pid>/stat)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of a process tree: each live process's own time plus what its
-    exited, reaped children used (cutime + cstime), so a worker that came and went within a run
-    still counts. Take the difference of two readings."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in process_tree(root):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15])
-    return total / ticks
-
-
 def pss_kib(pid: int) -> int:
     """Proportional set size of a process, KiB (shared pages divided among their sharers, so
     summing over a multi-process peer does not count its shared libraries over and over)."""
@@ -157,16 +121,6 @@ def pss_kib(pid: int) -> int:
             if line.startswith("Pss:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no Pss for {pid}")
-
-
-def tree_pss_kib(root: int) -> int:
-    total = 0
-    for pid in process_tree(root):
-        try:
-            total += pss_kib(pid)
-        except (OSError, RuntimeError):
-            pass  # gone, or a kernel thread
-    return total
 
 
 def sockstat_tcp_mem_pages() -> int:

@@ -70,31 +70,10 @@ def log(message: str) -> None:
 # /proc
 
 
-def scan_children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def tree(root: int, children: dict[int, list[int]]) -> list[int]:
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 def cpu_of(pids: list[int]) -> float:
-    """utime + stime + cutime + cstime summed (see benchlab.tree_cpu_seconds)."""
+    """CPU time (user + system) of some processes: each live one's own time plus what its exited,
+    reaped children used (cutime + cstime), so a worker that came and went within a run still
+    counts. Take the difference of two readings."""
     total = 0
     for pid in pids:
         try:
@@ -107,16 +86,16 @@ def cpu_of(pids: list[int]) -> float:
 
 
 def trees_cpu(roots: dict[str, int]) -> dict[str, float]:
-    children = scan_children()
-    return {name: cpu_of(tree(pid, children)) for name, pid in roots.items()}
+    children = lab.children_by_parent()
+    return {name: cpu_of(lab.process_tree(pid, children)) for name, pid in roots.items()}
 
 
 def trees_pss(roots: dict[str, int]) -> dict[str, int]:
-    children = scan_children()
+    children = lab.children_by_parent()
     out = {}
     for name, root in roots.items():
         total = 0
-        for pid in tree(root, children):
+        for pid in lab.process_tree(root, children):
             try:
                 total += pss_kib(pid)
             except (OSError, RuntimeError):

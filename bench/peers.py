@@ -166,13 +166,7 @@ class Foreground:
             return ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        lab.stop_child(self.process)
         self.process = None
 
 
@@ -259,6 +253,30 @@ class Peer:
 
     def version(self) -> str:
         raise NotImplementedError
+
+
+class ForegroundPeer(Peer):
+    """A peer that is one foreground server process (nginx, HAProxy): its configuration is
+    checked with `check_flags`, then it must greet on both IMAP ports."""
+
+    server: Foreground
+    check_flags: list[str] = []
+
+    def start(self) -> None:
+        check = subprocess.run(self.server.argv + self.check_flags, capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"{self.name} {' '.join(self.check_flags)} failed: {check.stdout}{check.stderr}")
+        self.server.start()
+        lab.wait_for_greeting(self.imap, b"* OK")
+        wait_tls_greeting(self.imaps)
+        self.server.check_alive(self.name)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def root_pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
 
 
 class Direct(Peer):
@@ -385,13 +403,7 @@ auth = ["basic"]
         wait_tls_greeting(self.imaps)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        lab.stop_child(self.process)
         self.process = None
 
     def root_pid(self) -> int:
@@ -403,13 +415,14 @@ auth = ["basic"]
         return command_version([str(self.binary), "--version"]) + f" ({revision})"
 
 
-class Nginx(Peer):
+class Nginx(ForegroundPeer):
     """nginx's mail proxy. Its auth_http service is a location in its own http{} block on a unix
     socket: a map of "user:password" to the status, no external process, so nginx is not judged
     by a slow helper. nginx's auth_http protocol ignores the status line and reads the Auth-*
     headers (add_header applies to 204)."""
 
     name = "nginx"
+    check_flags = ["-t", "-q"]
 
     def __init__(self, root: Path, backend: Backend, users: list[lab.User], cert: Path, key: Path):
         self.dir = root / "nginx"
@@ -478,22 +491,6 @@ mail {{
                             "of \"$http_auth_user:$http_auth_pass\" to Auth-Status, Auth-Server/Auth-Port "
                             "headers, `return 204`); nginx logs in to the backend with the user's password; "
                             "error_log at `error`, access_log off.")
-
-    def start(self) -> None:
-        test = subprocess.run(self.argv + ["-t", "-q"], capture_output=True, text=True)
-        if test.returncode != 0:
-            raise RuntimeError(f"nginx -t failed: {test.stdout}{test.stderr}")
-        self.server.start()
-        lab.wait_for_greeting(self.imap, b"* OK")
-        wait_tls_greeting(self.imaps)
-        self.server.check_alive("nginx")
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def root_pid(self) -> int:
-        assert self.server.process is not None
-        return self.server.process.pid
 
     def version(self) -> str:
         return command_version([NGINX, "-v"], lambda t: t.split(":", 1)[-1].strip())
@@ -602,8 +599,9 @@ class DovecotProxyPeer(Peer):
         return "Dovecot " + command_version(["/usr/sbin/dovecot", "--version"])
 
 
-class Haproxy(Peer):
+class Haproxy(ForegroundPeer):
     name = "haproxy"
+    check_flags = ["-c", "-q"]
 
     def __init__(self, root: Path, backend: Backend, web: "WebBackend", cert: Path, key: Path):
         self.dir = root / "haproxy"
@@ -651,22 +649,6 @@ backend web
                             "the floor cost of a user-space relay), `nbthread 2`, `maxconn` at what the "
                             "descriptor limit allows; TLS terminated on `bind … ssl crt` frontends (IMAP "
                             "and HTTPS, the latter to the static web server's plain HTTP port); no logging.")
-
-    def start(self) -> None:
-        test = subprocess.run(self.argv + ["-c", "-q"], capture_output=True, text=True)
-        if test.returncode != 0:
-            raise RuntimeError(f"haproxy -c failed: {test.stdout}{test.stderr}")
-        self.server.start()
-        lab.wait_for_greeting(self.imap, b"* OK")
-        wait_tls_greeting(self.imaps)
-        self.server.check_alive("haproxy")
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def root_pid(self) -> int:
-        assert self.server.process is not None
-        return self.server.process.pid
 
     def version(self) -> str:
         return command_version([HAPROXY, "-v"], lambda t: t.splitlines()[0].split(" - ")[0])

@@ -342,6 +342,47 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
         pass
 
 
+def stop_child(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """Stops a child process started by the lab: SIGTERM, then SIGKILL after `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def children_by_parent() -> dict[int, list[int]]:
+    """Every live process's children, by parent id (from /proc/<pid>/stat): one scan, for
+    walking several process trees at the same moment."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def process_tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """`root` and every live descendant of it (`children` from `children_by_parent`, scanned
+    now if not given)."""
+    if children is None:
+        children = children_by_parent()
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
 def master_password(lab: Path) -> str:
     """The master user's password for this lab (random, kept in a file mailfront reads)."""
     path = lab / "secrets" / "master.pw"
@@ -498,13 +539,7 @@ class Mailfront:
             return f.read().decode(errors="replace")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process)
 
 
 @dataclass
@@ -724,13 +759,7 @@ class Radicale:
             return ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process)
         self.process = None
 
 

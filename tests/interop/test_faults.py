@@ -36,29 +36,9 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
     raise AssertionError(f"{what} never happened within {timeout}s")
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and every process descended from it (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    tree, queue = [], [root]
-    while queue:
-        pid = queue.pop()
-        tree.append(pid)
-        queue.extend(children.get(pid, []))
-    return tree
-
-
 def kill_dovecot(server: lab.Dovecot) -> None:
     """SIGKILL to the whole server, master and every login and mail process, at once."""
-    pids = process_tree(server.pid())
+    pids = lab.process_tree(server.pid())
     assert len(pids) > 1, "a live session should have its own mail process"
     for pid in pids:
         try:

@@ -301,6 +301,14 @@ def lab_alive(lab_env) -> None:
     assert_alive(lab_env.log, lab_env.mailfront.process)
 
 
+def run_line_table(cases: list[Case], ports: dict[str, int], lab_env, implicit_port: str) -> dict[str, Outcome]:
+    """`run_table` for a line protocol's table: the rows on `implicit_port` speak TLS from the
+    first byte, played after the others."""
+    results = run_table([c for c in cases if c.port != implicit_port], ports, lab_env)
+    results.update(run_table([c for c in cases if c.port == implicit_port], ports, lab_env, implicit_tls=True))
+    return results
+
+
 def check_transcript(case: Case, outcome: Outcome, normalise=lambda b: b) -> None:
     """The reply, the close and the time of one row."""
     assert not outcome.error, outcome.error

@@ -16,7 +16,7 @@ import pytest
 
 from advlib import (AUTH_FAILURE_DELAY, LAB_USERS, MAX_COMMANDS, MAX_LINE, MAX_LITERAL, PASSWORD, PRE_AUTH_IDLE,
                     PROMPT, TLS, Case, Expect, b64, backend_login_names, check_session, check_transcript,
-                    dovecot_marks, lab, lab_alive, params, plain, run_table)
+                    dovecot_marks, lab, lab_alive, params, plain, run_line_table)
 
 Z = b"z LOGOUT\r\n"
 BYE = b"* BYE Logging out.\r\nz OK Logout completed.\r\n"
@@ -143,11 +143,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def outcomes(lab_env, dovecot_before):
     ports = {"plain": lab_env.plain_port, "starttls": lab_env.starttls_port, "imaps": lab_env.implicit_port}
-    plain_rows = [c for c in CASES if c.port != "imaps"]
-    tls_rows = [c for c in CASES if c.port == "imaps"]
-    results = run_table(plain_rows, ports, lab_env)
-    results.update(run_table(tls_rows, ports, lab_env, implicit_tls=True))
-    yield results
+    yield run_line_table(CASES, ports, lab_env, implicit_port="imaps")
     lab_alive(lab_env)  # module teardown: no panic, still running
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from advlib import (AUTH_FAILURE_DELAY, LAB_USERS, MAX_COMMANDS, MAX_LINE, PASSWORD, PROMPT, TLS, Case, Expect, b64,
                     backend_login_names, check_session, check_transcript, dovecot_marks, lab, lab_alive, params,
-                    plain, run_table)
+                    plain, run_line_table)
 
 Q = b"QUIT\r\n"
 BYE = b"+OK Logging out.\r\n"
@@ -110,9 +110,7 @@ CASES = [
 def outcomes(lab_env, dovecot_before):
     ports = {"plain": lab_env.pop3_plain_port, "starttls": lab_env.pop3_starttls_port,
              "pop3s": lab_env.pop3_implicit_port}
-    results = run_table([c for c in CASES if c.port != "pop3s"], ports, lab_env)
-    results.update(run_table([c for c in CASES if c.port == "pop3s"], ports, lab_env, implicit_tls=True))
-    yield results
+    yield run_line_table(CASES, ports, lab_env, implicit_port="pop3s")
     lab_alive(lab_env)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from advlib import (AUTH_FAILURE_DELAY, LAB_USERS, MAX_COMMANDS, MAX_LINE, PASSWORD, PROMPT, TLS, Case, Expect, b64,
                     backend_login_names, check_session, check_transcript, dovecot_marks, lab, lab_alive, params,
-                    plain, run_table)
+                    plain, run_line_table)
 
 Q = b"QUIT\r\n"
 BYE = b"221 2.0.0 Bye\r\n"
@@ -127,9 +127,7 @@ CASES = [
 def outcomes(lab_env, dovecot_before):
     ports = {"plain": lab_env.submission_port, "starttls": lab_env.submission_starttls_port,
              "submissions": lab_env.submissions_port}
-    results = run_table([c for c in CASES if c.port != "submissions"], ports, lab_env)
-    results.update(run_table([c for c in CASES if c.port == "submissions"], ports, lab_env, implicit_tls=True))
-    yield results
+    yield run_line_table(CASES, ports, lab_env, implicit_port="submissions")
     lab_alive(lab_env)
 
 
