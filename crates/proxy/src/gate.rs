@@ -199,6 +199,25 @@ fn open_files_limit(text: &str) -> Option<u64> {
         .ok()
 }
 
+/// Why [`ClientCounts::take`] gave no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSlot {
+    /// The node holds as many connections as its descriptor limit allows.
+    NodeFull,
+    /// The client's address holds as many connections as it may.
+    ClientLimit,
+}
+
+impl NoSlot {
+    /// The `reason` label of the refused-connections metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoSlot::NodeFull => "node_full",
+            NoSlot::ClientLimit => "client_limit",
+        }
+    }
+}
+
 /// A client's place in [`ClientCounts`]; released when dropped.
 #[derive(Debug)]
 pub struct ClientSlot {
@@ -234,25 +253,20 @@ impl ClientCounts {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// How many connections the node may hold at once.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Takes a slot for `ip` unless it already holds `max` (or the node is full: then
-    /// [`ClientCounts::total`] has reached [`ClientCounts::capacity`]).
-    pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+    /// Takes a slot for `ip` unless the node is full ([`ClientCounts::total`] has reached
+    /// [`ClientCounts::capacity`]) or `ip` already holds `max`.
+    pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Result<ClientSlot, NoSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if self.total.load(Ordering::Relaxed) >= self.capacity {
-            return None;
+            return Err(NoSlot::NodeFull);
         }
         let count = counts.entry(ip).or_default();
         if *count >= max {
-            return None;
+            return Err(NoSlot::ClientLimit);
         }
         *count += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
-        Some(ClientSlot {
+        Ok(ClientSlot {
             counts: Arc::clone(self),
             ip,
         })
@@ -350,13 +364,12 @@ impl Gate {
             self.metrics.refused(&self.name, "listener_full");
             return Entry::Busy { tcp, client };
         };
-        if self.clients.total() >= self.clients.capacity() {
-            self.metrics.refused(&self.name, "node_full");
-            return Entry::Busy { tcp, client };
-        }
-        let Some(client_slot) = self.clients.take(client.ip(), self.max_per_client) else {
-            self.metrics.refused(&self.name, "client_limit");
-            return Entry::Busy { tcp, client };
+        let client_slot = match self.clients.take(client.ip(), self.max_per_client) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.metrics.refused(&self.name, refusal.as_str());
+                return Entry::Busy { tcp, client };
+            }
         };
         Entry::Admitted(Admitted {
             tcp,
@@ -402,10 +415,14 @@ mod tests {
         let first = counts.take(a, 10).unwrap();
         let _second = counts.take(b, 10).unwrap();
         assert_eq!(counts.total(), 2);
-        assert!(counts.take(b, 10).is_none(), "node full");
+        assert_eq!(counts.take(b, 10).err(), Some(NoSlot::NodeFull));
+        assert_eq!(counts.take(a, 1).err(), Some(NoSlot::NodeFull));
         drop(first);
         assert_eq!(counts.total(), 1);
-        assert!(counts.take(a, 10).is_some());
+        assert!(counts.take(a, 10).is_ok());
+        let roomy = Arc::new(ClientCounts::default());
+        let _held = roomy.take(a, 1).unwrap();
+        assert_eq!(roomy.take(a, 1).err(), Some(NoSlot::ClientLimit));
     }
 
     #[test]
