@@ -164,15 +164,13 @@ async fn throughput(shared: &Shared, w: usize, tally: &mut Tally) {
     let expected = shared.args.fetch_size;
     while !window.over() {
         let Some(user) = shared.user(w) else { return };
-        let mut client = match imap_session(shared, user).await {
-            Ok(mut client) => match client.select_inbox().await {
-                Ok(()) => client,
-                Err(e) => {
-                    tally.error(e);
-                    pause_after_error(&window).await;
-                    continue;
-                }
-            },
+        let opened = async {
+            let mut client = imap_session(shared, user).await?;
+            client.select_inbox().await?;
+            Ok::<_, ImapError>(client)
+        };
+        let mut client = match opened.await {
+            Ok(client) => client,
             Err(e) => {
                 tally.error(e);
                 pause_after_error(&window).await;

@@ -5,8 +5,9 @@
 //! parked thread through a futex; for a front door whose work is mostly short exchanges (a login
 //! is a dozen of them) those wake-ups cost more than the work: measured on the login storm, a
 //! single worker thread used about a fifth less CPU per login than two work-stealing ones. So,
-//! like nginx's worker processes, each worker thread runs its own event loop; listeners accept
-//! on the main runtime and hand each connection to the next worker in turn, where it stays.
+//! like nginx's worker processes, each worker thread runs its own event loop, and each mail
+//! listener has one socket per worker (`SO_REUSEPORT`) accepted on that worker: the kernel
+//! spreads the connections, and a session never leaves the thread that accepted it.
 
 use std::future::Future;
 use std::sync::Arc;
