@@ -1,4 +1,4 @@
-//! The PROXY protocol header (`mailfront_proxy::gate::parse_proxy_header`, the pure half of
+//! The PROXY protocol header (`mailfront_net::gate::parse_proxy_header`, the pure half of
 //! `read_proxy_header`) on arbitrary bytes, and on headers built from the input. Invariants:
 //! a complete header lies within the input and parses the same alone or followed by anything;
 //! every strict prefix of it is incomplete (a header split across reads is waited for, never
@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
 use mailfront_fuzz::Input;
-use mailfront_proxy::gate::{ProxyHeader, parse_proxy_header};
+use mailfront_net::gate::{ProxyHeader, parse_proxy_header};
 
 fn check(bytes: &[u8], rng: &mut mailfront_fuzz::Rng) -> Option<ProxyHeader> {
     let result = parse_proxy_header(bytes);

@@ -9,9 +9,11 @@
 use libfuzzer_sys::fuzz_target;
 use mailfront_fuzz::{Input, assert_crlf_lines, find};
 use mailfront_model::BackendTls;
+use mailfront_protocol::Machine;
+use mailfront_protocol::Step;
 use mailfront_protocol::smtp::command::{Body, MailParams};
 use mailfront_protocol::smtp::delivery::{
-    DeliveryAction, DeliveryClient, DeliveryProtocol, verdict,
+    DeliveryClient, DeliveryEvent, DeliveryProtocol, verdict,
 };
 use mailfront_protocol::smtp::transport::Envelope;
 
@@ -47,8 +49,8 @@ fuzz_target!(|data: &[u8]| {
     let mut sent = Vec::new();
     let mut eof = false;
     for _ in 0..1_000_000 {
-        match client.next_action() {
-            DeliveryAction::Send(bytes) => {
+        match client.next_step() {
+            Step::Send(bytes) => {
                 assert_crlf_lines(&bytes);
                 if tls == BackendTls::StartTls && !tls_done {
                     assert!(!bytes.starts_with(b"MAIL") && !bytes.starts_with(b"RCPT"));
@@ -56,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
                 sent.extend_from_slice(&bytes);
                 assert!(sent.len() <= 4096 + 16 * fed);
             }
-            DeliveryAction::Read => {
+            Step::Read => {
                 if fed < payload.len() {
                     let n = rng.chunk(payload.len() - fed);
                     client.feed(&payload[fed..fed + n]);
@@ -69,13 +71,13 @@ fuzz_target!(|data: &[u8]| {
                     return;
                 }
             }
-            DeliveryAction::StartTls => {
+            Step::StartTls => {
                 assert_eq!(tls, BackendTls::StartTls);
                 assert!(!tls_done);
                 tls_done = true;
                 client.tls_established();
             }
-            DeliveryAction::ReadyForContent => {
+            Step::Event(DeliveryEvent::ReadyForContent) => {
                 for r in &recipients {
                     assert!(find(&sent, format!("RCPT TO:<{r}>\r\n").as_bytes()).is_some());
                 }
@@ -83,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
                 // The driver streams the content, then says it is complete.
                 client.finish();
             }
-            DeliveryAction::Finished(results) => {
+            Step::Event(DeliveryEvent::Finished(results)) => {
                 let names: Vec<&String> = results.iter().map(|(r, _)| r).collect();
                 assert_eq!(names, recipients.iter().collect::<Vec<_>>());
                 let reply = verdict(&results);
@@ -91,19 +93,15 @@ fuzz_target!(|data: &[u8]| {
                 assert_crlf_lines(&reply.to_bytes());
                 break;
             }
-            DeliveryAction::Refused(reply) => {
+            Step::Event(DeliveryEvent::Refused(reply)) => {
                 // Whatever its code (a backend may refuse with a 2xx greeting other than 220),
                 // the driver only logs it and tries the next server.
                 assert_crlf_lines(&reply.to_bytes());
                 break;
             }
-            DeliveryAction::Failed(_) => break,
+            Step::Event(DeliveryEvent::Failed(_)) => break,
         }
     }
     client.feed(b"250 OK\r\n");
-    assert_eq!(
-        client.next_action(),
-        DeliveryAction::Read,
-        "a finished delivery acted"
-    );
+    assert_eq!(client.next_step(), Step::Read, "a finished delivery acted");
 });

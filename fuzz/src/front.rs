@@ -3,8 +3,8 @@
 
 use mailfront_model::{BackendTls, SaslMechanism, Secret};
 use mailfront_protocol::{
-    Action, AuthFailure, AuthResult, BackendAction, BackendAuth, BackendLogin, ClientInfo,
-    ClientTls, FrontEnd, Limits,
+    AuthFailure, AuthResult, BackendAuth, BackendLogin, ClientInfo, ClientTls, FrontEnd,
+    FrontEvent, Limits, LoginEvent, Step,
 };
 
 use crate::{Input, Rng, assert_clean_name, assert_crlf_lines, find};
@@ -74,7 +74,7 @@ fn answer(rng: &mut Rng) -> AuthResult {
 /// Runs `front` over the input's payload as the session driver would, answering each
 /// authentication from the PRNG, and asserts:
 ///
-/// - no panic, and no endless stream of actions;
+/// - no panic, and no endless stream of steps;
 /// - every send is whole CRLF lines (no bare CR/LF or NUL from the client's bytes);
 /// - output bounded: at most 64 bytes per input byte, plus a fixed amount per event;
 /// - STARTTLS only on a STARTTLS listener and only once; after the handshake nothing received
@@ -102,17 +102,17 @@ pub fn drive<F: FrontEnd>(mut front: F, settings: FrontSettings, input: Input<'_
     let mut steps = 0usize;
     loop {
         steps += 1;
-        assert!(steps < 1_000_000, "endless actions");
-        let action = front.next_action();
+        assert!(steps < 1_000_000, "endless steps");
+        let step = front.next_step();
         if must_read {
             assert!(
-                matches!(action, Action::Read),
-                "bytes from before the TLS handshake were processed after it: {action:?}"
+                matches!(step, Step::Read),
+                "bytes from before the TLS handshake were processed after it: {step:?}"
             );
             must_read = false;
         }
-        match action {
-            Action::Send(bytes) => {
+        match step {
+            Step::Send(bytes) => {
                 assert_crlf_lines(&bytes);
                 run.output.extend_from_slice(&bytes);
                 let bound = 4096 + 64 * fed + 512 * events;
@@ -122,7 +122,7 @@ pub fn drive<F: FrontEnd>(mut front: F, settings: FrontSettings, input: Input<'_
                     run.output.len()
                 );
             }
-            Action::Read => {
+            Step::Read => {
                 if fed < payload.len() {
                     let n = rng.chunk(payload.len() - fed);
                     front.feed(&payload[fed..fed + n]);
@@ -135,13 +135,13 @@ pub fn drive<F: FrontEnd>(mut front: F, settings: FrontSettings, input: Input<'_
                     }
                     let mut sends = 0;
                     loop {
-                        match front.next_action() {
-                            Action::Send(bytes) => {
+                        match front.next_step() {
+                            Step::Send(bytes) => {
                                 assert_crlf_lines(&bytes);
                                 sends += 1;
                                 assert!(sends <= 4, "goodbye without end");
                             }
-                            Action::Close => break,
+                            Step::Event(FrontEvent::Close) => break,
                             other => panic!("after shutdown or timeout: {other:?}"),
                         }
                     }
@@ -150,7 +150,7 @@ pub fn drive<F: FrontEnd>(mut front: F, settings: FrontSettings, input: Input<'_
                     return run;
                 }
             }
-            Action::StartTls => {
+            Step::StartTls => {
                 assert_eq!(
                     settings.tls,
                     ClientTls::StartTls,
@@ -164,7 +164,7 @@ pub fn drive<F: FrontEnd>(mut front: F, settings: FrontSettings, input: Input<'_
                 epoch = fed;
                 must_read = true;
             }
-            Action::Authenticate(credentials) => {
+            Step::Event(FrontEvent::Authenticate(credentials)) => {
                 assert!(
                     tls_done || settings.allow_plaintext_auth,
                     "a password accepted without TLS where plaintext authentication is refused"
@@ -189,7 +189,7 @@ pub fn drive<F: FrontEnd>(mut front: F, settings: FrontSettings, input: Input<'_
                 }
                 front.auth_result(result);
             }
-            Action::Proxy { pending } => {
+            Step::Event(FrontEvent::Proxy { pending }) => {
                 let since = &payload[epoch..fed];
                 assert!(
                     since.ends_with(&pending),
@@ -199,7 +199,7 @@ pub fn drive<F: FrontEnd>(mut front: F, settings: FrontSettings, input: Input<'_
                 assert_stays_closed(&mut front, &payload[fed..]);
                 return run;
             }
-            Action::Close => {
+            Step::Event(FrontEvent::Close) => {
                 assert_stays_closed(&mut front, &payload[fed..]);
                 return run;
             }
@@ -211,10 +211,10 @@ fn assert_stays_closed<F: FrontEnd>(front: &mut F, more: &[u8]) {
     for _ in 0..2 {
         front.feed(more);
         front.feed(b"a2 LOGIN x y\r\nUSER x\r\nPASS y\r\n");
-        let action = front.next_action();
+        let step = front.next_step();
         assert!(
-            matches!(action, Action::Close),
-            "a closed machine acted: {action:?}"
+            matches!(step, Step::Event(FrontEvent::Close)),
+            "a closed machine acted: {step:?}"
         );
     }
 }
@@ -277,7 +277,7 @@ fn carries_password(bytes: &[u8]) -> bool {
 
 /// Runs a backend login over the payload as backend bytes, and asserts:
 ///
-/// - no panic, no endless actions, every send whole CRLF lines;
+/// - no panic, no endless steps, every send whole CRLF lines;
 /// - STARTTLS only when configured, once; with STARTTLS configured, the password never crosses
 ///   (in clear or base64) before the handshake, and `Ready` never comes before it;
 /// - `Ready` and `Failed` are final: afterwards the machine only asks to read;
@@ -294,9 +294,9 @@ pub fn drive_backend<B: BackendLogin>(mut login: B, tls: BackendTls, input: Inpu
     let mut eof = false;
     loop {
         steps += 1;
-        assert!(steps < 1_000_000, "endless actions");
-        match login.next_action() {
-            BackendAction::Send(bytes) => {
+        assert!(steps < 1_000_000, "endless steps");
+        match login.next_step() {
+            Step::Send(bytes) => {
                 assert_crlf_lines(&bytes);
                 if tls == BackendTls::StartTls && !tls_done {
                     assert!(
@@ -307,7 +307,7 @@ pub fn drive_backend<B: BackendLogin>(mut login: B, tls: BackendTls, input: Inpu
                 sent += bytes.len();
                 assert!(sent <= 64 * 1024 + 16 * fed, "too much sent");
             }
-            BackendAction::Read => {
+            Step::Read => {
                 if fed < payload.len() {
                     let n = rng.chunk(payload.len() - fed);
                     login.feed(&payload[fed..fed + n]);
@@ -319,16 +319,16 @@ pub fn drive_backend<B: BackendLogin>(mut login: B, tls: BackendTls, input: Inpu
                     panic!("still reading after eof");
                 }
             }
-            BackendAction::StartTls => {
+            Step::StartTls => {
                 assert_eq!(tls, BackendTls::StartTls, "STARTTLS when not configured");
                 assert!(!tls_done, "STARTTLS twice");
                 tls_done = true;
                 login.tls_established();
             }
-            BackendAction::Ready {
+            Step::Event(LoginEvent::Ready {
                 capabilities,
                 leftover,
-            } => {
+            }) => {
                 assert!(tls_done || tls == BackendTls::None, "logged in before TLS");
                 if let Some(caps) = &capabilities {
                     assert!(
@@ -340,7 +340,7 @@ pub fn drive_backend<B: BackendLogin>(mut login: B, tls: BackendTls, input: Inpu
                 assert_final(&mut login, &payload[fed..]);
                 return;
             }
-            BackendAction::Failed(_) => {
+            Step::Event(LoginEvent::Failed(_)) => {
                 assert_final(&mut login, &payload[fed..]);
                 return;
             }
@@ -352,10 +352,10 @@ fn assert_final<B: BackendLogin>(login: &mut B, more: &[u8]) {
     login.feed(more);
     login.feed(b"* OK\r\n+OK\r\n250 OK\r\n");
     for _ in 0..2 {
-        let action = login.next_action();
+        let step = login.next_step();
         assert!(
-            matches!(action, BackendAction::Read),
-            "a finished login acted: {action:?}"
+            matches!(step, Step::Read),
+            "a finished login acted: {step:?}"
         );
     }
 }

@@ -2,12 +2,12 @@
 //! anti-smuggling rules of `mailfront_protocol::smtp::data`), the dot-stuffing round trip, and
 //! the driver of the front-end transport machine.
 
-use mailfront_protocol::ClientTls;
 use mailfront_protocol::smtp::data::{DataDecoder, DotStuffer};
 use mailfront_protocol::smtp::reply::Reply;
 use mailfront_protocol::smtp::transport::{
-    Envelope, TransportAction, TransportServer, TransportSettings,
+    Envelope, TransportEvent, TransportServer, TransportSettings,
 };
+use mailfront_protocol::{ClientTls, Machine, Step};
 
 use crate::{Input, assert_crlf_lines, find};
 
@@ -230,25 +230,21 @@ pub fn drive_transport(input: Input<'_>) {
     let mut closed_by_client = false;
     loop {
         steps += 1;
-        assert!(steps < 2_000_000, "endless actions");
-        let action = server.next_action();
+        assert!(steps < 2_000_000, "endless steps");
+        let step = server.next_step();
         if must_read {
-            assert_eq!(
-                action,
-                TransportAction::Read,
-                "pre-TLS bytes processed after STARTTLS"
-            );
+            assert_eq!(step, Step::Read, "pre-TLS bytes processed after STARTTLS");
             must_read = false;
         }
-        // The first action after a delivery opened tells DATA (354) from BDAT.
+        // The first step after a delivery opened tells DATA (354) from BDAT.
         if let Delivery::Open {
             data: data @ None, ..
         } = &mut delivery
         {
-            *data = Some(matches!(&action, TransportAction::Send(b) if b.starts_with(b"354")));
+            *data = Some(matches!(&step, Step::Send(b) if b.starts_with(b"354")));
         }
-        match action {
-            TransportAction::Send(bytes) => {
+        match step {
+            Step::Send(bytes) => {
                 assert_crlf_lines(&bytes);
                 output += bytes.len();
                 assert!(
@@ -256,7 +252,7 @@ pub fn drive_transport(input: Input<'_>) {
                     "output {output} for {fed} input bytes"
                 );
             }
-            TransportAction::Read => {
+            Step::Read => {
                 if fed < stream.len() {
                     let n = rng.chunk(stream.len() - fed);
                     server.feed(&stream[fed..fed + n]);
@@ -268,7 +264,7 @@ pub fn drive_transport(input: Input<'_>) {
                     panic!("reading after the client closed");
                 }
             }
-            TransportAction::StartTls => {
+            Step::StartTls => {
                 assert_eq!(
                     settings.tls,
                     ClientTls::StartTls,
@@ -280,7 +276,7 @@ pub fn drive_transport(input: Input<'_>) {
                 server.tls_established();
                 must_read = true;
             }
-            TransportAction::CheckRecipient(to) => {
+            Step::Event(TransportEvent::CheckRecipient(to)) => {
                 assert!(!to.is_empty());
                 assert!(
                     !to.chars().any(char::is_control),
@@ -294,7 +290,7 @@ pub fn drive_transport(input: Input<'_>) {
                 first_check = false;
                 server.recipient_checked(verdict);
             }
-            TransportAction::OpenDelivery(envelope) => {
+            Step::Event(TransportEvent::OpenDelivery(envelope)) => {
                 assert_eq!(
                     delivery,
                     Delivery::None,
@@ -319,14 +315,14 @@ pub fn drive_transport(input: Input<'_>) {
                     server.delivery_opened(Err(Reply::new(451, "4.4.0 No server available")));
                 }
             }
-            TransportAction::Content(bytes) => {
+            Step::Event(TransportEvent::Content(bytes)) => {
                 let Delivery::Open {
                     content, pieces, ..
                 } = &mut delivery
                 else {
                     panic!("content without an open delivery: {delivery:?}");
                 };
-                assert!(!bytes.is_empty(), "empty content action");
+                assert!(!bytes.is_empty(), "empty content event");
                 content.extend_from_slice(&bytes);
                 pieces.push(bytes);
                 assert!(
@@ -334,7 +330,7 @@ pub fn drive_transport(input: Input<'_>) {
                     "content past max_message_size handed over"
                 );
             }
-            TransportAction::FinishDelivery => {
+            Step::Event(TransportEvent::FinishDelivery) => {
                 let Delivery::Open {
                     data,
                     content,
@@ -362,7 +358,7 @@ pub fn drive_transport(input: Input<'_>) {
                 delivery = Delivery::None;
                 server.delivery_finished(reply);
             }
-            TransportAction::AbortDelivery => {
+            Step::Event(TransportEvent::AbortDelivery) => {
                 assert!(
                     matches!(delivery, Delivery::Open { .. }),
                     "abort without an open delivery: {delivery:?}"
@@ -370,11 +366,11 @@ pub fn drive_transport(input: Input<'_>) {
                 delivery = Delivery::None;
                 opening = None;
             }
-            TransportAction::Close => {
+            Step::Event(TransportEvent::Close) => {
                 assert_eq!(delivery, Delivery::None, "closed with a delivery open");
                 for _ in 0..2 {
                     server.feed(b"MAIL FROM:<x@y>\r\nDATA\r\n");
-                    assert_eq!(server.next_action(), TransportAction::Close);
+                    assert_eq!(server.next_step(), Step::Event(TransportEvent::Close));
                 }
                 break;
             }

@@ -6,11 +6,11 @@ the slow part). Tests that change shared state (stop a backend, move a database)
 
 from __future__ import annotations
 
+import copy
 import imaplib
 import re
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -89,6 +89,7 @@ class Lab:
     root: Path
     binary: Path
     config: Path
+    settings: dict  # the configuration `config` was written from (node_settings copies it)
     locations: Path
     servers: dict[str, lab.Dovecot]
     mailfront: lab.Mailfront
@@ -195,12 +196,8 @@ def lab_env(tmp_path_factory) -> Lab:
     sip, sips = lab.free_port(), lab.free_port()
     admin = lab.free_port()
     radicales = {name: lab.Radicale(root, name, lab.free_port(), root / "dav") for name in ("mbx1", "mbx2")}
-    cookie_keys = root / "http" / "keys.toml"
-    cookie_keys.parent.mkdir(parents=True, exist_ok=True)
-    cookie_keys.write_text(subprocess.run([str(binary), "cookie-key", "--id", "1"], capture_output=True, text=True,
-                                          check=True).stdout)
-    config = root / "mailfront.toml"
-    text = lab.mailfront_config(
+    cookie_keys = lab.write_cookie_keys(binary, root / "http" / "keys.toml")
+    settings = lab.node_config(
         node="test1",
         servers=[
             lab.ServerEntry("mbx1", ports["mbx1"], http=radicales["mbx1"].url, sip=SIP_URIS["mbx1"]),
@@ -223,46 +220,41 @@ def lab_env(tmp_path_factory) -> Lab:
         master_password_file=root / "secrets" / "master.pw",
         databases={"DB01": ["mbx1", "mbx2"], "DB02": ["mbx1", "mbx2"], "DB03": ["silent"]},
         listeners=[
-            {"name": "plain", "protocol": "imap", "address": f"127.0.0.1:{plain}", "tls": "none",
-             "allow_plaintext_auth": True},
-            {"name": "starttls", "protocol": "imap", "address": f"127.0.0.1:{starttls}", "tls": "starttls"},
-            {"name": "imaps", "protocol": "imap", "address": f"127.0.0.1:{implicit}", "tls": "implicit"},
-            {"name": "pop3", "protocol": "pop3", "address": f"127.0.0.1:{pop3_plain}", "tls": "none",
-             "allow_plaintext_auth": True},
-            {"name": "pop3-starttls", "protocol": "pop3", "address": f"127.0.0.1:{pop3_starttls}",
-             "tls": "starttls"},
-            {"name": "pop3s", "protocol": "pop3", "address": f"127.0.0.1:{pop3_implicit}", "tls": "implicit"},
-            {"name": "submission", "protocol": "submission", "address": f"127.0.0.1:{submission}", "tls": "none",
-             "allow_plaintext_auth": True},
-            {"name": "submission-starttls", "protocol": "submission", "address": f"127.0.0.1:{submission_starttls}",
-             "tls": "starttls"},
-            {"name": "submissions", "protocol": "submission", "address": f"127.0.0.1:{submissions}",
-             "tls": "implicit"},
-            {"name": "smtp", "protocol": "smtp", "address": f"127.0.0.1:{smtp}", "tls": "starttls"},
-            {"name": "outbound", "protocol": "outbound", "address": f"127.0.0.1:{outbound}", "tls": "none"},
-            {"name": "https", "protocol": "https", "address": f"127.0.0.1:{https}", "tls": "implicit"},
-            {"name": "sip", "protocol": "sip", "address": f"127.0.0.1:{sip}"},
-            {"name": "sips", "protocol": "sip", "address": f"127.0.0.1:{sips}", "tls": "implicit"},
+            lab.listener("plain", "imap", plain, "none", allow_plaintext_auth=True),
+            lab.listener("starttls", "imap", starttls, "starttls"),
+            lab.listener("imaps", "imap", implicit, "implicit"),
+            lab.listener("pop3", "pop3", pop3_plain, "none", allow_plaintext_auth=True),
+            lab.listener("pop3-starttls", "pop3", pop3_starttls, "starttls"),
+            lab.listener("pop3s", "pop3", pop3_implicit, "implicit"),
+            lab.listener("submission", "submission", submission, "none", allow_plaintext_auth=True),
+            lab.listener("submission-starttls", "submission", submission_starttls, "starttls"),
+            lab.listener("submissions", "submission", submissions, "implicit"),
+            lab.listener("smtp", "smtp", smtp, "starttls"),
+            lab.listener("outbound", "outbound", outbound, "none"),
+            lab.listener("https", "https", https, "implicit"),
+            lab.listener("sip", "sip", sip),
+            lab.listener("sips", "sip", sips, "implicit"),
         ],
-        extra=(
-            "[timeouts]\n"
-            f'auth_failure_delay = "{int(AUTH_FAILURE_DELAY * 1000)}ms"\n'
-            f'backend_login = "{int(BACKEND_LOGIN_TIMEOUT * 1000)}ms"\n'
-            f'delivery = "{int(DELIVERY_TIMEOUT * 1000)}ms"\n'
-            f'pre_auth_idle = "{int(PRE_AUTH_IDLE * 1000)}ms"\n'
-            'shutdown_grace = "2s"\n'
-            "[limits]\nmax_line_length = 1024\nmax_commands_before_auth = 20\n"
-            "[reload]\ninterval = \"50ms\"\n"
-            "[transport]\naccepted_domains = [\"example.com\"]\nmax_message_size = 200000\nmax_recipients = 50\n"
-            f"[outbound]\nrelay = {{ host = \"127.0.0.1\", port = {relay.port} }}\n"
-            f"[sip]\nmax_message_size = {SIP_MAX_MESSAGE}\nretry_after = {SIP_RETRY_AFTER}\n"
-            + lab.http_section(cookie_keys)
-            + f'[admin]\naddress = "127.0.0.1:{admin}"\n'
-        ),
+        sections={
+            "timeouts": {
+                "auth_failure_delay": f"{int(AUTH_FAILURE_DELAY * 1000)}ms",
+                "backend_login": f"{int(BACKEND_LOGIN_TIMEOUT * 1000)}ms",
+                "delivery": f"{int(DELIVERY_TIMEOUT * 1000)}ms",
+                "pre_auth_idle": f"{int(PRE_AUTH_IDLE * 1000)}ms",
+                "shutdown_grace": "2s",
+            },
+            "limits": {"max_line_length": 1024, "max_commands_before_auth": 20},
+            "reload": {"interval": "50ms"},
+            "transport": {"accepted_domains": ["example.com"], "max_message_size": 200000, "max_recipients": 50},
+            "outbound": {"relay": {"host": "127.0.0.1", "port": relay.port}},
+            "sip": {"max_message_size": SIP_MAX_MESSAGE, "retry_after": SIP_RETRY_AFTER},
+            "http": lab.http_config(cookie_keys),
+            "admin": {"address": f"127.0.0.1:{admin}"},
+        },
     )
-    config.write_text(text)
+    config = lab.write_toml(root / "mailfront.toml", settings)
     mailfront = lab.Mailfront(binary, config, root / "mailfront.log")
-    env = Lab(root, binary, config, locations, servers, mailfront, plain, starttls, implicit,
+    env = Lab(root, binary, config, settings, locations, servers, mailfront, plain, starttls, implicit,
               pop3_plain, pop3_starttls, pop3_implicit, submission, submission_starttls, submissions,
               smtp, outbound, relay, https, radicales, cookie_keys)
     env.sip_port, env.sips_port = sip, sips
@@ -283,73 +275,95 @@ def lab_env(tmp_path_factory) -> Lab:
         relay.stop()
 
 
-def https_node(lab_env: Lab, name: str, cookie_keys: Path, lifetime: str = "8h", extra: str = "") -> tuple[lab.Mailfront, int]:
+def node_settings(lab_env: Lab, name: str, listeners: list[dict], sections: dict | None = None) -> dict:
+    """The configuration of another node of the lab's array, as a dict: the lab node's servers,
+    directory, locations, certificate and timeouts, with its own `listeners` and the keys of
+    `sections` set (`{"timeouts": {"post_auth_idle": "1s"}, "throttle": {...}}`: existing keys
+    replaced, new ones added, the section created if missing). No admin listener unless
+    `sections` names one."""
+    settings = copy.deepcopy(lab_env.settings)
+    settings["node"]["name"] = name
+    settings["listener"] = listeners
+    del settings["admin"]
+    for section, values in (sections or {}).items():
+        settings.setdefault(section, {}).update(copy.deepcopy(values))
+    return settings
+
+
+def node_config(lab_env: Lab, name: str, listeners: list[dict], sections: dict | None = None) -> Path:
+    """`node_settings` written to `<lab>/<name>.toml`; returns the file."""
+    return lab.write_toml(lab_env.root / f"{name}.toml", node_settings(lab_env, name, listeners, sections))
+
+
+def start_node(lab_env: Lab, name: str, listeners: list[dict], sections: dict | None = None) -> lab.Mailfront:
+    """Starts a node made by `node_config`; the caller stops it."""
+    node = lab.Mailfront(lab_env.binary, node_config(lab_env, name, listeners, sections), lab_env.root / f"{name}.log")
+    node.start()
+    return node
+
+
+def https_node(lab_env: Lab, name: str, cookie_keys: Path, lifetime: str = "8h") -> tuple[lab.Mailfront, int]:
     """Another mailfront node of the array: the same servers, directory and locations as the lab's
     node, one HTTPS listener, and its own cookie key file and session lifetime. Returns the
     started node and its port (the caller stops it)."""
-    text = lab_env.config.read_text()
     port = lab.free_port()
-    head = text[: text.index("[[listener]]")]
-    rest = text[text.index("[timeouts]"): text.index("\n[http]")]
-    config = lab_env.root / f"{name}.toml"
-    config.write_text(
-        head.replace('name = "test1"', f'name = "{name}"', 1)
-        + f'[[listener]]\nprotocol = "https"\naddress = "127.0.0.1:{port}"\ntls = "implicit"\n\n'
-        + rest + lab.http_section(cookie_keys, lifetime) + extra
-    )
-    node = lab.Mailfront(lab_env.binary, config, lab_env.root / f"{name}.log")
-    node.start()
+    node = start_node(lab_env, name, [lab.listener(None, "https", port, "implicit")],
+                      {"http": {"cookie_keys": cookie_keys, "session_lifetime": lifetime}})
     return node, port
 
 
-def set_keys(text: str, section: str, values: dict) -> str:
-    """`text` (a TOML configuration) with `values` set in `[section]`: existing keys replaced,
-    new ones added, the section created if missing."""
-    header = f"[{section}]\n"
-    if header not in text:
-        return text + "\n" + header + "".join(f"{k} = {lab.toml_value(v)}\n" for k, v in values.items())
-    start = text.index(header) + len(header)
-    end = text.find("\n[", start)
-    end = len(text) if end < 0 else end + 1
-    lines = text[start:end].splitlines(keepends=True)
-    for key, value in values.items():
-        line = f"{key} = {lab.toml_value(value)}\n"
-        for i, existing in enumerate(lines):
-            if existing.split("=", 1)[0].strip() == key:
-                lines[i] = line
-                break
-        else:
-            lines.insert(0, line)
-    return text[:start] + "".join(lines) + text[end:]
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.02):
+    """Polls `predicate` until it returns something true, and returns that; fails the test if
+    `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never happened within {timeout}s")
+        time.sleep(interval)
 
 
-def node_config(lab_env: Lab, name: str, listeners: list[dict], sections: dict | None = None,
-                extra: str = "") -> Path:
-    """The configuration of another node of the lab's array: the lab node's servers, directory,
-    locations, certificate and timeouts, with its own `listeners`, keys of `sections` set
-    (`{"timeouts": {"post_auth_idle": "1s"}, "throttle": {...}}`) and `extra` appended. No admin
-    listener unless `sections` names one. Returns the written file."""
-    text = lab_env.config.read_text()
-    head = text[: text.index("[[listener]]")].replace('name = "test1"', f'name = "{name}"', 1)
-    rest = text[text.index("[timeouts]"): text.index("\n[admin]")]
-    out = head + "".join(
-        "[[listener]]\n" + "".join(f"{k} = {lab.toml_value(v)}\n" for k, v in listener.items()) + "\n"
-        for listener in listeners
-    ) + rest + "\n"
-    for section, values in (sections or {}).items():
-        out = set_keys(out, section, values)
-    config = lab_env.root / f"{name}.toml"
-    config.write_text(out + extra)
-    return config
+def collect(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the server sends on `sock` within `seconds`, or until it closes."""
+    sock.settimeout(0.2)
+    out = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            continue
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
-def start_node(lab_env: Lab, name: str, listeners: list[dict], sections: dict | None = None,
-               extra: str = "") -> lab.Mailfront:
-    """Starts a node made by `node_config`; the caller stops it."""
-    config = node_config(lab_env, name, listeners, sections, extra)
-    node = lab.Mailfront(lab_env.binary, config, lab_env.root / f"{name}.log")
-    node.start()
-    return node
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    """What the server sends on `sock` until `marker` has come (or it closes)."""
+    reply = b""
+    while marker not in reply:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+class UdpPhone:
+    """A UDP socket on 127.0.0.1 that speaks SIP to mailfront's `port`; `via` is its Via."""
+
+    def __init__(self, port: int):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.target = ("127.0.0.1", port)
+        self.via = f"SIP/2.0/UDP 127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def admin_call(port: int, method: str, path: str, token: str | None = None) -> tuple[int, str]:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import pytest
 
 import lab
-import lab_haproxy
-from conftest import USERS, SourcedIMAP, admin_call, client_tls, start_node
+import lab.haproxy
+from conftest import USERS, SourcedIMAP, admin_call, client_tls, start_node, wait_until
 
 PASSWORDS = {u.address: u.password for u in USERS}
 NODES = ("arr1", "arr2", "arr3")
@@ -40,7 +40,7 @@ class Node:
 @dataclass
 class Array:
     nodes: dict[str, Node]
-    haproxy: lab_haproxy.HAProxy
+    haproxy: lab.haproxy.HAProxy
     imap: int  # HAProxy's IMAP frontend
     https: int  # HAProxy's HTTPS frontend (TCP: TLS ends on the nodes)
 
@@ -62,14 +62,14 @@ def array(lab_env):
                 {"proxy_protocol": {"trusted": ["127.0.0.1/32"]}, "admin": {"address": f"127.0.0.1:{admin}"}})
             nodes[name] = Node(name, mailfront, imap, https, direct, admin)
         imap_front, https_front = lab.free_port(), lab.free_port()
-        haproxy = lab_haproxy.HAProxy(lab_env.root / "haproxy", [
+        haproxy = lab.haproxy.HAProxy(lab_env.root / "haproxy", [
             # IMAP: checked on the admin listener's /health (plain HTTP, no PROXY header).
-            lab_haproxy.Service("imap", imap_front, servers=[
-                lab_haproxy.Server(n.name, n.imap, check_port=n.admin) for n in nodes.values()]),
+            lab.haproxy.Service("imap", imap_front, servers=[
+                lab.haproxy.Server(n.name, n.imap, check_port=n.admin) for n in nodes.values()]),
             # HTTPS: checked on the service's own health page, over TLS, with a PROXY v2 header
             # (LOCAL) as the listener requires.
-            lab_haproxy.Service("https", https_front, check_path="/calendar/healthcheck.htm", check_ssl=True,
-                                servers=[lab_haproxy.Server(n.name, n.https) for n in nodes.values()]),
+            lab.haproxy.Service("https", https_front, check_path="/calendar/healthcheck.htm", check_ssl=True,
+                                servers=[lab.haproxy.Server(n.name, n.https) for n in nodes.values()]),
         ])
         haproxy.start()
         for name in NODES:
@@ -117,16 +117,6 @@ def logout(client: imaplib.IMAP4) -> None:
         client.logout()
     except (imaplib.IMAP4.error, OSError):
         pass
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} never happened within {timeout}s")
 
 
 def sessions(node: Node, query: str = "?protocol=imap") -> list[dict]:

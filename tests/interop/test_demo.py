@@ -1,4 +1,4 @@
-"""`scripts/demo` keeps DESIGN.md's contract: ports, users, the ready line, switchover, clean stop."""
+"""`scripts/demo` keeps its contract (README): ports, users, the ready line, switchover, clean stop."""
 
 from __future__ import annotations
 

@@ -21,19 +21,9 @@ import uuid
 import pytest
 
 import lab
-from conftest import BACKEND_LOGIN_TIMEOUT, DELIVERY_TIMEOUT, start_node
+from conftest import BACKEND_LOGIN_TIMEOUT, DELIVERY_TIMEOUT, start_node, wait_until
 
 PASSWORD = lab.DEMO_PASSWORD
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} never happened within {timeout}s")
 
 
 def kill_dovecot(server: lab.Dovecot) -> None:

@@ -259,9 +259,7 @@ def test_expired_and_retired_keys(lab_env, tmp_path):
     # expires, on every node.
     short, short_port = https_node(lab_env, "short", lab_env.cookie_keys, lifetime="3s")
     # A node whose key file no longer lists key 1 (retired), only key 2.
-    retired_keys = tmp_path / "keys.toml"
-    retired_keys.write_text(subprocess.run([str(lab_env.binary), "cookie-key", "--id", "2"], capture_output=True,
-                                           text=True, check=True).stdout)
+    retired_keys = lab.write_cookie_keys(lab_env.binary, tmp_path / "keys.toml", key_id=2)
     retired, retired_port = https_node(lab_env, "retired", retired_keys)
     try:
         _, session = forms_login(short_port, "alice@example.com")

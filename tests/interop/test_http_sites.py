@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from conftest import client_tls, lab
+from conftest import client_tls, lab, node_settings
 from test_http import forms_login, request
 
 EAST_URL = "https://east.example.com/calendar/"
@@ -55,28 +55,24 @@ class EchoUpgradeServer:
 @pytest.fixture(scope="module")
 def sites_node(lab_env):
     echo = EchoUpgradeServer()
-    text = lab_env.config.read_text()
+    port = lab.free_port()
+    settings = node_settings(lab_env, "sites1", [lab.listener(None, "https", port, "implicit")])
     # mbx2 moves to site east; an "echo" server hosts DB07 for this node only.
-    assert 'name = "mbx2"\nsite = "lab"' in text
-    text = text.replace('name = "mbx2"\nsite = "lab"', 'name = "mbx2"\nsite = "east"')
+    [mbx2] = [server for server in settings["server"] if server["name"] == "mbx2"]
+    assert mbx2["site"] == "lab"
+    mbx2["site"] = "east"
     locations = lab_env.root / "sites-locations.toml"
     active = lab.read_locations(lab_env.locations)
     active["DB07"] = "echo"
     lab.write_locations(locations, active)
-    text = text.replace(f'path = "{lab_env.locations}"', f'path = "{locations}"')
-    port = lab.free_port()
-    head = text[: text.index("[[listener]]")]
-    rest = text[text.index("[timeouts]"): text.index("\n[admin]")]  # the admin port is the lab node's
-    config = lab_env.root / "sites.toml"
-    config.write_text(
-        head.replace('name = "test1"', 'name = "sites1"', 1)
-        + f'[[listener]]\nprotocol = "https"\naddress = "127.0.0.1:{port}"\ntls = "implicit"\n\n'
-        + rest
-        + f'\n[[server]]\nname = "echo"\nsite = "lab"\nversion = "15.1"\nhost = "127.0.0.1"\n'
-          f'http = "http://127.0.0.1:{echo.port}/"\n[server.login]\nmethod = "passthrough"\n'
-        + '\n[[site]]\nname = "lab"\nexternal_urls = { calendar = "https://mail.example.com/calendar/" }\n'
-        + f'\n[[site]]\nname = "east"\nexternal_urls = {{ calendar = "{EAST_URL}" }}\n'
-    )
+    settings["location"]["path"] = locations
+    settings["server"].append({"name": "echo", "site": "lab", "version": "15.1", "host": "127.0.0.1",
+                               "http": f"http://127.0.0.1:{echo.port}/", "login": {"method": "passthrough"}})
+    settings["site"] = [
+        {"name": "lab", "external_urls": {"calendar": "https://mail.example.com/calendar/"}},
+        {"name": "east", "external_urls": {"calendar": EAST_URL}},
+    ]
+    config = lab.write_toml(lab_env.root / "sites.toml", settings)
     node = lab.Mailfront(lab_env.binary, config, lab_env.root / "sites.log")
     node.start()
     yield {"node": node, "port": port, "echo": echo}

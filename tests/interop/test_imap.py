@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import ACTIVE, AUTH_FAILURE_DELAY, BACKEND_LOGIN_TIMEOUT, PRE_AUTH_IDLE, client_tls, lab
+from conftest import ACTIVE, AUTH_FAILURE_DELAY, BACKEND_LOGIN_TIMEOUT, PRE_AUTH_IDLE, client_tls, collect, lab
 
 PASSWORD = lab.DEMO_PASSWORD
 
@@ -219,18 +219,7 @@ def raw(port: int, data: bytes, tls: ssl.SSLContext | None = None, read_for: flo
         conn = tls.wrap_socket(sock) if tls else sock
         conn.recv(4096)
         conn.sendall(data)
-        out = b""
-        deadline = time.monotonic() + read_for
-        conn.settimeout(0.2)
-        while time.monotonic() < deadline:
-            try:
-                chunk = conn.recv(65536)
-            except (socket.timeout, TimeoutError):
-                continue
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return collect(conn, read_for)
 
 
 def test_commands_pipelined_after_starttls_are_discarded(lab_env):
@@ -312,22 +301,23 @@ def test_check_command(lab_env, tmp_path):
     ok = run(str(lab_env.binary), "check", "--config", str(lab_env.config))
     assert ok.returncode == 0, ok.stderr
     # Every [[listener]] of the lab's configuration counts (other tests' suites add their own).
-    listeners = lab_env.config.read_text().count("[[listener]]")
+    listeners = len(lab.read_toml(lab_env.config)["listener"])
     assert f"OK (8 servers, 11 users, 8 databases located, {listeners} listeners)" in ok.stdout
 
-    broken = tmp_path / "broken.toml"
-    broken.write_text(lab_env.config.read_text().replace('site = "lab"\nversion = "15.1"\nhost', 'site = "lab"\nversion = "x"\nhost', 1))
+    settings = lab.read_toml(lab_env.config)
+    settings["server"][0]["version"] = "x"
+    broken = lab.write_toml(tmp_path / "broken.toml", settings)
     bad = run(str(lab_env.binary), "check", "--config", str(broken))
     assert bad.returncode != 0
     assert "server[0].version" in bad.stderr
 
     # {PLAIN} passwords are accepted with a warning.
-    users = tmp_path / "users.toml"
-    users.write_text(
-        '[[user]]\naddress = "p@example.com"\npassword = "{PLAIN}x"\nmailbox_guid = "g"\ndatabase = "DB01"\nversion = "15"\n'
-    )
-    plain_cfg = tmp_path / "plain.toml"
-    plain_cfg.write_text(lab_env.config.read_text().replace(str(lab_env.root / "users.toml"), str(users)))
+    users = lab.write_toml(tmp_path / "users.toml", {"user": [
+        {"address": "p@example.com", "password": "{PLAIN}x", "mailbox_guid": "g", "database": "DB01", "version": "15"},
+    ]})
+    settings = lab.read_toml(lab_env.config)
+    settings["directory"]["path"] = users
+    plain_cfg = lab.write_toml(tmp_path / "plain.toml", settings)
     warned = run(str(lab_env.binary), "check", "--config", str(plain_cfg))
     assert warned.returncode == 0, warned.stderr
     assert "warning: directory: p@example.com has a {PLAIN} password" in warned.stderr

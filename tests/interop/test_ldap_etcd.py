@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from conftest import ACTIVE, lab
-
-import lab_etcd  # noqa: E402  (scripts/ is on sys.path through conftest)
-import lab_ldap  # noqa: E402
+import lab.etcd  # scripts/ is on sys.path through conftest
+import lab.ldap
+import conftest
+from conftest import ACTIVE, lab, node_settings
 
 PASSWORD = "ldap-pw-1"
 CACHE_TTL = 1.0
@@ -25,7 +25,7 @@ TIMEOUT = 1.0
 LDAP_USERS = [
     {"address": "alice@example.com", "password": PASSWORD, "aliases": ["alice.smith@example.com"],
      "database": "DB01", "guid": "0b0c7a4e-0000-4000-8000-000000000001"},
-    {"address": "bob@example.com", "password": lab_ldap.hash_sha512_crypt(PASSWORD), "database": "DB02",
+    {"address": "bob@example.com", "password": lab.ldap.hash_sha512_crypt(PASSWORD), "database": "DB02",
      "guid": "0b0c7a4e-0000-4000-8000-000000000002"},
     {"address": "eve@example.com", "password": PASSWORD, "database": "DB01", "enabled": False,
      "guid": "0b0c7a4e-0000-4000-8000-000000000005"},
@@ -38,36 +38,27 @@ LDAP_USERS = [
 def ldap_env(lab_env):
     """A second mailfront node on the same mailbox servers, with users in slapd and locations
     in etcd."""
-    lab_ldap.ensure_slapd()
+    lab.ensure_installed("slapd")
     root = lab.reset_dir(lab_env.root / "ldap-node")
-    slapd = lab_ldap.Slapd(root / "slapd", lab.free_port())
+    slapd = lab.ldap.Slapd(root / "slapd", lab.free_port())
     slapd.add_users(LDAP_USERS)
     slapd.start()
-    etcd = lab_etcd.Etcd(root / "etcd", lab.free_port(), lab.free_port())
+    etcd = lab.etcd.Etcd(root / "etcd", lab.free_port(), lab.free_port())
     etcd.start()
     for database, server in ACTIVE.items():
         etcd.put_active(database, server)
     imap, pop3, submission, smtp, https = (lab.free_port() for _ in range(5))
-    text = lab_env.config.read_text()
-    # Same servers, locations and certificates; another directory and other listeners.
-    head = text[: text.index("[directory]")]
-    tail = text[text.index("[tls]"): text.index("[[listener]]")]
-    extra = text[text.index("[timeouts]"): text.index("\n[admin]")]  # the admin port is the lab node's
-    config = root / "mailfront.toml"
-    config.write_text(
-        head
-        + slapd.directory_toml(timeout=f"{int(TIMEOUT * 1000)}ms", cache_ttl=f"{int(CACHE_TTL * 1000)}ms",
-                               negative_cache_ttl="500ms")
-        + "\n" + etcd.location_config(timeout="1s") + "\n"
-        + tail
-        + "".join(
-            f'[[listener]]\nprotocol = "{p}"\naddress = "127.0.0.1:{port}"\ntls = "none"\nallow_plaintext_auth = true\n\n'
-            for p, port in (("imap", imap), ("pop3", pop3), ("submission", submission))
-        )
-        + f'[[listener]]\nprotocol = "smtp"\naddress = "127.0.0.1:{smtp}"\ntls = "none"\n\n'
-        + f'[[listener]]\nprotocol = "https"\naddress = "127.0.0.1:{https}"\ntls = "implicit"\n\n'
-        + extra
-    )
+    # Same servers, locations and certificates (and node name); another directory and other listeners.
+    settings = node_settings(lab_env, "test1", [
+        *(lab.listener(None, protocol, port, "none", allow_plaintext_auth=True)
+          for protocol, port in (("imap", imap), ("pop3", pop3), ("submission", submission))),
+        lab.listener(None, "smtp", smtp, "none"),
+        lab.listener(None, "https", https, "implicit"),
+    ])
+    settings["directory"] = slapd.directory_config(timeout=f"{int(TIMEOUT * 1000)}ms",
+                                                   cache_ttl=f"{int(CACHE_TTL * 1000)}ms", negative_cache_ttl="500ms")
+    settings["location"] = etcd.location_config(timeout="1s")
+    config = lab.write_toml(root / "mailfront.toml", settings)
     node = lab.Mailfront(lab_env.binary, config, root / "mailfront.log")
     node.start()
     env = {"slapd": slapd, "etcd": etcd, "node": node, "imap": imap, "pop3": pop3, "submission": submission,
@@ -114,13 +105,8 @@ def test_check_and_route_with_ldap(ldap_env, lab_env):
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} never became true"
-        time.sleep(0.1)
+    """conftest.wait_until at a gentler pace: most predicates here are whole logins."""
+    return conftest.wait_until(predicate, timeout, what, interval=0.1)
 
 
 def imap_failure(env, user: str) -> str:

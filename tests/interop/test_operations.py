@@ -4,6 +4,7 @@ the PROXY protocol, hot reload and graceful shutdown. Real Dovecot backends, rea
 
 from __future__ import annotations
 
+import copy
 import imaplib
 import json
 import os
@@ -17,7 +18,7 @@ import time
 import pytest
 
 import lab
-from conftest import USERS, SourcedIMAP, admin_call, client_tls, node_config, start_node
+from conftest import USERS, SourcedIMAP, admin_call, client_tls, node_config, start_node, wait_until
 
 PASSWORDS = {u.address: u.password for u in USERS}
 
@@ -30,16 +31,6 @@ def login(port: int, user: str = "alice@example.com", source: str = "127.0.0.1")
 
 def imap_from(source: str, port: int) -> imaplib.IMAP4:
     return SourcedIMAP(port, source)
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} never happened within {timeout}s")
 
 
 def sessions(port: int, query: str = "") -> list[dict]:
@@ -468,11 +459,10 @@ def peer_certificate(port: int) -> bytes:
             return tls.getpeercert(binary_form=True)
 
 
-def new_server_block(name: str, ports: lab.Ports, master_password_file) -> str:
-    return (f'\n[[server]]\nname = "{name}"\nsite = "lab"\nversion = "15.1"\nhost = "127.0.0.1"\n'
-            f'imap = {{ port = {ports.imap}, tls = "none" }}\n'
-            f'[server.login]\nmethod = "master"\nmaster_user = "{lab.MASTER_USER}"\n'
-            f'master_password_file = "{master_password_file}"\n')
+def new_server(name: str, ports: lab.Ports, master_password_file) -> dict:
+    """A `[[server]]` table for a mailbox server the configuration did not name before."""
+    server = lab.ServerEntry(name, ports).config(master_password_file)
+    return {key: server[key] for key in ("name", "site", "version", "host", "imap", "login")}
 
 
 @pytest.fixture()
@@ -535,9 +525,10 @@ def test_reload_of_certificate_topology_and_locations_drops_no_session(lab_env, 
     wait_reloaded(node, after, "location map change rejected")
     # …and taken as soon as the configuration names the server.
     after = len(node.log_since_start())
-    config_text = reloading["config"].read_text()
-    reloading["config"].write_text(config_text + new_server_block("mbx1-new", lab_env.servers["mbx1"].ports,
-                                                                     lab_env.root / "secrets" / "master.pw"))
+    settings = lab.read_toml(reloading["config"])
+    settings["server"].append(new_server("mbx1-new", lab_env.servers["mbx1"].ports,
+                                         lab_env.root / "secrets" / "master.pw"))
+    lab.write_toml(reloading["config"], settings)
     assert "applied=topology" in wait_reloaded(node, after)
     wait_until(lambda: "to=mbx1-new" in node.log_since_start()[after:], what="the map using the new server")
     heidi = login(reloading["imap"], "heidi@example.com")
@@ -558,10 +549,10 @@ def test_reload_of_certificate_topology_and_locations_drops_no_session(lab_env, 
 def test_invalid_configuration_is_rejected_and_the_old_one_kept(lab_env, reloading):
     node, admin = reloading["node"], reloading["admin"]
     live = login(reloading["imap"])
-    good = reloading["config"].read_text()
-    # Broken syntax, by file change.
+    good = lab.read_toml(reloading["config"])
+    # Broken syntax, by file change: the good file with an unclosed array-of-tables header.
     after = len(node.log_since_start())
-    reloading["config"].write_text(good.replace("[[listener]]", "[[listener]", 1))
+    reloading["config"].write_text(reloading["config"].read_text() + "\n[[listener]\n")
     log = wait_reloaded(node, after, "configuration reload rejected")
     assert "previous configuration stays in force" in log
     state = json.loads(admin_call(admin, "GET", "/status")[1])
@@ -569,13 +560,17 @@ def test_invalid_configuration_is_rejected_and_the_old_one_kept(lab_env, reloadi
     # Logins go on under the old configuration.
     login(reloading["imap"], "bob@example.com").logout()
     # Removing a server the location map still makes active is refused (by the admin API).
-    assert 'name = "mbx3"\n' in good
-    reloading["config"].write_text(good.replace('name = "mbx3"\n', 'name = "mbx3-renamed"\n', 1))
+    renamed = copy.deepcopy(good)
+    [mbx3] = [server for server in renamed["server"] if server["name"] == "mbx3"]
+    mbx3["name"] = "mbx3-renamed"
+    lab.write_toml(reloading["config"], renamed)
     status, body = admin_call(admin, "POST", "/reload")
     assert status == 422 and "active.DB04: unknown server `mbx3`" in body, body
     # A change that needs a restart is reported, the rest applied (by the file poller).
     after = len(node.log_since_start())
-    reloading["config"].write_text(good.replace("max_line_length = 1024", "max_line_length = 2048"))
+    assert good["limits"]["max_line_length"] == 1024
+    good["limits"]["max_line_length"] = 2048
+    lab.write_toml(reloading["config"], good)
     log = wait_reloaded(node, after, "takes effect after a restart")
     assert "section=limits" in log
     state = json.loads(admin_call(admin, "GET", "/status")[1])["config"]

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import AUTH_FAILURE_DELAY, client_tls, lab
+from conftest import AUTH_FAILURE_DELAY, client_tls, collect, lab
 
 PASSWORD = lab.DEMO_PASSWORD
 
@@ -111,18 +111,7 @@ def raw_session(port: int, lines: list[bytes], read_for: float = 2.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.recv(4096)
         sock.sendall(b"".join(lines))
-        sock.settimeout(0.2)
-        out = b""
-        deadline = time.monotonic() + read_for
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (socket.timeout, TimeoutError):
-                continue
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return collect(sock, read_for)
 
 
 def test_auth_plain_and_pipelining(lab_env):

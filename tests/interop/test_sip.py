@@ -15,7 +15,7 @@ from xml.sax.saxutils import quoteattr
 
 import pytest
 
-from conftest import SIP_MAX_MESSAGE, SIP_RETRY_AFTER, SIP_URIS, client_tls, lab
+from conftest import SIP_MAX_MESSAGE, SIP_RETRY_AFTER, SIP_URIS, UdpPhone, client_tls, lab
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 MBX1_ALICE = SIP_URIS["mbx1"].replace("{extension}", "4001")
@@ -144,15 +144,8 @@ def sip_request(method: str, uri: str, via: str, call_id: str, *, to: str | None
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
 
-class Phone:
-    """A UDP socket that speaks SIP to mailfront."""
-
-    def __init__(self, port: int):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.target = ("127.0.0.1", port)
-        self.via = f"SIP/2.0/UDP 127.0.0.1:{self.port}"
+class Phone(UdpPhone):
+    """A UDP socket that speaks SIP to mailfront, one request and its answer at a time."""
 
     def send(self, data: bytes) -> None:
         self.sock.sendto(data, self.target)
@@ -171,9 +164,6 @@ class Phone:
         response = self.receive()
         assert response is not None, f"no answer to {method} {uri}"
         return response, call_id
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

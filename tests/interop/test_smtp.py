@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import DELIVERY_TIMEOUT, client_tls, lab
+from conftest import DELIVERY_TIMEOUT, client_tls, collect, lab, read_until
 
 PASSWORD = lab.DEMO_PASSWORD
 
@@ -95,17 +95,7 @@ def smtp_session(port: int, lines: list[bytes], source: str = "127.0.0.1", read_
         out = sock.recv(4096)
         for line in lines:
             sock.sendall(line)
-        sock.settimeout(0.2)
-        deadline = time.monotonic() + read_for
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (socket.timeout, TimeoutError):
-                continue
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return out + collect(sock, read_for)
 
 
 def test_oversized_messages(lab_env):
@@ -118,16 +108,9 @@ def test_oversized_messages(lab_env):
     with socket.create_connection(("127.0.0.1", lab_env.smtp_port), timeout=10) as sock:
         sock.recv(4096)
         sock.sendall(b"".join(lines))
-        reply = b""
-        while b"354" not in reply:
-            reply += sock.recv(4096)
+        read_until(sock, b"354")
         sock.sendall(f"Subject: {subject}\r\n\r\n".encode() + big * 300 + b".\r\nQUIT\r\n")
-        reply = b""
-        while b"221" not in reply:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_until(sock, b"221")
     assert b"552 5.3.4 Message size exceeds fixed maximum message size\r\n" in reply, reply
     assert count_in_mailbox(lab_env, "alice@example.com", subject) == 0
 
@@ -165,16 +148,9 @@ def test_smuggling_attempt_is_one_message(lab_env):
     with socket.create_connection(("127.0.0.1", lab_env.smtp_port), timeout=10) as sock:
         sock.recv(4096)
         sock.sendall(b"".join(lines))
-        reply = b""
-        while b"354" not in reply:
-            reply += sock.recv(4096)
+        read_until(sock, b"354")
         sock.sendall(smuggled + b"\r\n.\r\nQUIT\r\n")
-        reply = b""
-        while b"221" not in reply:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_until(sock, b"221")
     assert b"250 2.0.0 Message accepted for delivery to 1 recipient(s)" in reply, reply
     body = mailbox_has(lab_env, "alice@example.com", f"smuggle {marker}")
     assert b"MAIL FROM:<admin@example.com>" in body

@@ -1,7 +1,7 @@
 //! A cache in front of any [`Directory`], so that a busy front door does not ask the directory
 //! (an LDAP search and a bind) for every login.
 //!
-//! In the flow of a session (DESIGN.md) it sits between the protocol front end and the real
+//! In the flow of a session (docs/architecture.md) it sits between the protocol front end and the real
 //! directory: `authenticate` and `lookup` answers are remembered for a while.
 //!
 //! - A successful login is remembered for `ttl`, a refused one ("invalid credentials") for

@@ -152,72 +152,89 @@ pub fn parse(text: &str) -> Result<Users, String> {
     let mut guids = HashSet::new();
     for (i, record) in file.user.into_iter().enumerate() {
         let key = format!("user[{i}]");
-        let address = record.address.trim().to_ascii_lowercase();
-        if !valid_address(&address) {
+        let entry = user_entry(&key, record, &mut guids)?;
+        users.add(&key, entry)?;
+    }
+    Ok(users)
+}
+
+/// Checks one user record (`key` is `user[i]`) and makes its entry; `guids` are the mailbox
+/// GUIDs of the users before it, and get this one's.
+fn user_entry(key: &str, record: UserRecord, guids: &mut HashSet<String>) -> Result<Entry, String> {
+    let address = record.address.trim().to_ascii_lowercase();
+    if !valid_address(&address) {
+        return Err(format!(
+            "{key}.address: `{}` is not an address (local@domain)",
+            record.address
+        ));
+    }
+    let hash: PasswordHash = record
+        .password
+        .parse()
+        .map_err(|e| format!("{key}.password: {e}"))?;
+    if record.mailbox_guid.trim().is_empty() {
+        return Err(format!("{key}.mailbox_guid: must not be empty"));
+    }
+    if !guids.insert(record.mailbox_guid.clone()) {
+        return Err(format!(
+            "{key}.mailbox_guid: `{}` is already used by another user",
+            record.mailbox_guid
+        ));
+    }
+    if record.database.trim().is_empty() {
+        return Err(format!("{key}.database: must not be empty"));
+    }
+    let mut aliases = Vec::with_capacity(record.aliases.len());
+    for (j, alias) in record.aliases.iter().enumerate() {
+        let alias = alias.trim().to_ascii_lowercase();
+        if !valid_address(&alias) {
             return Err(format!(
-                "{key}.address: `{}` is not an address (local@domain)",
-                record.address
+                "{key}.aliases[{j}]: `{alias}` is not an address (local@domain)"
             ));
         }
-        let hash: PasswordHash = record
-            .password
-            .parse()
-            .map_err(|e| format!("{key}.password: {e}"))?;
-        if hash.is_plaintext() {
-            users.plaintext.push(address.clone());
-        }
-        if record.mailbox_guid.trim().is_empty() {
-            return Err(format!("{key}.mailbox_guid: must not be empty"));
-        }
-        if !guids.insert(record.mailbox_guid.clone()) {
-            return Err(format!(
-                "{key}.mailbox_guid: `{}` is already used by another user",
-                record.mailbox_guid
-            ));
-        }
-        if record.database.trim().is_empty() {
-            return Err(format!("{key}.database: must not be empty"));
-        }
-        let mut aliases = Vec::with_capacity(record.aliases.len());
-        for (j, alias) in record.aliases.iter().enumerate() {
-            let alias = alias.trim().to_ascii_lowercase();
-            if !valid_address(&alias) {
+        aliases.push(alias);
+    }
+    let sip_extension = match record.sip_extension {
+        Some(extension) => {
+            let extension = extension.trim().to_owned();
+            if extension.is_empty() || extension.chars().any(char::is_control) {
                 return Err(format!(
-                    "{key}.aliases[{j}]: `{alias}` is not an address (local@domain)"
+                    "{key}.sip_extension: must not be empty (leave the key out instead)"
                 ));
             }
-            aliases.push(alias);
+            Some(extension)
         }
-        let sip_extension = match record.sip_extension {
-            Some(extension) => {
-                let extension = extension.trim().to_owned();
-                if extension.is_empty() || extension.chars().any(char::is_control) {
-                    return Err(format!(
-                        "{key}.sip_extension: must not be empty (leave the key out instead)"
-                    ));
-                }
-                Some(extension)
-            }
-            None => None,
-        };
-        let tenant = match record.tenant {
-            Some(tenant) => tenant.to_ascii_lowercase(),
-            None => address.split('@').nth(1).unwrap_or_default().to_owned(),
-        };
-        let principal = Principal {
-            address: address.clone(),
-            aliases: aliases.clone(),
-            display_name: record.display_name,
-            mailbox_guid: record.mailbox_guid,
-            tenant,
-            database: DatabaseName::new(record.database.trim()),
-            version: record.version,
-            protocols: record.protocols.unwrap_or(ProtocolSet::ALL),
-            sip_extension: sip_extension.clone(),
-        };
-        let entry = Arc::new(Entry { principal, hash });
-        if let Some(extension) = sip_extension
-            && users
+        None => None,
+    };
+    let tenant = match record.tenant {
+        Some(tenant) => tenant.to_ascii_lowercase(),
+        None => address.split('@').nth(1).unwrap_or_default().to_owned(),
+    };
+    let principal = Principal {
+        address,
+        aliases,
+        display_name: record.display_name,
+        mailbox_guid: record.mailbox_guid,
+        tenant,
+        database: DatabaseName::new(record.database.trim()),
+        version: record.version,
+        protocols: record.protocols.unwrap_or(ProtocolSet::ALL),
+        sip_extension,
+    };
+    Ok(Entry { principal, hash })
+}
+
+impl Users {
+    /// Adds the user of `entry` (`key` is `user[i]`), refusing an address, alias or extension
+    /// that an earlier user already has.
+    fn add(&mut self, key: &str, entry: Entry) -> Result<(), String> {
+        let entry = Arc::new(entry);
+        let principal = &entry.principal;
+        if entry.hash.is_plaintext() {
+            self.plaintext.push(principal.address.clone());
+        }
+        if let Some(extension) = &principal.sip_extension
+            && self
                 .by_extension
                 .insert(extension.clone(), Arc::clone(&entry))
                 .is_some()
@@ -226,13 +243,15 @@ pub fn parse(text: &str) -> Result<Users, String> {
                 "{key}.sip_extension: `{extension}` is already the extension of another user"
             ));
         }
-        for (name, name_key) in std::iter::once((address, format!("{key}.address"))).chain(
-            aliases
-                .into_iter()
+        let names = std::iter::once((&principal.address, format!("{key}.address"))).chain(
+            principal
+                .aliases
+                .iter()
                 .enumerate()
                 .map(|(j, a)| (a, format!("{key}.aliases[{j}]"))),
-        ) {
-            if users
+        );
+        for (name, name_key) in names {
+            if self
                 .by_name
                 .insert(name.clone(), Arc::clone(&entry))
                 .is_some()
@@ -242,9 +261,9 @@ pub fn parse(text: &str) -> Result<Users, String> {
                 ));
             }
         }
-        users.count += 1;
+        self.count += 1;
+        Ok(())
     }
-    Ok(users)
 }
 
 /// Reads and validates a directory file once (for `mailfront check` and start-up).

@@ -1,6 +1,6 @@
 //! Who a user is.
 //!
-//! In the flow of a session (DESIGN.md) this crate is the *auth* step: it checks a login name
+//! In the flow of a session (docs/architecture.md) this crate is the *auth* step: it checks a login name
 //! and password and answers with the [`Principal`] — the user's addresses, mailbox, database,
 //! version and enabled protocols — or says why not. The [`Directory`] trait is what the rest of
 //! mailfront calls. Backends: [`file::FileDirectory`], the embedded one (a TOML file of users,

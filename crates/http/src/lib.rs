@@ -1,6 +1,6 @@
 //! The HTTPS front door.
 //!
-//! In the flow of a session (DESIGN.md) this crate is HTTP's whole path through mailfront: it
+//! In the flow of a session (docs/architecture.md) this crate is HTTP's whole path through mailfront: it
 //! authenticates each request (Basic, the forms-login cookie, a bearer token, or not at all for
 //! health pages and autodiscover), finds the mailbox the request acts on — the user's own, or an
 //! anchor mailbox it names — and proxies the request to the mailbox server hosting the active
@@ -11,13 +11,25 @@
 //! node of an array serves any request: no load-balancer affinity (the spec's "Session
 //! Affinity").
 
+//! Where things are: [`server`] accepts connections and runs hyper; `front` holds the front door
+//! and dispatches each request; `auth` finds who is asking; `service` resolves the mailbox a
+//! service request acts on and carries out the decision; `forward` proxies it to the mailbox
+//! server; `pages` are mailfront's own pages (login, tokens, autodiscover, address book);
+//! `reply` builds the responses mailfront writes itself.
+
 pub mod address_book;
+mod auth;
 pub mod autodiscover;
 pub mod config;
 pub mod cookie;
 pub mod form;
+mod forward;
 mod front;
 pub mod login;
+mod pages;
+mod reply;
 pub mod server;
+mod service;
 
-pub use front::{Body, HttpFrontDoor};
+pub use front::{FrontDoorParts, HttpFrontDoor};
+pub use reply::Body;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use mailfront_proxy::gate::{Admitted, Entry, Gate};
-use mailfront_proxy::listener::accept_loop;
-use mailfront_proxy::tls::SharedAcceptor;
+use mailfront_net::gate::{Arrival, Connection, Gate};
+use mailfront_net::listen::accept_loop;
+use mailfront_net::tls::SharedAcceptor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -34,7 +34,7 @@ pub async fn serve(
         let gate = Arc::clone(&gate);
         tokio::spawn(async move {
             // No room (or a bad PROXY header): close before TLS; clients retry.
-            let Entry::Admitted(Admitted {
+            let Arrival::Admitted(Connection {
                 tcp,
                 client: peer,
                 slots: _slots,

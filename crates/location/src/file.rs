@@ -10,6 +10,22 @@
 //! The file is watched; every valid change is published to the [`Locator`]. An invalid change
 //! (bad syntax, or a server the configuration does not define) is logged and ignored: the last
 //! good map stays in force, because routing on a half-written file would send users nowhere.
+//!
+//! The Active Manager keeps its bookkeeping in the same file ([`crate::record`]), in two
+//! optional tables that an operator may also edit:
+//!
+//! ```toml
+//! [database.DB01]          # written by failovers and by `mailfront admin move|hold`
+//! epoch = 3
+//! hold = false
+//! moved = { by = "failover", reason = "mbx1 down", at = 1764750000 }
+//!
+//! [server.mbx1]            # `mailfront admin maintenance mbx1 on`
+//! maintenance = true
+//! ```
+//!
+//! When mailfront writes the file ([`write_records`]) it writes it whole, atomically (a new file
+//! renamed over the old one), so comments are not kept.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +34,9 @@ use std::time::Duration;
 
 use mailfront_filewatch::{FileWatch, spawn_poller};
 use mailfront_model::{DatabaseName, ServerName};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use crate::record::{DatabaseRecord, MoveStamp, Records, ServerRecord, Stored};
 use crate::{LocationMap, Locator};
 
 /// Why a location file could not be used.
@@ -28,6 +45,14 @@ pub enum LocationFileError {
     /// The file could not be read.
     #[error("cannot read location map {path}: {source}")]
     Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file could not be written.
+    #[error("cannot write location map {path}: {source}")]
+    Write {
         /// The file.
         path: PathBuf,
         /// The I/O error.
@@ -43,18 +68,38 @@ pub enum LocationFileError {
     },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LocationFile {
     active: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    database: BTreeMap<String, FileDatabase>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    server: BTreeMap<String, ServerRecord>,
+}
+
+/// A database's bookkeeping in the file (its active server is under `[active]`).
+#[derive(Deserialize, Serialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileDatabase {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    epoch: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    hold: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    moved: Option<MoveStamp>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Checks a map against the rest of the configuration (for example that every server it names is
 /// defined). Returns a message naming the offending entry.
 pub type Validator = dyn Fn(&LocationMap) -> Result<(), String> + Send + Sync;
 
-/// Parses the text of a location file. Errors name the offending key.
-pub fn parse(text: &str) -> Result<LocationMap, String> {
+/// Reads the file's TOML; errors name the offending key.
+fn parse_file(text: &str) -> Result<LocationFile, String> {
     let deserializer = toml::Deserializer::new(text);
     let file: LocationFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -65,17 +110,124 @@ pub fn parse(text: &str) -> Result<LocationMap, String> {
             format!("{path}: {inner}")
         }
     })?;
-    let mut entries = Vec::with_capacity(file.active.len());
-    for (database, server) in file.active {
+    for (database, server) in &file.active {
         if database.trim().is_empty() {
             return Err("active: a database name is empty".to_owned());
         }
         if server.trim().is_empty() {
             return Err(format!("active.{database}: the server name is empty"));
         }
-        entries.push((DatabaseName::new(&database), ServerName::new(&server)));
     }
-    Ok(LocationMap::new(entries))
+    if let Some(database) = file.database.keys().find(|d| !file.active.contains_key(*d)) {
+        return Err(format!(
+            "database.{database}: no such database under [active]"
+        ));
+    }
+    Ok(file)
+}
+
+/// Parses the text of a location file. Errors name the offending key.
+pub fn parse(text: &str) -> Result<LocationMap, String> {
+    let file = parse_file(text)?;
+    Ok(LocationMap::new(file.active.into_iter().map(
+        |(database, server)| (DatabaseName::new(&database), ServerName::new(&server)),
+    )))
+}
+
+/// Parses the text of a location file into the Active Manager's records (every revision 0:
+/// the file store compares values).
+pub fn parse_records(text: &str) -> Result<Records, String> {
+    let file = parse_file(text)?;
+    let databases = file
+        .active
+        .iter()
+        .map(|(name, server)| {
+            let kept = file.database.get(name).cloned().unwrap_or_default();
+            let record = DatabaseRecord {
+                active: ServerName::new(server),
+                copies: Vec::new(),
+                epoch: kept.epoch,
+                hold: kept.hold,
+                moved: kept.moved,
+            };
+            let stored = Stored {
+                value: record,
+                revision: 0,
+            };
+            (DatabaseName::new(name), stored)
+        })
+        .collect();
+    let servers = file
+        .server
+        .into_iter()
+        .map(|(name, record)| {
+            let stored = Stored {
+                value: record,
+                revision: 0,
+            };
+            (ServerName::new(&name), stored)
+        })
+        .collect();
+    Ok(Records { databases, servers })
+}
+
+/// The text of a location file holding `records`.
+pub fn render_records(records: &Records) -> String {
+    let mut file = LocationFile::default();
+    for (name, stored) in &records.databases {
+        let record = &stored.value;
+        file.active
+            .insert(name.to_string(), record.active.to_string());
+        let kept = FileDatabase {
+            epoch: record.epoch,
+            hold: record.hold,
+            moved: record.moved.clone(),
+        };
+        if kept.epoch != 0 || kept.hold || kept.moved.is_some() {
+            file.database.insert(name.to_string(), kept);
+        }
+    }
+    for (name, stored) in &records.servers {
+        if stored.value != ServerRecord::default() {
+            file.server.insert(name.to_string(), stored.value.clone());
+        }
+    }
+    let header = "# The location map: database = \"server hosting its active copy\".\n\
+                  # Written by mailfront (the Active Manager, `mailfront admin`); edits are read too.\n";
+    // Serialising maps of strings, numbers and flags cannot fail; an empty map is still valid.
+    let body = toml::to_string(&file).unwrap_or_else(|_| "[active]\n".to_owned());
+    format!("{header}{body}")
+}
+
+/// Reads the Active Manager's records from the file at `path`.
+pub fn read_records(path: &Path) -> Result<Records, LocationFileError> {
+    let bytes = std::fs::read(path).map_err(|source| LocationFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |message: String| LocationFileError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| invalid("the file is not UTF-8".to_owned()))?;
+    parse_records(text).map_err(invalid)
+}
+
+/// Writes `records` to `path` atomically: a new file beside it, renamed over it, so that a
+/// reader (every node's poller) sees the old file or the new one, never half of one.
+pub fn write_records(path: &Path, records: &Records) -> Result<(), LocationFileError> {
+    let failed = |source| LocationFileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.mailfront-new"));
+    std::fs::write(&temporary, render_records(records)).map_err(failed)?;
+    std::fs::rename(&temporary, path).map_err(failed)
 }
 
 fn parse_bytes(
@@ -176,6 +328,31 @@ impl Drop for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_live_beside_the_map_and_round_trip() {
+        let text = "[active]\nDB01 = \"mbx1\"\nDB02 = \"mbx2\"\n\n\
+                    [database.DB01]\nepoch = 2\nhold = true\n\
+                    moved = { by = \"failover\", reason = \"mbx2 down\", at = 7 }\n\n\
+                    [server.mbx2]\nmaintenance = true\n";
+        let records = parse_records(text).unwrap();
+        let db01 = &records.databases[&DatabaseName::new("DB01")].value;
+        assert_eq!(
+            (db01.active.as_str(), db01.epoch, db01.hold),
+            ("mbx1", 2, true)
+        );
+        assert_eq!(records.databases[&DatabaseName::new("DB02")].value.epoch, 0);
+        assert!(records.in_maintenance(&ServerName::new("mbx2")));
+        assert!(!records.in_maintenance(&ServerName::new("mbx1")));
+        // The map is what it always was, and the file written back reads the same.
+        assert_eq!(parse(text).unwrap().iter().count(), 2);
+        let again = render_records(&records);
+        assert_eq!(parse_records(&again).unwrap(), records);
+        assert_eq!(parse(&again).unwrap(), parse(text).unwrap());
+        // Bookkeeping for a database the map does not have is an error naming the key.
+        let orphan = "[active]\nDB01 = \"mbx1\"\n[database.DB09]\nepoch = 1\n";
+        assert!(parse(orphan).unwrap_err().contains("database.DB09"));
+    }
 
     fn any(_: &LocationMap) -> Result<(), String> {
         Ok(())

@@ -1,6 +1,6 @@
 //! Where each mailbox database is active.
 //!
-//! In the flow of a session (DESIGN.md) this crate is the *locate* step: given the database the
+//! In the flow of a session (docs/architecture.md) this crate is the *locate* step: given the database the
 //! directory named, which mailbox server hosts its active copy right now? The answer changes at
 //! run time (a switchover or failover), so the [`Locator`] holds the latest [`LocationMap`] in
 //! memory, answers from it without I/O, and lets the rest of mailfront [`Locator::subscribe`] to
@@ -17,6 +17,9 @@
 
 pub mod etcd;
 pub mod file;
+pub mod record;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

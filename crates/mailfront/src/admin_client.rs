@@ -77,6 +77,107 @@ pub enum AdminAction {
     Undrain,
     /// Reload the configuration, certificate and cookie keys.
     Reload,
+    /// Every database: its active server, copies and their state, epoch, hold, last move.
+    Databases,
+    /// Every mailbox server: its endpoints' health, maintenance, active databases.
+    Servers,
+    /// Switch a database over to another server (refused for a server that is down, in
+    /// maintenance or without a copy, unless --force).
+    Move {
+        /// The database.
+        database: String,
+        /// The server to activate it on.
+        server: String,
+        /// Move even to a server that is down, in maintenance, or holds no copy.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a server in maintenance and move every database off it to its best other copy.
+    Evacuate {
+        /// The server.
+        server: String,
+    },
+    /// Put a server in maintenance (it gets no database and no delivery), or take it out.
+    Maintenance {
+        /// The server.
+        server: String,
+        /// `on` or `off`.
+        state: OnOff,
+    },
+    /// Put a database on hold (never moved automatically), or take it off.
+    Hold {
+        /// The database.
+        database: String,
+        /// `on` or `off`.
+        state: OnOff,
+    },
+}
+
+/// A switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+impl OnOff {
+    fn word(self) -> &'static str {
+        match self {
+            OnOff::On => "yes",
+            OnOff::Off => "no",
+        }
+    }
+}
+
+/// `name=value` pairs as a query string, the values escaped.
+fn query(pairs: &[(&str, &str)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", mailfront_http::form::encode_component(v)))
+        .collect();
+    format!("?{}", parts.join("&"))
+}
+
+/// The method and path of an action.
+fn route(action: &AdminAction) -> (&'static str, String) {
+    match action {
+        AdminAction::Status => ("GET", "/status".to_owned()),
+        AdminAction::Health => ("GET", "/health".to_owned()),
+        AdminAction::Metrics => ("GET", "/metrics".to_owned()),
+        AdminAction::Sessions(filter) => ("GET", format!("/sessions{}", filter.query(&[]))),
+        AdminAction::Kick { filter, all } => {
+            let extra: &[(&str, &str)] = if *all { &[("all", "yes")] } else { &[] };
+            ("POST", format!("/sessions/kick{}", filter.query(extra)))
+        }
+        AdminAction::Drain => ("POST", "/drain".to_owned()),
+        AdminAction::Undrain => ("POST", "/undrain".to_owned()),
+        AdminAction::Reload => ("POST", "/reload".to_owned()),
+        AdminAction::Databases => ("GET", "/databases".to_owned()),
+        AdminAction::Servers => ("GET", "/servers".to_owned()),
+        AdminAction::Move {
+            database,
+            server,
+            force,
+        } => {
+            let force = if *force { "yes" } else { "no" };
+            let q = query(&[("database", database), ("server", server), ("force", force)]);
+            ("POST", format!("/databases/move{q}"))
+        }
+        AdminAction::Evacuate { server } => (
+            "POST",
+            format!("/servers/evacuate{}", query(&[("server", server)])),
+        ),
+        AdminAction::Maintenance { server, state } => {
+            let q = query(&[("server", server), ("on", state.word())]);
+            ("POST", format!("/servers/maintenance{q}"))
+        }
+        AdminAction::Hold { database, state } => {
+            let q = query(&[("database", database), ("on", state.word())]);
+            ("POST", format!("/databases/hold{q}"))
+        }
+    }
 }
 
 /// Where the admin API is and how to authenticate to it.
@@ -133,19 +234,7 @@ pub fn run(target: &AdminTarget, action: &AdminAction) -> Result<String, AdminEr
         (Some(file), _) | (None, Some(file)) => Some(read_token(file)?),
         (None, None) => None,
     };
-    let (method, path) = match action {
-        AdminAction::Status => ("GET", "/status".to_owned()),
-        AdminAction::Health => ("GET", "/health".to_owned()),
-        AdminAction::Metrics => ("GET", "/metrics".to_owned()),
-        AdminAction::Sessions(filter) => ("GET", format!("/sessions{}", filter.query(&[]))),
-        AdminAction::Kick { filter, all } => {
-            let extra: &[(&str, &str)] = if *all { &[("all", "yes")] } else { &[] };
-            ("POST", format!("/sessions/kick{}", filter.query(extra)))
-        }
-        AdminAction::Drain => ("POST", "/drain".to_owned()),
-        AdminAction::Undrain => ("POST", "/undrain".to_owned()),
-        AdminAction::Reload => ("POST", "/reload".to_owned()),
-    };
+    let (method, path) = route(action);
     let (status, body) = request(address, method, &path, token.as_deref())?;
     if (200..300).contains(&status) {
         Ok(body)

@@ -3,16 +3,20 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use mailfront_location::{LocateError, Locator};
-use mailfront_model::Protocol;
+use mailfront_location::Locator;
+use mailfront_metrics::Metrics;
+use mailfront_model::{Principal, Protocol};
 use mailfront_password::{Scheme, hash_password};
-use mailfront_routing::{Decision, Facts, LocationFailure, Request, route};
+use mailfront_resolve::{Mailbox, Resolver};
+use mailfront_routing::{Decision, Request, Topology};
 use tracing_subscriber::EnvFilter;
 
 use crate::admin_client::{self, AdminAction, AdminTarget};
 use crate::app;
+use crate::build;
 use crate::config::{Config, LogFormat};
 
 /// mailfront: a stateless Client Access Server for mail.
@@ -174,12 +178,12 @@ fn check(path: PathBuf) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
-    let topology = match app::topology(&config) {
+    let topology = match build::topology(&config) {
         Ok(t) => t,
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
     let mut warnings = config.warnings();
-    let users = match app::load_directory_file(&config) {
+    let users = match build::load_directory_file(&config) {
         Ok(Some(users)) => {
             for address in users.plaintext_passwords() {
                 warnings.push(format!(
@@ -193,7 +197,7 @@ fn check(path: PathBuf) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
             };
-            match runtime.block_on(app::probe_directory(&config)) {
+            match runtime.block_on(build::probe_directory(&config)) {
                 Ok(_) => "LDAP directory reachable".to_owned(),
                 // Unreachable now is not a configuration error: say it, but pass.
                 Err(e) if e.starts_with("directory.url") => {
@@ -207,7 +211,7 @@ fn check(path: PathBuf) -> ExitCode {
     };
     let map = match runtime()
         .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(app::load_locations(&config)))
+        .and_then(|rt| rt.block_on(build::load_locations(&config)))
     {
         Ok((map, rejected)) => {
             warnings.extend(rejected);
@@ -215,7 +219,7 @@ fn check(path: PathBuf) -> ExitCode {
         }
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
-    if let Err(e) = app::acceptor(&config).and_then(|_| app::connector(&config)) {
+    if let Err(e) = build::acceptor(&config).and_then(|_| build::connector(&config)) {
         return fail(format!("{}: {e}", path.display()));
     }
     for warning in &warnings {
@@ -241,34 +245,32 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    let loaded = app::topology(&config).and_then(|t| {
-        let directory = runtime.block_on(async { app::directory(&config, false) })?;
-        let (map, _) = runtime.block_on(app::load_locations(&config))?;
+    let loaded = build::topology(&config).and_then(|t| {
+        let directory = runtime.block_on(async { build::directory(&config, false) })?;
+        let (map, _) = runtime.block_on(build::load_locations(&config))?;
         Ok((t, directory, map))
     });
     let (topology, directory, map) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
-    let principal = match runtime.block_on(directory.lookup(user)) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let locator = Locator::new();
+    let locator = Arc::new(Locator::new());
     locator.publish(map);
-    let active = principal.as_ref().map(|p| locator.locate(&p.database));
-    let facts = match (&principal, &active) {
-        (None, _) => Facts::AuthFailed,
-        (Some(principal), Some(active)) => Facts::Authenticated {
-            principal,
-            active: active.as_ref().map_err(|e| match e {
-                LocateError::Unavailable => LocationFailure::Unavailable,
-                LocateError::UnknownDatabase => LocationFailure::UnknownDatabase,
-            }),
-        },
-        (Some(_), None) => Facts::DirectoryUnavailable,
-    };
-    let decision = route(&topology, &Request::protocol(protocol), facts);
+    let resolver = Resolver::new(
+        directory,
+        locator,
+        topology,
+        build::resolver_settings(&config),
+        Arc::new(Metrics::new()),
+    );
+    let resolved =
+        runtime.block_on(resolver.resolve(Mailbox::Address(user), &Request::protocol(protocol)));
+    if let Some(why) = &resolved.directory_error {
+        return fail(why);
+    }
+    let topology = resolved.topology();
+    let principal = &resolved.principal;
+    let decision = &resolved.decision;
     let mut out = std::io::stdout().lock();
     let _ = match &principal {
         Some(p) => writeln!(
@@ -279,19 +281,36 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
         None => writeln!(out, "user:     {user} (not in the directory)"),
     };
     let _ = writeln!(out, "protocol: {protocol}");
-    let _ = match &decision {
+    let _ = writeln!(
+        out,
+        "decision: {}",
+        describe(decision, topology, protocol, principal.as_ref(), user)
+    );
+    let _ = writeln!(out, "reason:   {}", decision.reason());
+    ExitCode::SUCCESS
+}
+
+/// What `route` prints after `decision: ` — where the session would go.
+fn describe(
+    decision: &Decision,
+    topology: &Topology,
+    protocol: Protocol,
+    principal: Option<&Principal>,
+    user: &str,
+) -> String {
+    match decision {
         Decision::Proxy { server, .. } => {
             let endpoint = topology
                 .server(server)
                 .and_then(|s| s.endpoints.for_protocol(protocol))
                 .map(|e| format!(" ({}:{})", e.host, e.port))
                 .unwrap_or_default();
-            writeln!(out, "decision: proxy to {server}{endpoint}")
+            format!("proxy to {server}{endpoint}")
         }
         Decision::Redirect { location, .. } => {
             // A SIP Contact template names the dialed user; show it as a caller dialing the
             // user's address would get it.
-            let location = match (protocol, &principal) {
+            let location = match (protocol, principal) {
                 (Protocol::Sip, Some(p)) => mailfront_protocol::sip::contact_uri(
                     location,
                     user.split('@').next().unwrap_or(user),
@@ -299,20 +318,17 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
                 ),
                 _ => location.clone(),
             };
-            writeln!(out, "decision: redirect to {location}")
+            format!("redirect to {location}")
         }
-        Decision::Reject { kind, .. } => writeln!(
-            out,
-            "decision: reject ({})",
+        Decision::Reject { kind, .. } => format!(
+            "reject ({})",
             if kind.is_temporary() {
                 "temporary"
             } else {
                 "permanent"
             }
         ),
-    };
-    let _ = writeln!(out, "reason:   {}", decision.reason());
-    ExitCode::SUCCESS
+    }
 }
 
 fn hash(scheme: Scheme) -> ExitCode {

@@ -22,13 +22,14 @@ use arc_swap::ArcSwap;
 use mailfront_filewatch::FileWatch;
 use mailfront_http::HttpFrontDoor;
 use mailfront_http::cookie::CookieKeys;
+use mailfront_location::Locator;
 use mailfront_location::file::FileSource;
-use mailfront_proxy::admission::Gateway;
-use mailfront_proxy::metrics::OutcomeLabel;
-use mailfront_proxy::tls::SharedAcceptor;
+use mailfront_metrics::{Metrics, OutcomeLabel};
+use mailfront_net::tls::SharedAcceptor;
+use mailfront_resolve::Resolver;
 use tokio::sync::watch;
 
-use crate::app::{self, LocationRules};
+use crate::build::{self, LocationRules};
 use crate::config::Config;
 
 /// What a successful reload did.
@@ -58,7 +59,9 @@ pub struct Reloader {
     current: ArcSwap<Config>,
     /// The restart-only sections as the node started with them: what a reload compares to.
     started: BTreeMap<&'static str, String>,
-    gateway: Arc<Gateway>,
+    resolver: Arc<Resolver>,
+    locator: Arc<Locator>,
+    metrics: Arc<Metrics>,
     mail_tls: Arc<SharedAcceptor>,
     http_tls: Arc<SharedAcceptor>,
     http: Option<Arc<HttpFrontDoor>>,
@@ -82,8 +85,12 @@ impl std::fmt::Debug for Reloader {
 
 /// The parts of a running node that a reload can replace.
 pub struct Swappable {
-    /// The gateway (its topology).
-    pub gateway: Arc<Gateway>,
+    /// The resolver (its topology).
+    pub resolver: Arc<Resolver>,
+    /// The locator (its map is checked against new rules).
+    pub locator: Arc<Locator>,
+    /// The node's counters.
+    pub metrics: Arc<Metrics>,
     /// The acceptor of mail and SIP listeners.
     pub mail_tls: Arc<SharedAcceptor>,
     /// The acceptor of HTTPS listeners.
@@ -121,6 +128,8 @@ fn restart_sections(config: &Config) -> BTreeMap<&'static str, String> {
         ("throttle", format!("{:?}", config.throttle)),
         ("proxy_protocol", format!("{:?}", config.proxy_protocol)),
         ("admin", format!("{:?}", config.admin)),
+        ("health", format!("{:?}", config.health)),
+        ("active_manager", format!("{:?}", config.active_manager)),
     ])
 }
 
@@ -151,7 +160,9 @@ impl Reloader {
             path,
             started,
             current: ArcSwap::from_pointee(config),
-            gateway: parts.gateway,
+            resolver: parts.resolver,
+            locator: parts.locator,
+            metrics: parts.metrics,
             mail_tls: parts.mail_tls,
             http_tls: parts.http_tls,
             http: parts.http,
@@ -206,7 +217,7 @@ impl Reloader {
     pub fn reload(&self, trigger: &str) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.try_reload();
-        let metrics = self.gateway.metrics();
+        let metrics = &self.metrics;
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok(report) => {
@@ -254,15 +265,15 @@ impl Reloader {
         let new = Config::load(&self.path).map_err(|e| e.to_string())?;
         let old = self.current.load_full();
         // Build everything first; apply only when all of it is good.
-        let topology = app::topology(&new)?;
+        let topology = build::topology(&new)?;
         let rules = LocationRules::from_config(&new);
-        if let Some(map) = self.gateway.locator().snapshot() {
+        if let Some(map) = self.locator.snapshot() {
             rules.check(&map).map_err(|e| {
                 format!("the location map in force does not fit the new configuration: {e}")
             })?;
         }
-        let mail_acceptor = app::acceptor(&new)?;
-        let http_acceptor = app::http_acceptor(&new)?;
+        let mail_acceptor = build::acceptor(&new)?;
+        let http_acceptor = build::http_acceptor(&new)?;
         let keys = match (&new.http, &self.http) {
             (Some(http), Some(_)) => Some(
                 CookieKeys::load(&http.cookie_keys)
@@ -285,7 +296,7 @@ impl Reloader {
         if topology_form(&old) != topology_form(&new) {
             report.applied.push("topology".to_owned());
         }
-        self.gateway.set_topology(topology);
+        self.resolver.set_topology(topology);
         self.rules.store(Arc::new(rules));
         if let Some(source) = &self.location_file
             && let Err(e) = source.reload()

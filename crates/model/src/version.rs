@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A dotted version such as `15`, `15.1` or `15.1.2` (missing parts are zero).
 ///
 /// mailfront compares a mailbox's version with its own node's version to decide on legacy
-/// redirects (DESIGN.md, routing rule 2), so the order is numeric per part: `15.10 > 15.9`.
+/// redirects (docs/architecture.md, routing rule 2), so the order is numeric per part: `15.10 > 15.9`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Version {
     /// Major version.

@@ -2,19 +2,26 @@
 //!
 //! In the flow of a session (DESIGN.md) this crate is the *protocol front end*: it speaks the
 //! client's protocol until the client has authenticated, and then the *backend login*: it logs
-//! in to the chosen mailbox server on the user's behalf. Neither touches a socket. Bytes go in
-//! through `feed`, and the machine answers with [`Action`]s (for the client side) or
-//! [`BackendAction`]s (for the backend side) that one generic session driver carries out — the
+//! in to the chosen mailbox server on the user's behalf. Neither touches a socket. Every machine
+//! here is a [`Machine`]: bytes go in through [`Machine::feed`], and the machine answers with
+//! [`Step`]s (send, read, start TLS, or an event in its own vocabulary: [`FrontEvent`] for the
+//! client side, [`LoginEvent`] for the backend side) that one generic driver carries out — the
 //! same driver for every protocol (house rule 1).
 //!
 //! A front end never decides who the user is or where they go: it hands [`Credentials`] to the
-//! driver in [`Action::Authenticate`] and is told the outcome with [`FrontEnd::auth_result`],
+//! driver in [`FrontEvent::Authenticate`] and is told the outcome with [`FrontEnd::auth_result`],
 //! which it turns into the protocol's own reply. That is the one place per protocol where
 //! outcomes become reply text.
 
+mod capabilities;
+mod conversation;
+mod front;
 pub mod imap;
 pub mod line;
+pub mod machine;
 pub mod pop3;
+pub mod probe;
+mod quoted;
 pub mod sasl;
 pub mod sip;
 pub mod smtp;
@@ -24,6 +31,8 @@ mod testing;
 use std::net::SocketAddr;
 
 use mailfront_model::{SaslMechanism, Secret};
+
+pub use machine::{Machine, Step, Steps};
 
 /// How a listener offers TLS to clients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,6 +44,13 @@ pub enum ClientTls {
     StartTls,
     /// TLS from the first byte (IMAPS, POP3S, submissions).
     Implicit,
+}
+
+impl ClientTls {
+    /// Whether STARTTLS is on offer on a connection that is (`secure`) or is not encrypted yet.
+    pub(crate) fn offers_starttls(self, secure: bool) -> bool {
+        self == ClientTls::StartTls && !secure
+    }
 }
 
 /// Bounds on what a client may send before it has authenticated (house rule 3: each has a
@@ -88,7 +104,7 @@ pub enum AuthFailure {
     Temporary,
 }
 
-/// The outcome of an [`Action::Authenticate`], reported back to the front end.
+/// The outcome of a [`FrontEvent::Authenticate`], reported back to the front end.
 #[derive(Debug)]
 pub enum AuthResult {
     /// The backend session is logged in and ready to relay.
@@ -101,16 +117,9 @@ pub enum AuthResult {
     Failed(AuthFailure),
 }
 
-/// What a front end asks its driver to do next.
+/// What a front end reports to its driver through [`Step::Event`].
 #[derive(Debug)]
-pub enum Action {
-    /// Send these bytes to the client.
-    Send(Vec<u8>),
-    /// Nothing to do until more bytes arrive from the client.
-    Read,
-    /// Upgrade the connection to TLS now. The reply that allowed it has been sent in an earlier
-    /// [`Action::Send`], and every byte received before this point has been discarded.
-    StartTls,
+pub enum FrontEvent {
     /// Check these credentials, find the user's server and log in there; then call
     /// [`FrontEnd::auth_result`].
     Authenticate(Credentials),
@@ -125,12 +134,8 @@ pub enum Action {
 }
 
 /// A client-side protocol machine, from the greeting until the session is proxied or closed.
-pub trait FrontEnd {
-    /// Bytes received from the client.
-    fn feed(&mut self, bytes: &[u8]);
-    /// The TLS handshake asked for by [`Action::StartTls`] completed.
-    fn tls_established(&mut self);
-    /// The outcome of the last [`Action::Authenticate`].
+pub trait FrontEnd: Machine<Event = FrontEvent> {
+    /// The outcome of the last [`FrontEvent::Authenticate`].
     fn auth_result(&mut self, result: AuthResult);
     /// The client was silent for too long; the machine says goodbye and asks to close.
     fn idle_timeout(&mut self);
@@ -141,8 +146,6 @@ pub trait FrontEnd {
     }
     /// The node is shutting down; the machine says goodbye and asks to close.
     fn shutdown(&mut self);
-    /// The next thing to do.
-    fn next_action(&mut self) -> Action;
 }
 
 /// Who the client is, to pass on to a backend that trusts us (IMAP `ID`, SMTP `XCLIENT`), so its
@@ -191,6 +194,31 @@ impl BackendAuth {
             BackendAuth::Master { user, .. } | BackendAuth::PassThrough { user, .. } => user,
         }
     }
+
+    /// The mechanism to log in with.
+    pub(crate) fn mechanism(&self) -> SaslMechanism {
+        match self {
+            BackendAuth::Master { mechanism, .. } | BackendAuth::PassThrough { mechanism, .. } => {
+                *mechanism
+            }
+        }
+    }
+
+    /// The base64 SASL PLAIN response (RFC 4616) of this login: the master user as
+    /// authentication identity acting as the user, or the user's own credentials.
+    pub(crate) fn plain_response(&self) -> Secret<String> {
+        match self {
+            BackendAuth::Master {
+                user,
+                master,
+                password,
+                ..
+            } => sasl::encode_plain(user, master, password.expose().as_bytes()),
+            BackendAuth::PassThrough { user, password, .. } => {
+                sasl::encode_plain("", user, password.expose())
+            }
+        }
+    }
 }
 
 /// Why a backend login failed. Every case is a temporary failure for the client: the user's
@@ -215,15 +243,9 @@ pub enum BackendFailure {
     UnsafeName,
 }
 
-/// What a backend-login machine asks its driver to do next.
-#[derive(Debug)]
-pub enum BackendAction {
-    /// Send these bytes to the backend.
-    Send(Vec<u8>),
-    /// Wait for more bytes from the backend.
-    Read,
-    /// Upgrade the backend connection to TLS now (STARTTLS was accepted).
-    StartTls,
+/// What a backend-login machine reports to its driver through [`Step::Event`]. Either is final.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginEvent {
     /// Logged in. `leftover` holds backend bytes received after the login reply, to pass to the
     /// client after the front end's own reply.
     Ready {
@@ -237,13 +259,7 @@ pub enum BackendAction {
 }
 
 /// A backend-side protocol machine that logs in on the user's behalf.
-pub trait BackendLogin {
-    /// Bytes received from the backend.
-    fn feed(&mut self, bytes: &[u8]);
+pub trait BackendLogin: Machine<Event = LoginEvent> {
     /// The backend closed the connection.
     fn eof(&mut self);
-    /// The TLS handshake asked for by [`BackendAction::StartTls`] completed.
-    fn tls_established(&mut self);
-    /// The next thing to do.
-    fn next_action(&mut self) -> BackendAction;
 }

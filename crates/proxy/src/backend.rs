@@ -4,14 +4,14 @@ use std::io;
 use std::time::Duration;
 
 use mailfront_model::BackendTls;
-use mailfront_protocol::{BackendAction, BackendFailure, BackendLogin};
+use mailfront_net::Stream;
+use mailfront_net::conn::{ClientTlsError, Conn, ConnEnd, TlsRole};
+use mailfront_net::connect::{ConnectError, Dial, connect};
+use mailfront_net::pump::{Interrupt, Until, pump};
+use mailfront_protocol::{BackendFailure, BackendLogin, LoginEvent};
 use mailfront_routing::Endpoint;
-use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
-
-use crate::Stream;
 
 /// Why a backend session could not be opened. All of them are temporary failures for the
 /// client; the distinction is for the log (and for trying another backend where that is right).
@@ -78,6 +78,24 @@ pub struct BackendSession {
     pub leftover: Vec<u8>,
 }
 
+/// How this node reaches mailbox servers: the trust for TLS towards them, and time limits.
+#[derive(Clone)]
+pub struct Backends {
+    /// The TLS connector (the backends' CA), required if any endpoint uses TLS.
+    pub tls: Option<TlsConnector>,
+    /// Connect and login limits.
+    pub timeouts: BackendTimeouts,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("tls", &self.tls.is_some())
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
 /// Time limits for opening a backend session.
 #[derive(Clone, Copy, Debug)]
 pub struct BackendTimeouts {
@@ -87,103 +105,95 @@ pub struct BackendTimeouts {
     pub login: Duration,
 }
 
-async fn handshake(
-    stream: &mut Stream,
-    connector: Option<&TlsConnector>,
-    endpoint: &Endpoint,
-    name: &str,
-) -> Result<(), BackendError> {
-    let connector = connector.ok_or_else(|| BackendError::NoTlsConfig {
-        endpoint: name.to_owned(),
-    })?;
-    let server_name =
-        ServerName::try_from(endpoint.host.clone()).map_err(|e| BackendError::Tls {
-            endpoint: name.to_owned(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, e),
-        })?;
-    stream
-        .connect_tls(connector, server_name)
-        .await
-        .map_err(|source| BackendError::Tls {
-            endpoint: name.to_owned(),
-            source,
-        })
+/// The error a failed connection becomes, naming the endpoint.
+fn connect_error(endpoint: &str, error: ConnectError, timeout: Duration) -> BackendError {
+    let endpoint = endpoint.to_owned();
+    match error {
+        ConnectError::Connect(source) => BackendError::Connect { endpoint, source },
+        ConnectError::Timeout(_) => BackendError::Timeout {
+            endpoint,
+            stage: "connect",
+            timeout,
+        },
+        ConnectError::Tls(ClientTlsError::NoTrust) => BackendError::NoTlsConfig { endpoint },
+        ConnectError::Tls(ClientTlsError::Handshake(source)) => {
+            BackendError::Tls { endpoint, source }
+        }
+        ConnectError::Tls(other) => BackendError::Tls {
+            endpoint,
+            source: io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+        },
+    }
 }
 
-/// Connects to `endpoint` and runs the login machine to completion, within `timeouts`.
+/// Connects to `endpoint` and runs the login machine to completion, within the time limits:
+/// `timeouts.connect` for the connection (and an implicit-TLS handshake), `timeouts.login` for
+/// the dialogue after it.
 pub async fn open<L: BackendLogin>(
     endpoint: &Endpoint,
-    connector: Option<&TlsConnector>,
+    backends: &Backends,
     mut login: L,
-    timeouts: BackendTimeouts,
 ) -> Result<BackendSession, BackendError> {
+    let connector = backends.tls.as_ref();
+    let timeouts = backends.timeouts;
     let name = format!("{}:{}", endpoint.host, endpoint.port);
-    let timeout = |stage, timeout| BackendError::Timeout {
-        endpoint: name.clone(),
-        stage,
-        timeout,
+    if endpoint.tls != BackendTls::None && connector.is_none() {
+        return Err(BackendError::NoTlsConfig { endpoint: name });
+    }
+    let dial = Dial {
+        host: &endpoint.host,
+        port: endpoint.port,
+        tls: endpoint.tls,
+        connector,
     };
-    let connect = async {
-        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-            .await
-            .map_err(|source| BackendError::Connect {
-                endpoint: name.clone(),
-                source,
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let mut stream = Stream::Plain(tcp);
-        if endpoint.tls == BackendTls::Implicit {
-            handshake(&mut stream, connector, endpoint, &name).await?;
-        }
-        Ok::<_, BackendError>(stream)
-    };
-    let mut stream = tokio::time::timeout(timeouts.connect, connect)
+    let stream = connect(dial, timeouts.connect)
         .await
-        .map_err(|_| timeout("connect", timeouts.connect))??;
-
-    let io_error = |source| BackendError::Io {
-        endpoint: name.clone(),
-        source,
+        .map_err(|e| connect_error(&name, e, timeouts.connect))?;
+    let mut conn = Conn::new(stream);
+    let role = TlsRole::Client {
+        connector,
+        host: &endpoint.host,
     };
-    let dialogue = async {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            match login.next_action() {
-                BackendAction::Send(bytes) => {
-                    stream.write_all(&bytes).await.map_err(io_error)?;
-                    stream.flush().await.map_err(io_error)?;
-                }
-                BackendAction::Read => {
-                    let n = stream.read(&mut buf).await.map_err(io_error)?;
-                    match buf.get(..n) {
-                        Some([]) | None => login.eof(),
-                        Some(bytes) => login.feed(bytes),
-                    }
-                }
-                BackendAction::StartTls => {
-                    handshake(&mut stream, connector, endpoint, &name).await?;
-                    login.tls_established();
-                }
-                BackendAction::Ready {
+    let mut pace = Until(Instant::now() + timeouts.login);
+    loop {
+        match pump(&mut login, &mut conn, role, &mut pace).await {
+            Ok(LoginEvent::Ready {
+                capabilities,
+                leftover,
+            }) => {
+                return Ok(BackendSession {
+                    stream: conn.into_stream(),
                     capabilities,
                     leftover,
-                } => {
-                    return Ok(BackendSession {
-                        stream: std::mem::take(&mut stream),
-                        capabilities,
-                        leftover,
-                    });
-                }
-                BackendAction::Failed(source) => {
-                    return Err(BackendError::Login {
-                        endpoint: name.clone(),
-                        source,
-                    });
-                }
+                });
             }
+            Ok(LoginEvent::Failed(source)) => {
+                return Err(BackendError::Login {
+                    endpoint: name,
+                    source,
+                });
+            }
+            Err(Interrupt::Closed) => login.eof(),
+            Err(Interrupt::TimedOut | Interrupt::Failed(ConnEnd::WriteTimeout)) => {
+                return Err(BackendError::Timeout {
+                    endpoint: name,
+                    stage: "login",
+                    timeout: timeouts.login,
+                });
+            }
+            Err(Interrupt::Failed(ConnEnd::Tls(why))) => {
+                return Err(BackendError::Tls {
+                    endpoint: name,
+                    source: io::Error::other(why),
+                });
+            }
+            Err(Interrupt::Failed(ConnEnd::Error(source))) => {
+                return Err(BackendError::Io {
+                    endpoint: name,
+                    source,
+                });
+            }
+            Err(Interrupt::Failed(ConnEnd::Closed)) => login.eof(),
         }
-    };
-    tokio::time::timeout(timeouts.login, dialogue)
-        .await
-        .map_err(|_| timeout("login", timeouts.login))?
+    }
 }

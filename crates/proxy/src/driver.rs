@@ -1,22 +1,25 @@
-//! The one session driver for every line protocol (house rule 1).
+//! The one session driver for every line protocol (house rule 1 of docs/architecture.md).
 //!
 //! It owns the client's socket and carries out what the protocol's sans-I/O front end asks:
-//! send, read (within the idle and login time limits), start TLS, authenticate (through the
-//! [`Gateway`]), and finally relay. It also writes the session log.
+//! send, read (within the idle and login time limits), start TLS, log in (through
+//! [`login::log_in`]), and finally relay. It also writes the session log.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::tls::SharedAcceptor;
-use mailfront_protocol::{Action, AuthFailure, AuthResult, ClientInfo, ClientTls, FrontEnd};
+use mailfront_metrics::DatabaseLabel;
+use mailfront_net::conn::{Conn, TlsRole};
+use mailfront_net::gate::Connection;
+use mailfront_net::pump::{Interrupt, Pace, pump};
+use mailfront_net::tls::SharedAcceptor;
+use mailfront_protocol::{
+    AuthFailure, AuthResult, ClientInfo, ClientTls, Credentials, FrontEnd, FrontEvent,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::admission::{Admitted as AdmittedSession, Gateway};
-use crate::client::{ClientEnd, ClientIo, Received};
-use crate::gate::Admitted;
-use crate::metrics::DatabaseLabel;
+use crate::login::{self, LoggedIn};
 use crate::registry::{Registration, SessionInfo, StopReason};
 
 /// A login outcome as the metrics name it.
@@ -29,7 +32,8 @@ fn failure_word(failure: AuthFailure) -> &'static str {
     }
 }
 use crate::relay::{Relay, RelayEnd};
-use crate::{LineProtocol, Stream};
+use crate::{LineProtocol, NodeServices};
+use mailfront_net::Stream;
 
 /// Per-listener settings of the driver.
 #[derive(Clone)]
@@ -66,7 +70,7 @@ fn session_id() -> String {
 
 /// How the pre-login phase ended.
 enum PreAuth {
-    Proxy(Box<LoggedIn>),
+    Proxy(Box<ReadyToRelay>),
     Closed {
         result: &'static str,
         user: Option<String>,
@@ -76,11 +80,11 @@ enum PreAuth {
 /// Serves one client connection from accept to close.
 pub async fn serve<P: LineProtocol>(
     protocol: Arc<P>,
-    gateway: Arc<Gateway>,
+    services: Arc<NodeServices>,
     listener: Arc<ListenerContext>,
-    connection: Admitted,
+    connection: Connection,
 ) {
-    let Admitted {
+    let Connection {
         tcp,
         client: client_addr,
         slots: _slots,
@@ -102,14 +106,14 @@ pub async fn serve<P: LineProtocol>(
         // what the relay needs.
         let pre_auth = Box::pin(pre_auth(
             &*protocol,
-            &gateway,
+            &services,
             &listener,
             Stream::Plain(tcp),
             &info,
             started,
         ))
         .await;
-        let PreAuth::Proxy(logged_in) = pre_auth else {
+        let PreAuth::Proxy(ready) = pre_auth else {
             if let PreAuth::Closed { result, user } = pre_auth {
                 tracing::info!(
                     session = %id,
@@ -128,9 +132,9 @@ pub async fn serve<P: LineProtocol>(
         // await, and the login phase's locals made the whole session's task 2.1 KiB).
         proxied(
             &*protocol,
-            &gateway,
+            &services,
             &listener,
-            *logged_in,
+            *ready,
             &id,
             client_addr,
             started,
@@ -142,9 +146,9 @@ pub async fn serve<P: LineProtocol>(
 }
 
 /// What a session that logged in takes to the relay.
-struct LoggedIn {
+struct ReadyToRelay {
     client: Stream,
-    admitted: Box<AdmittedSession>,
+    logged_in: Box<LoggedIn>,
     pending: Vec<u8>,
     registration: Registration,
 }
@@ -152,53 +156,38 @@ struct LoggedIn {
 /// Relays a logged-in session to its backend until either side ends it, then logs it.
 async fn proxied<P: LineProtocol>(
     protocol: &P,
-    gateway: &Gateway,
+    services: &NodeServices,
     listener: &ListenerContext,
-    logged_in: LoggedIn,
+    ready: ReadyToRelay,
     id: &str,
     client_addr: std::net::SocketAddr,
     started: Instant,
 ) {
-    let LoggedIn {
+    let ReadyToRelay {
         mut client,
-        admitted,
+        logged_in,
         pending,
         registration,
-    } = logged_in;
-    let AdmittedSession {
+    } = ready;
+    let LoggedIn {
         principal,
         server,
         database,
         backend,
-    } = *admitted;
+    } = *logged_in;
     // Only the address is needed from here on (the session log); the rest of the user's
     // record, and the backend's capability list (already in the client's login reply),
     // would otherwise live as long as the session.
     let user = principal.address.clone();
     drop(principal);
     drop(backend.capabilities);
-    let metrics = gateway.metrics();
+    let metrics = &services.metrics;
     let _live = metrics.session(P::PROTOCOL.as_str(), server.as_str());
     let mut backend_stream = backend.stream;
     let mut relay = Relay::new();
-    let mut extra_in = 0u64;
-    let mut extra_out = 0u64;
-    let prelude = async {
-        if !backend.leftover.is_empty() {
-            client.write_all(&backend.leftover).await?;
-            extra_out = backend.leftover.len() as u64;
-        }
-        if !pending.is_empty() {
-            backend_stream.write_all(&pending).await?;
-            extra_in = pending.len() as u64;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let prelude = prelude.await;
-    // Whatever was read ahead is written; its buffers need not live as long as the session.
-    drop(pending);
-    drop(backend.leftover);
-    let result = match prelude {
+    let prelude = write_read_ahead(&mut client, &mut backend_stream, backend.leftover, pending);
+    let (extra_in, extra_out, written) = prelude.await;
+    let result = match written {
         Err(_) => "io-error",
         Ok(()) => {
             let end = relay
@@ -218,29 +207,7 @@ async fn proxied<P: LineProtocol>(
                 }
                 RelayEnd::Stopped => {
                     let reason = registration.stop_reason();
-                    if let Some(notice) = reason.as_ref().and_then(|r| protocol.stop_notice(r)) {
-                        // Never split a response line the client is in the middle of.
-                        let lead: &[u8] = if relay.client_at_line_start() {
-                            b""
-                        } else {
-                            b"\r\n"
-                        };
-                        let goodbye = async {
-                            client.write_all(lead).await?;
-                            client.write_all(notice).await?;
-                            client.flush().await
-                        };
-                        let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
-                    }
-                    if let Some(StopReason::Failover { .. }) = &reason {
-                        metrics
-                            .failovers
-                            .get_or_create(&DatabaseLabel {
-                                database: database.to_string(),
-                            })
-                            .inc();
-                    }
-                    reason.map_or("stopped", |r| r.as_str())
+                    stopped(protocol, metrics, &relay, &mut client, reason, &database).await
                 }
                 _ => end.as_str(),
             }
@@ -268,147 +235,232 @@ async fn proxied<P: LineProtocol>(
     );
 }
 
+/// Writes what was read ahead during login: the backend's bytes after its login reply to the
+/// client, the client's bytes after its login command to the backend. Returns how many bytes
+/// went each way (client to backend, backend to client), and whether writing worked. The
+/// buffers are dropped here: they need not live as long as the session.
+async fn write_read_ahead(
+    client: &mut Stream,
+    backend: &mut Stream,
+    leftover: Vec<u8>,
+    pending: Vec<u8>,
+) -> (u64, u64, std::io::Result<()>) {
+    let mut extra_in = 0u64;
+    let mut extra_out = 0u64;
+    let written = async {
+        if !leftover.is_empty() {
+            client.write_all(&leftover).await?;
+            extra_out = leftover.len() as u64;
+        }
+        if !pending.is_empty() {
+            backend.write_all(&pending).await?;
+            extra_in = pending.len() as u64;
+        }
+        Ok(())
+    }
+    .await;
+    (extra_in, extra_out, written)
+}
+
+/// A session told to stop (failover, an operator, shutdown): the protocol's goodbye, if it has
+/// one, and the failover counted. Returns the session log's result word.
+async fn stopped<P: LineProtocol>(
+    protocol: &P,
+    metrics: &mailfront_metrics::Metrics,
+    relay: &Relay,
+    client: &mut Stream,
+    reason: Option<StopReason>,
+    database: &mailfront_model::DatabaseName,
+) -> &'static str {
+    if let Some(notice) = reason.as_ref().and_then(|r| protocol.stop_notice(r)) {
+        // Never split a response line the client is in the middle of.
+        let lead: &[u8] = if relay.client_at_line_start() {
+            b""
+        } else {
+            b"\r\n"
+        };
+        let goodbye = async {
+            client.write_all(lead).await?;
+            client.write_all(notice).await?;
+            client.flush().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+    }
+    if let Some(StopReason::Failover { .. }) = &reason {
+        metrics
+            .failovers
+            .get_or_create(&DatabaseLabel {
+                database: database.to_string(),
+            })
+            .inc();
+    }
+    reason.map_or("stopped", |r| r.as_str())
+}
+
+/// The pace of the pre-login phase: each read within `pre_auth_idle`, the whole login within
+/// `timeouts.login`.
+struct PreAuthPace {
+    idle: Duration,
+    login_deadline: Instant,
+}
+
+impl<M> Pace<M> for PreAuthPace {
+    fn read_deadline(&mut self, _: &M) -> Instant {
+        (Instant::now() + self.idle).min(self.login_deadline)
+    }
+
+    fn write_timeout(&self) -> Duration {
+        self.idle
+    }
+}
+
+/// The login phase: the front end's dialogue, pumped until it hands the client to the relay or
+/// closes.
 async fn pre_auth<P: LineProtocol>(
     protocol: &P,
-    gateway: &Gateway,
+    services: &NodeServices,
     listener: &ListenerContext,
     client: Stream,
     info: &ClientInfo,
     started: Instant,
 ) -> PreAuth {
-    let login_deadline = started + listener.login;
-    let mut user: Option<String> = None;
-    let closed = |end: ClientEnd, user: Option<String>| PreAuth::Closed {
-        result: end.as_str(),
-        user,
+    let mut pace = PreAuthPace {
+        idle: listener.pre_auth_idle,
+        login_deadline: started + listener.login,
     };
-    let mut client = ClientIo::new(client);
-
+    let mut session = LoginPhase::default();
+    let mut client = Conn::new(client);
+    let acceptor = listener.acceptor.get();
     if listener.tls == ClientTls::Implicit
         && let Err(end) = client
-            .start_tls(listener.acceptor.get().as_ref(), listener.pre_auth_idle)
+            .accept_tls(acceptor.as_ref(), listener.pre_auth_idle)
             .await
     {
-        return closed(end, user);
+        return session.closed(end.as_str());
+    }
+    let mut front = protocol.front_end(client.stream.is_tls());
+    let role = TlsRole::Server(acceptor.as_ref());
+    loop {
+        match pump(&mut front, &mut client, role, &mut pace).await {
+            Ok(FrontEvent::Authenticate(credentials)) => {
+                let result = session.log_in(protocol, services, credentials, info).await;
+                front.auth_result(result);
+            }
+            Ok(FrontEvent::Proxy { pending }) => return session.proxy(client, pending),
+            Ok(FrontEvent::Close) => {
+                client.close().await;
+                let result = if session.timed_out {
+                    "timeout"
+                } else {
+                    "closed-by-server"
+                };
+                return session.closed(result);
+            }
+            Err(Interrupt::TimedOut) => {
+                session.timed_out = true;
+                if Instant::now() >= pace.login_deadline {
+                    front.login_timeout();
+                } else {
+                    front.idle_timeout();
+                }
+            }
+            Err(interrupt) => {
+                let result = interrupt.into_end().map_or("client-error", |e| e.as_str());
+                return session.closed(result);
+            }
+        }
+    }
+}
+
+/// What the login phase has learned so far.
+#[derive(Default)]
+struct LoginPhase {
+    user: Option<String>,
+    logged_in: Option<Box<LoggedIn>>,
+    registration: Option<Registration>,
+    timed_out: bool,
+}
+
+impl LoginPhase {
+    fn closed(self, result: &'static str) -> PreAuth {
+        PreAuth::Closed {
+            result,
+            user: self.user,
+        }
     }
 
-    let mut front = protocol.front_end(client.stream.is_tls());
-    let mut admitted: Option<Box<AdmittedSession>> = None;
-    let mut registration: Option<Registration> = None;
-    let mut timed_out = false;
-    loop {
-        let action = match front.next_action() {
-            Action::Send(bytes) => {
-                client.queue(&bytes);
-                continue;
-            }
-            other => other,
-        };
-        if let Err(end) = client.flush(listener.pre_auth_idle).await {
-            return closed(end, user);
+    /// The login succeeded and its reply went out: hand the client to the relay.
+    fn proxy(mut self, client: Conn, pending: Vec<u8>) -> PreAuth {
+        match (self.logged_in.take(), self.registration.take()) {
+            (Some(logged_in), Some(registration)) => PreAuth::Proxy(Box::new(ReadyToRelay {
+                client: client.into_stream(),
+                logged_in,
+                pending,
+                registration,
+            })),
+            _ => self.closed("internal-error"),
         }
-        match action {
-            Action::Send(_) => {}
-            Action::Read => {
-                let idle_deadline = Instant::now() + listener.pre_auth_idle;
-                match client.read(idle_deadline.min(login_deadline)).await {
-                    Ok(Received::Data(bytes)) => front.feed(bytes),
-                    Ok(Received::TimedOut) => {
-                        timed_out = true;
-                        if login_deadline < idle_deadline {
-                            front.login_timeout();
-                        } else {
-                            front.idle_timeout();
-                        }
-                    }
-                    Err(end) => return closed(end, user),
+    }
+
+    /// Logs in (authenticate, resolve, backend login), registers and logs the session, and
+    /// says how it went in the front end's terms.
+    async fn log_in<P: LineProtocol>(
+        &mut self,
+        protocol: &P,
+        services: &NodeServices,
+        credentials: Credentials,
+        info: &ClientInfo,
+    ) -> AuthResult {
+        let login = credentials.authcid.clone();
+        let mechanism = credentials.mechanism;
+        match login::log_in(services, protocol, credentials, info).await {
+            Ok(session) => {
+                services.metrics.login(P::PROTOCOL.as_str(), "ok");
+                self.registration = Some(services.registry.register(SessionInfo {
+                    id: info.session_id.clone(),
+                    protocol: P::PROTOCOL,
+                    user: session.principal.address.clone(),
+                    database: session.database.clone(),
+                    server: session.server.clone(),
+                    client: info.client,
+                    since: std::time::SystemTime::now(),
+                }));
+                // Logged before the client hears OK, so the log never lags the client.
+                tracing::info!(
+                    session = %info.session_id,
+                    client = %info.client,
+                    protocol = %P::PROTOCOL,
+                    user = %session.principal.address,
+                    database = %session.database,
+                    backend = %session.server,
+                    "session proxied"
+                );
+                self.user = Some(session.principal.address.clone());
+                let capabilities = session.backend.capabilities.clone();
+                self.logged_in = Some(Box::new(session));
+                AuthResult::Proxied { capabilities }
+            }
+            Err(refused) => {
+                let failure = login::client_failure(refused.kind);
+                tracing::info!(
+                    session = %info.session_id,
+                    client = %info.client,
+                    protocol = %P::PROTOCOL,
+                    login = %login,
+                    mechanism,
+                    user = %refused.user.as_deref().unwrap_or("-"),
+                    failure = ?failure,
+                    source = %refused.source,
+                    reason = %refused.detail,
+                    "login refused"
+                );
+                if refused.user.is_some() {
+                    self.user = refused.user;
                 }
-            }
-            Action::StartTls => {
-                if let Err(end) = client
-                    .start_tls(listener.acceptor.get().as_ref(), listener.pre_auth_idle)
-                    .await
-                {
-                    return closed(end, user);
-                }
-                front.tls_established();
-            }
-            Action::Authenticate(credentials) => {
-                let login = credentials.authcid.clone();
-                let mechanism = credentials.mechanism;
-                match gateway.admit(protocol, credentials, info).await {
-                    Ok(session) => {
-                        gateway.metrics().login(P::PROTOCOL.as_str(), "ok");
-                        registration = Some(gateway.registry().register(SessionInfo {
-                            id: info.session_id.clone(),
-                            protocol: P::PROTOCOL,
-                            user: session.principal.address.clone(),
-                            database: session.database.clone(),
-                            server: session.server.clone(),
-                            client: info.client,
-                            since: std::time::SystemTime::now(),
-                        }));
-                        // Logged before the client hears OK, so the log never lags the client.
-                        tracing::info!(
-                            session = %info.session_id,
-                            client = %info.client,
-                            protocol = %P::PROTOCOL,
-                            user = %session.principal.address,
-                            database = %session.database,
-                            backend = %session.server,
-                            "session proxied"
-                        );
-                        user = Some(session.principal.address.clone());
-                        let capabilities = session.backend.capabilities.clone();
-                        admitted = Some(Box::new(session));
-                        front.auth_result(AuthResult::Proxied { capabilities });
-                    }
-                    Err(refused) => {
-                        tracing::info!(
-                            session = %info.session_id,
-                            client = %info.client,
-                            protocol = %P::PROTOCOL,
-                            login = %login,
-                            mechanism,
-                            user = %refused.user.as_deref().unwrap_or("-"),
-                            failure = ?refused.failure,
-                            reason = %refused.reason,
-                            "login refused"
-                        );
-                        if refused.user.is_some() {
-                            user = refused.user;
-                        }
-                        gateway
-                            .metrics()
-                            .login(P::PROTOCOL.as_str(), failure_word(refused.failure));
-                        front.auth_result(AuthResult::Failed(refused.failure));
-                    }
-                }
-            }
-            Action::Proxy { pending } => {
-                return match (admitted.take(), registration.take()) {
-                    (Some(admitted), Some(registration)) => PreAuth::Proxy(Box::new(LoggedIn {
-                        client: client.into_stream(),
-                        admitted,
-                        pending,
-                        registration,
-                    })),
-                    _ => PreAuth::Closed {
-                        result: "internal-error",
-                        user,
-                    },
-                };
-            }
-            Action::Close => {
-                client.close().await;
-                return PreAuth::Closed {
-                    result: if timed_out {
-                        "timeout"
-                    } else {
-                        "closed-by-server"
-                    },
-                    user,
-                };
+                services
+                    .metrics
+                    .login(P::PROTOCOL.as_str(), failure_word(failure));
+                AuthResult::Failed(failure)
             }
         }
     }

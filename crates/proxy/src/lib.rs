@@ -1,36 +1,54 @@
-//! The front door's moving parts: listeners, TLS, the session driver, admission, backend login
-//! and the relay.
+//! Sessions of the line protocols and SIP: the front door's moving parts after the gate.
 //!
-//! In the flow of a session (DESIGN.md) this crate owns every socket: [`listener::run`] accepts,
-//! [`driver::serve`] runs one session — it feeds the protocol's sans-I/O front end, asks the
-//! [`admission::Gateway`] to authenticate, locate, route and log in to the backend, and then hands
-//! both connections to the [`relay::Relay`]. Protocols plug in through [`LineProtocol`]; there is
-//! one driver for all of them.
+//! In the flow of a session (docs/architecture.md) this crate runs what comes after a
+//! connection passed the gate (`mailfront-net`): [`listener`] starts a session per connection,
+//! [`driver::serve`] runs an IMAP, POP3 or submission session — it feeds the protocol's sans-I/O
+//! front end, [`login::log_in`] authenticates, resolves and logs in to the backend, and then
+//! both connections go to the [`relay::Relay`]. [`mail_transfer`] serves the inbound and
+//! outbound SMTP listeners (no queue: each message streamed to one mailbox server), [`sip`]
+//! answers telephony with redirects, [`registry`] knows every live proxied session (so that a
+//! failover or an operator can close them) and [`workers`] runs the sessions on one
+//! single-threaded runtime per core.
+//!
+//! Protocols plug in through [`LineProtocol`]; there is one driver for all of them.
 
-pub mod admission;
 pub mod backend;
-pub mod client;
 pub mod driver;
-pub mod gate;
 pub mod listener;
-pub mod metrics;
-pub mod node;
+pub mod login;
+pub mod mail_transfer;
 pub mod registry;
 pub mod relay;
 pub mod sip;
-mod stream;
-pub mod throttle;
-pub mod tls;
-pub mod transport;
 pub mod workers;
 
 mod protocols;
 
+use std::sync::Arc;
+
+use mailfront_metrics::Metrics;
 use mailfront_model::{BackendTls, Protocol};
 use mailfront_protocol::{BackendAuth, BackendLogin, ClientInfo, FrontEnd};
+use mailfront_resolve::Resolver;
 
 pub use protocols::{Imap, Pop3, Submission};
-pub use stream::Stream;
+
+use crate::backend::Backends;
+use crate::registry::Registry;
+
+/// What every session of this node shares: who users are and where they go, how to reach the
+/// mailbox servers, the live sessions, and the counters. One per node.
+#[derive(Debug)]
+pub struct NodeServices {
+    /// Authentication and the resolve step.
+    pub resolver: Arc<Resolver>,
+    /// How to connect and log in to mailbox servers.
+    pub backends: Backends,
+    /// The live proxied sessions.
+    pub registry: Arc<Registry>,
+    /// The node's counters.
+    pub metrics: Arc<Metrics>,
+}
 
 /// A line protocol the driver can serve: how to start its front end and its backend login.
 pub trait LineProtocol: Send + Sync + 'static {

@@ -1,51 +1,20 @@
-//! Accepting connections on a listener and starting a session for each.
+//! Accepting connections on a line-protocol or mail-transfer listener and starting a session
+//! for each connection the gate admits.
 
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailfront_net::gate::{Arrival, Connection, Gate};
+use mailfront_net::listen::accept_loop;
+use mailfront_protocol::ClientTls;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use mailfront_protocol::ClientTls;
-
-use crate::LineProtocol;
-use crate::admission::Gateway;
 use crate::driver::{ListenerContext, serve};
-use crate::gate::{Entry, Gate};
-use crate::transport::{self, TransportContext};
-
-/// Accepts connections until `shutdown` turns true, handing each to `session`.
-pub async fn accept_loop<F>(
-    listener: TcpListener,
-    name: String,
-    mut shutdown: watch::Receiver<bool>,
-    session: F,
-) where
-    F: Fn(TcpStream, SocketAddr),
-{
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    session(tcp, peer);
-                }
-                Err(error) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    tracing::warn!(listener = %name, %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
-            }
-        }
-    }
-}
+use crate::mail_transfer::{self, MailTransferContext};
+use crate::{LineProtocol, NodeServices};
 
 /// Says `notice` (the protocol's "too busy") and closes; never waits long on a slow client.
 /// On an implicit-TLS listener the client expects a TLS handshake, not plain text, and a
@@ -61,80 +30,95 @@ async fn turn_away(mut tcp: TcpStream, notice: &[u8], tls: ClientTls) {
     .await;
 }
 
-/// Serves a line protocol (IMAP, POP3, submission) on `listener` (a non-blocking std socket,
-/// taken by the runtime this runs on).
-pub async fn run<P: LineProtocol>(
+/// What a listener needs to know to turn a connection away in its protocol.
+struct Refusing {
+    name: String,
+    notice: &'static [u8],
+    tls: ClientTls,
+}
+
+/// Accepts on `listener` (a non-blocking std socket, registered with the runtime this runs on)
+/// until `shutdown`, passes each connection through `gate`, and runs `session` for those it
+/// admits; those it has no room for hear `refusing.notice`.
+async fn serve_admitted<F, Fut>(
     listener: std::net::TcpListener,
-    protocol: Arc<P>,
-    gateway: Arc<Gateway>,
-    context: Arc<ListenerContext>,
+    refusing: Refusing,
     gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
-) {
-    let name = context.name.clone();
+    session: F,
+) where
+    F: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     // Registered with the event loop of the runtime this loop runs on (a session worker's).
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
-            tracing::error!(listener = %name, %error, "cannot register the listening socket");
+            tracing::error!(listener = %refusing.name, %error, "cannot register the listening socket");
             return;
         }
     };
-    accept_loop(listener, name, shutdown, move |tcp, peer| {
-        let (protocol, gateway, context, gate) =
-            (Arc::clone(&protocol), Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
+    let refusing = Arc::new(refusing);
+    let session = Arc::new(session);
+    accept_loop(listener, refusing.name.clone(), shutdown, move |tcp, peer| {
+        let (refusing, gate, session) =
+            (Arc::clone(&refusing), Arc::clone(&gate), Arc::clone(&session));
         tokio::spawn(async move {
             // Boxed, like the login states: a task is as large as its largest state, and the
             // PROXY header read is not needed for the life of the session.
             match Box::pin(gate.admit(tcp, peer)).await {
-                Entry::Admitted(connection) => serve(protocol, gateway, context, connection).await,
-                Entry::Busy { tcp, client } => {
-                    tracing::info!(listener = %context.name, %client, "connection refused: too many connections");
-                    turn_away(tcp, protocol.busy_notice(), context.tls).await;
+                Arrival::Admitted(connection) => session(connection).await,
+                Arrival::Busy { tcp, client } => {
+                    tracing::info!(listener = %refusing.name, %client, "connection refused: too many connections");
+                    turn_away(tcp, refusing.notice, refusing.tls).await;
                 }
-                Entry::Dropped => {}
+                Arrival::Dropped => {}
             }
         });
     })
     .await;
 }
 
-/// Serves the front-end transport (inbound or outbound SMTP) on `listener`.
-pub async fn run_transport(
+/// Serves a line protocol (IMAP, POP3, submission) on `listener`.
+pub async fn run<P: LineProtocol>(
     listener: std::net::TcpListener,
-    gateway: Arc<Gateway>,
-    context: Arc<TransportContext>,
+    protocol: Arc<P>,
+    services: Arc<NodeServices>,
+    context: Arc<ListenerContext>,
     gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let name = context.name.clone();
-    // Registered with the event loop of the runtime this loop runs on (a session worker's).
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(listener = %name, %error, "cannot register the listening socket");
-            return;
-        }
+    let refusing = Refusing {
+        name: context.name.clone(),
+        notice: protocol.busy_notice(),
+        tls: context.tls,
     };
-    accept_loop(listener, name, shutdown, move |tcp, peer| {
-        let (gateway, context, gate) = (Arc::clone(&gateway), Arc::clone(&context), Arc::clone(&gate));
-        tokio::spawn(async move {
-            // Boxed, like the login states: a task is as large as its largest state, and the
-            // PROXY header read is not needed for the life of the session.
-            match Box::pin(gate.admit(tcp, peer)).await {
-                Entry::Admitted(connection) => transport::serve(context, gateway, connection).await,
-                Entry::Busy { tcp, client } => {
-                    tracing::info!(listener = %context.name, %client, "connection refused: too many connections");
-                    turn_away(
-                        tcp,
-                        b"421 4.7.0 Too many connections, try again later\r\n",
-                        context.settings.tls,
-                    )
-                    .await;
-                }
-                Entry::Dropped => {}
-            }
-        });
+    serve_admitted(listener, refusing, gate, shutdown, move |connection| {
+        serve(
+            Arc::clone(&protocol),
+            Arc::clone(&services),
+            Arc::clone(&context),
+            connection,
+        )
+    })
+    .await;
+}
+
+/// Serves the front-end transport (inbound or outbound SMTP) on `listener`.
+pub async fn run_mail_transfer(
+    listener: std::net::TcpListener,
+    services: Arc<NodeServices>,
+    context: Arc<MailTransferContext>,
+    gate: Arc<Gate>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let refusing = Refusing {
+        name: context.name.clone(),
+        notice: mailfront_protocol::smtp::BUSY_NOTICE,
+        tls: context.settings.tls,
+    };
+    serve_admitted(listener, refusing, gate, shutdown, move |connection| {
+        mail_transfer::serve(Arc::clone(&context), Arc::clone(&services), connection)
     })
     .await;
 }

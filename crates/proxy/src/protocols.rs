@@ -48,15 +48,13 @@ impl LineProtocol for Imap {
     fn stop_notice(&self, reason: &StopReason) -> Option<&'static [u8]> {
         Some(match reason {
             StopReason::Failover { .. } => mailfront_protocol::imap::FAILOVER_NOTICE,
-            StopReason::Kicked => b"* BYE Session closed by the administrator.\r\n",
-            StopReason::Shutdown => {
-                b"* BYE [UNAVAILABLE] Server shutting down, please reconnect.\r\n"
-            }
+            StopReason::Kicked => mailfront_protocol::imap::KICKED_NOTICE,
+            StopReason::Shutdown => mailfront_protocol::imap::SHUTDOWN_NOTICE,
         })
     }
 
     fn busy_notice(&self) -> &'static [u8] {
-        b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n"
+        mailfront_protocol::imap::BUSY_NOTICE
     }
 }
 
@@ -101,7 +99,7 @@ impl LineProtocol for Pop3 {
     }
 
     fn busy_notice(&self) -> &'static [u8] {
-        b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n"
+        mailfront_protocol::pop3::BUSY_NOTICE
     }
 }
 
@@ -146,6 +144,6 @@ impl LineProtocol for Submission {
     }
 
     fn busy_notice(&self) -> &'static [u8] {
-        b"421 4.7.0 Too many connections, try again later\r\n"
+        mailfront_protocol::smtp::BUSY_NOTICE
     }
 }

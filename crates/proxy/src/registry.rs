@@ -1,5 +1,5 @@
 //! The live proxied sessions, indexed by database and backend server, so that mailfront can
-//! follow a database when its active copy moves (DESIGN.md, "Failover") and so that operators
+//! follow a database when its active copy moves (docs/architecture.md, "Failover") and so that operators
 //! can list and close sessions.
 //!
 //! A session registers once it is logged in at its backend and unregisters when its

@@ -1,6 +1,6 @@
 //! Moving bytes both ways between a client and its backend once the session is logged in.
 //!
-//! The relay never parses (DESIGN.md: "the relay never parses"). Each direction is an
+//! The relay never parses (docs/architecture.md: the relay never parses). Each direction is an
 //! independent pipe, so a client that is busy sending (a large APPEND) never stops us from
 //! reading what the backend sends meanwhile, and the reverse. A pipe holds a buffer only while it
 //! has data in flight: an idle session keeps no buffers, which is most of a mail proxy's life.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::Stream;
+use mailfront_net::Stream;
 
 /// Size of the buffer a pipe takes while data is in flight.
 const BUFFER_SIZE: usize = 32 * 1024;

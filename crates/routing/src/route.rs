@@ -1,10 +1,10 @@
-//! `route()`: the decision between proxy, redirect and reject (DESIGN.md, "Routing rules").
+//! `route()`: the decision between proxy, redirect and reject (docs/architecture.md, "The routing rules").
 
 use std::fmt;
 
-use mailfront_model::{DatabaseName, Principal, Protocol, ServerName, SiteName, Version};
+use mailfront_model::{DatabaseName, Principal, Protocol, ServerName, SiteName, Source, Version};
 
-use crate::Topology;
+use crate::{Server, Topology};
 
 /// What the client asked for, as far as routing cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +56,9 @@ pub enum Facts<'a> {
     /// Unknown user or wrong password: deliberately one case, so that no caller can tell them
     /// apart in a reply.
     AuthFailed,
+    /// Nobody: an HTTP service that needs no authentication. There is no mailbox to follow, so
+    /// any server of the service will do (this site's first).
+    Anonymous,
     /// The user is who they say, and this is where their database is active.
     Authenticated {
         /// The user.
@@ -72,6 +75,9 @@ pub enum RejectKind {
     AuthFailed,
     /// The user may not use this protocol.
     ProtocolDisabled,
+    /// The credentials are right, but they ask to act as another user (a SASL authorization
+    /// identity that is not one of the user's own names).
+    AuthzidRefused,
     /// Something that should come back (directory, location store, configuration): try later.
     Temporary,
 }
@@ -119,6 +125,11 @@ pub enum Reason {
         /// That server's site.
         site: SiteName,
     },
+    /// An anonymous request for an HTTP service: any server offering it, this site's first.
+    Anonymous {
+        /// The server chosen.
+        server: ServerName,
+    },
     /// Rule 4: unknown user or wrong password.
     AuthFailed,
     /// Rule 4: the directory could not be asked.
@@ -135,6 +146,16 @@ pub enum Reason {
         database: DatabaseName,
         /// The server the map names.
         server: ServerName,
+    },
+    /// No server at all offers the protocol (an anonymous request with nowhere to go).
+    NoServer(Protocol),
+    /// The server hosting the active copy is known down for this protocol (its health probes
+    /// fail): refused at once rather than after a connect timeout.
+    ServerDown {
+        /// The server.
+        server: ServerName,
+        /// The protocol.
+        protocol: Protocol,
     },
     /// Rule 4: the server hosting the active copy does not serve this protocol.
     NoEndpoint {
@@ -172,6 +193,10 @@ impl fmt::Display for Reason {
                 f,
                 "the active copy of {database} is on {server} (site {site}): proxied"
             ),
+            Reason::Anonymous { server } => write!(
+                f,
+                "no mailbox to follow (anonymous request): {server} offers the service"
+            ),
             Reason::AuthFailed => f.write_str("unknown user or wrong password"),
             Reason::DirectoryUnavailable => f.write_str("the directory is unavailable"),
             Reason::ProtocolDisabled(protocol) => {
@@ -191,6 +216,33 @@ impl fmt::Display for Reason {
             Reason::NoEndpoint { server, protocol } => {
                 write!(f, "server {server} has no {protocol} endpoint")
             }
+            Reason::NoServer(protocol) => write!(f, "no server offers {protocol}"),
+            Reason::ServerDown { server, protocol } => write!(
+                f,
+                "the active copy is on {server}, whose {protocol} service is down (health probes)"
+            ),
+        }
+    }
+}
+
+impl Reason {
+    /// Where a refusal for this reason comes from (`None` for the reasons of a proxy or redirect
+    /// decision): the client, the directory, the locator, or mailfront's own configuration.
+    pub fn source(&self) -> Option<Source> {
+        match self {
+            Reason::AuthFailed | Reason::ProtocolDisabled(_) => Some(Source::Client),
+            Reason::DirectoryUnavailable => Some(Source::Directory),
+            Reason::ServerDown { .. } => Some(Source::Backend),
+            Reason::LocationUnavailable(_) | Reason::UnknownDatabase(_) => Some(Source::Locator),
+            Reason::UnknownServer { .. } | Reason::NoEndpoint { .. } | Reason::NoServer(_) => {
+                Some(Source::Internal)
+            }
+            Reason::Telephony { .. }
+            | Reason::LegacyVersion { .. }
+            | Reason::OtherSiteUrl { .. }
+            | Reason::SingleNamespace { .. }
+            | Reason::ActiveCopy { .. }
+            | Reason::Anonymous { .. } => None,
         }
     }
 }
@@ -236,7 +288,7 @@ fn reject(kind: RejectKind, reason: Reason) -> Decision {
     Decision::Reject { kind, reason }
 }
 
-/// Decides where a session or request goes (DESIGN.md, "Routing rules"):
+/// Decides where a session or request goes (docs/architecture.md, "The routing rules"):
 ///
 /// 1. SIP is always redirected to the voice-mail endpoint of the server hosting the active copy.
 /// 2. HTTP browser apps: a mailbox whose major version is older than this node's, with a legacy
@@ -247,12 +299,18 @@ fn reject(kind: RejectKind, reason: Reason) -> Decision {
 /// 4. Unknown user or bad password and disabled protocols are refused; an unavailable directory
 ///    or location store, or a location that the configuration cannot reach, is a temporary
 ///    refusal — never a guess.
+///
+/// Inbound mail (SMTP) is not bound to the active server's own delivery endpoint: the message
+/// goes to a server of its delivery group ([`crate::delivery`]), so only the location is
+/// decided here. An anonymous HTTP request follows no mailbox: any server with an HTTP
+/// service, this node's site first, then by name.
 pub fn route(topology: &Topology, request: &Request<'_>, facts: Facts<'_>) -> Decision {
     let (principal, active) = match facts {
         Facts::DirectoryUnavailable => {
             return reject(RejectKind::Temporary, Reason::DirectoryUnavailable);
         }
         Facts::AuthFailed => return reject(RejectKind::AuthFailed, Reason::AuthFailed),
+        Facts::Anonymous => return anonymous(topology, request.protocol),
         Facts::Authenticated { principal, active } => (principal, active),
     };
     let protocol = request.protocol;
@@ -262,56 +320,15 @@ pub fn route(topology: &Topology, request: &Request<'_>, facts: Facts<'_>) -> De
             Reason::ProtocolDisabled(protocol),
         );
     }
-    let database = &principal.database;
-
     // Legacy mailboxes are not served by this version at all, wherever they are: decide first.
-    if let Some(http) = request.http.filter(|h| h.browser_app)
-        && let Some(legacy_url) = http.legacy_url
-        && principal.version.major < topology.node.version.major
-    {
-        return Decision::Redirect {
-            location: legacy_url.to_owned(),
-            reason: Reason::LegacyVersion {
-                mailbox: principal.version,
-                node: topology.node.version,
-            },
-        };
+    if let Some(redirect) = legacy_redirect(topology, request, principal) {
+        return redirect;
     }
-
-    let server_name = match active {
-        Ok(name) => name,
-        Err(LocationFailure::Unavailable) => {
-            return reject(
-                RejectKind::Temporary,
-                Reason::LocationUnavailable(database.clone()),
-            );
-        }
-        Err(LocationFailure::UnknownDatabase) => {
-            return reject(
-                RejectKind::Temporary,
-                Reason::UnknownDatabase(database.clone()),
-            );
-        }
+    let database = &principal.database;
+    let server = match active_server(topology, protocol, database, active) {
+        Ok(server) => server,
+        Err(refusal) => return refusal,
     };
-    let Some(server) = topology.server(server_name) else {
-        return reject(
-            RejectKind::Temporary,
-            Reason::UnknownServer {
-                database: database.clone(),
-                server: server_name.clone(),
-            },
-        );
-    };
-    if !server.endpoints.serves(protocol) {
-        return reject(
-            RejectKind::Temporary,
-            Reason::NoEndpoint {
-                server: server.name.clone(),
-                protocol,
-            },
-        );
-    }
-
     if protocol == Protocol::Sip {
         return Decision::Redirect {
             location: server.endpoints.sip.clone().unwrap_or_default(),
@@ -321,29 +338,9 @@ pub fn route(topology: &Topology, request: &Request<'_>, facts: Facts<'_>) -> De
             },
         };
     }
-
-    if let Some(http) = request.http.filter(|h| h.browser_app)
-        && server.site != topology.node.site
-        && let Some(url) = topology
-            .site(&server.site)
-            .and_then(|site| site.external_urls.get(http.service))
-    {
-        if same_namespace(url, http.requested_url) {
-            return Decision::Proxy {
-                server: server.name.clone(),
-                reason: Reason::SingleNamespace {
-                    site: server.site.clone(),
-                },
-            };
-        }
-        return Decision::Redirect {
-            location: url.clone(),
-            reason: Reason::OtherSiteUrl {
-                site: server.site.clone(),
-            },
-        };
+    if let Some(decision) = other_site(topology, request, server) {
+        return decision;
     }
-
     Decision::Proxy {
         server: server.name.clone(),
         reason: Reason::ActiveCopy {
@@ -351,6 +348,102 @@ pub fn route(topology: &Topology, request: &Request<'_>, facts: Facts<'_>) -> De
             server: server.name.clone(),
             site: server.site.clone(),
         },
+    }
+}
+
+/// Rule 2, legacy part: a browser app for a mailbox older than this node, with a legacy URL.
+fn legacy_redirect(
+    topology: &Topology,
+    request: &Request<'_>,
+    principal: &Principal,
+) -> Option<Decision> {
+    let http = request.http.filter(|h| h.browser_app)?;
+    let legacy_url = http.legacy_url?;
+    (principal.version.major < topology.node.version.major).then(|| Decision::Redirect {
+        location: legacy_url.to_owned(),
+        reason: Reason::LegacyVersion {
+            mailbox: principal.version,
+            node: topology.node.version,
+        },
+    })
+}
+
+/// The server hosting the active copy, if the location is known, the configuration defines the
+/// server and it serves `protocol` (inbound mail excepted: it goes to the server's delivery
+/// group); otherwise the temporary refusal that says which of these failed.
+fn active_server<'t>(
+    topology: &'t Topology,
+    protocol: Protocol,
+    database: &DatabaseName,
+    active: Result<&ServerName, LocationFailure>,
+) -> Result<&'t Server, Decision> {
+    let temporary = |reason| reject(RejectKind::Temporary, reason);
+    let server_name = match active {
+        Ok(name) => name,
+        Err(LocationFailure::Unavailable) => {
+            return Err(temporary(Reason::LocationUnavailable(database.clone())));
+        }
+        Err(LocationFailure::UnknownDatabase) => {
+            return Err(temporary(Reason::UnknownDatabase(database.clone())));
+        }
+    };
+    let Some(server) = topology.server(server_name) else {
+        return Err(temporary(Reason::UnknownServer {
+            database: database.clone(),
+            server: server_name.clone(),
+        }));
+    };
+    if protocol != Protocol::Smtp && !server.endpoints.serves(protocol) {
+        return Err(temporary(Reason::NoEndpoint {
+            server: server.name.clone(),
+            protocol,
+        }));
+    }
+    Ok(server)
+}
+
+/// Rule 2, site part: a browser app whose mailbox is active in another site with its own URL
+/// for the service is redirected there, unless that URL is the one the client used.
+fn other_site(topology: &Topology, request: &Request<'_>, server: &Server) -> Option<Decision> {
+    let http = request.http.filter(|h| h.browser_app)?;
+    if server.site == topology.node.site {
+        return None;
+    }
+    let url = topology
+        .site(&server.site)?
+        .external_urls
+        .get(http.service)?;
+    if same_namespace(url, http.requested_url) {
+        return Some(Decision::Proxy {
+            server: server.name.clone(),
+            reason: Reason::SingleNamespace {
+                site: server.site.clone(),
+            },
+        });
+    }
+    Some(Decision::Redirect {
+        location: url.clone(),
+        reason: Reason::OtherSiteUrl {
+            site: server.site.clone(),
+        },
+    })
+}
+
+/// Any server that serves `protocol`, this node's site first, then by name.
+fn anonymous(topology: &Topology, protocol: Protocol) -> Decision {
+    let chosen = topology
+        .servers
+        .values()
+        .filter(|s| s.endpoints.serves(protocol))
+        .min_by_key(|s| (s.site != topology.node.site, &s.name));
+    match chosen {
+        Some(server) => Decision::Proxy {
+            server: server.name.clone(),
+            reason: Reason::Anonymous {
+                server: server.name.clone(),
+            },
+        },
+        None => reject(RejectKind::Temporary, Reason::NoServer(protocol)),
     }
 }
 

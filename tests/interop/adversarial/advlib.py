@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import pytest
 
 # tests/interop/conftest.py: pytest imported it as `conftest` (the only module of that name).
+import conftest
 from conftest import AUTH_FAILURE_DELAY, PRE_AUTH_IDLE, USERS, client_tls, lab, start_node  # noqa: F401
 
 PASSWORD = lab.DEMO_PASSWORD
@@ -354,14 +355,8 @@ def backend_login_names(lab_env, since: dict[str, int]) -> set[str]:
 
 
 def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} never happened within {timeout}s")
-        time.sleep(0.02)
+    """conftest.wait_until with the catalogue's shorter default."""
+    return conftest.wait_until(predicate, timeout, what)
 
 
 def admin_metrics(node, name: str, **labels) -> float:

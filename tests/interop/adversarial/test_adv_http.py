@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import pytest
 
 from advlib import (PASSWORD, Case, b64, check_transcript, lab_alive, lines_for, params, radicale_logs, run_table,
                     wait_for_line, wait_until)
-from conftest import client_tls, https_node
+from conftest import client_tls, https_node, lab
 
 MARK = uuid.uuid4().hex[:12]
 AUTH = b"Authorization: Basic " + b64(b"alice@example.com:" + PASSWORD.encode()) + b"\r\n"
@@ -280,9 +279,7 @@ def test_login_return_path(lab_env, return_to, location):
 def nodes(lab_env, tmp_path_factory):
     """Two more nodes of the array: one with a 2 s session lifetime (same keys), one with a key
     file of its own (key 2 only)."""
-    other_keys = tmp_path_factory.mktemp("adv-keys") / "keys.toml"
-    other_keys.write_text(subprocess.run([str(lab_env.binary), "cookie-key", "--id", "2"], capture_output=True,
-                                         text=True, check=True).stdout)
+    other_keys = lab.write_cookie_keys(lab_env.binary, tmp_path_factory.mktemp("adv-keys") / "keys.toml", key_id=2)
     short, short_port = https_node(lab_env, "adv-short", lab_env.cookie_keys, lifetime="2s")
     other, other_port = https_node(lab_env, "adv-otherkey", other_keys)
     yield {"short": short_port, "other": other_port}

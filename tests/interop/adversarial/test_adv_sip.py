@@ -20,7 +20,7 @@ import pytest
 
 from advlib import (Case, admin_metrics, assert_alive, check_transcript, lab, lab_alive, lines_for, params, run_table,
                     start_node, wait_until)
-from conftest import SIP_MAX_MESSAGE, SIP_URIS
+from conftest import SIP_MAX_MESSAGE, SIP_URIS, UdpPhone
 
 MARK = uuid.uuid4().hex[:10]
 URI = "sip:4001@cas.example.com"
@@ -160,18 +160,11 @@ def test_sip_tcp(lab_env, outcomes, case):
 # --- UDP: one datagram per row ------------------------------------------------------------------
 
 
-class Phone:
+class Phone(UdpPhone):
     """A UDP socket. `exchange` sends one datagram, then two probes: an OPTIONS (answered at
     once) and an INVITE for an unknown extension (answered after a directory lookup, like any
     INVITE). Everything else that comes back until both probes are answered (and at least `want`
     answers have come) is the row's."""
-
-    def __init__(self, port: int):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.target = ("127.0.0.1", port)
-        self.via = f"SIP/2.0/UDP 127.0.0.1:{self.port}"
 
     def exchange(self, datagram: bytes, want: int = 0, timeout: float = 5.0) -> list[bytes]:
         self.sock.sendto(datagram, self.target)
@@ -190,9 +183,6 @@ class Phone:
             else:
                 answers.append(normalise(data))
         return answers
-
-    def close(self):
-        self.sock.close()
 
 
 def sized(call_id: str, via: str, size: int) -> bytes:

@@ -1,8 +1,11 @@
 //! Tests of the LDAP backend that need no server: escaping, templates, configuration, entry
 //! mapping. `tests/ldap_slapd.rs` runs the rest against a real slapd.
 
+use super::config::default_filter;
 use super::*;
-use ldap3::asn1::TagClass;
+use ldap3::asn1::{PL, StructureTag, TagClass};
+use mailfront_model::{DatabaseName, Protocol, ProtocolSet, Version};
+use serde::Deserialize;
 
 #[test]
 fn filter_values_are_escaped_per_rfc4515() {

@@ -1,5 +1,7 @@
 //! Configuration parsing and validation: every error names its key.
 
+use std::time::Duration;
+
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -310,5 +312,41 @@ fn sip_listeners_and_voice_mail_uris() {
             Ok(config) => config.validate().expect_err(key),
         };
         assert!(error.starts_with(key), "expected `{key}`, got `{error}`");
+    }
+}
+
+#[test]
+fn address_ranges_are_parsed_at_load_and_errors_name_the_entry() {
+    let extra = |more: &str| format!("{MINIMAL}\n{more}");
+    let config = Config::parse(&extra(
+        "[throttle]\ntrusted_networks = [\"10.0.0.0/8\", \"::1\"]\n",
+    ))
+    .unwrap();
+    config.validate().unwrap();
+    let trusted = &config.throttle.trusted_networks;
+    assert_eq!(trusted.len(), 2);
+    assert!(trusted[0].contains("10.1.2.3".parse().unwrap()));
+    assert_eq!(trusted[1].prefix, 128);
+
+    let cases = [
+        (
+            "[throttle]\ntrusted_networks = [\"10.0.0.0/8\", \"host\"]\n",
+            "throttle.trusted_networks[1]: `host` is not an address or address/prefix",
+        ),
+        (
+            "[proxy_protocol]\ntrusted = [\"10.0.0.0/33\"]\n",
+            "proxy_protocol.trusted[0]: `10.0.0.0/33`: bad prefix length",
+        ),
+        (
+            "[outbound]\nallowed_sources = [\"mbx1\"]\n[outbound.relay]\nhost = \"relay\"\nport = 25\n",
+            "outbound.allowed_sources[0]: `mbx1` is not an address or address/prefix",
+        ),
+    ];
+    for (more, expected) in cases {
+        let error = Config::parse(&extra(more)).unwrap_err();
+        assert!(
+            error.starts_with(expected),
+            "expected `{expected}`, got `{error}`"
+        );
     }
 }

@@ -1,13 +1,11 @@
 //! Logging in to an IMAP mailbox server on the user's behalf, sans I/O.
 
-use std::collections::VecDeque;
-
 use mailfront_model::{BackendTls, SaslMechanism};
 
 use super::framing::{Frame, FrameLimits, Framer};
 use super::response::{ResponseLine, capability_code, has_capability, parse_line};
-use crate::sasl::encode_plain;
-use crate::{BackendAction, BackendAuth, BackendFailure, BackendLogin, ClientInfo};
+use crate::conversation::{Conversation, Input, Peer};
+use crate::{BackendAuth, BackendFailure, ClientInfo, LoginEvent};
 
 /// Bounds on what we buffer from a backend before login completes. The backend is ours, but a
 /// misconfigured port (pointing at something that is not IMAP) must not exhaust memory.
@@ -18,7 +16,7 @@ const BACKEND_LIMITS: FrameLimits = FrameLimits {
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+enum Stage {
     Greeting,
     /// Waiting for the answer to a CAPABILITY command (`then` says what comes after).
     Capability {
@@ -28,8 +26,6 @@ enum Step {
     StartTls {
         tag: u32,
     },
-    /// The TLS handshake is in progress.
-    Handshake,
     /// ID (if sent) and the login command are in flight.
     Login {
         id_tag: Option<u32>,
@@ -40,7 +36,6 @@ enum Step {
         id_tag: Option<u32>,
         tag: u32,
     },
-    Done,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +50,11 @@ pub struct ImapBackendLogin {
     auth: BackendAuth,
     tls: BackendTls,
     client: Option<ClientInfo>,
-    framer: Framer,
-    actions: VecDeque<BackendAction>,
-    step: Step,
+    /// The backend, whose bytes are framed into IMAP responses.
+    peer: Peer<LoginEvent, Framer>,
+    stage: Stage,
     next_tag: u32,
     capabilities: Option<String>,
-    /// STARTTLS has completed (so `proceed` goes on to log in).
-    tls_started: bool,
 }
 
 /// Quotes an IMAP string if it can be quoted (printable ASCII only); `None` otherwise.
@@ -89,12 +82,10 @@ impl ImapBackendLogin {
             auth,
             tls,
             client,
-            framer: Framer::new(BACKEND_LIMITS),
-            actions: VecDeque::new(),
-            step: Step::Greeting,
+            peer: Peer::backend(Framer::new(BACKEND_LIMITS), tls),
+            stage: Stage::Greeting,
             next_tag: 1,
             capabilities: None,
-            tls_started: false,
         }
     }
 
@@ -104,35 +95,26 @@ impl ImapBackendLogin {
         tag
     }
 
-    fn fail(&mut self, failure: BackendFailure) {
-        self.actions.push_back(BackendAction::Failed(failure));
-        self.step = Step::Done;
-    }
-
-    fn send(&mut self, bytes: impl Into<Vec<u8>>) {
-        self.actions.push_back(BackendAction::Send(bytes.into()));
-    }
-
     fn caps(&self) -> &str {
         self.capabilities.as_deref().unwrap_or("")
     }
 
     fn ask_capabilities(&mut self, then: AfterCaps) {
         let tag = self.tag();
-        self.send(format!("mf{tag} CAPABILITY\r\n"));
-        self.step = Step::Capability { tag, then };
+        self.peer.send(format!("mf{tag} CAPABILITY\r\n"));
+        self.stage = Stage::Capability { tag, then };
     }
 
     /// Called once the capabilities of the (possibly TLS) connection are known.
     fn proceed(&mut self) {
-        if self.tls == BackendTls::StartTls && !self.tls_started {
+        if self.tls == BackendTls::StartTls && !self.peer.is_secure() {
             if !has_capability(self.caps(), "STARTTLS") {
-                self.fail(BackendFailure::Unsupported("STARTTLS"));
+                self.peer.fail(BackendFailure::Unsupported("STARTTLS"));
                 return;
             }
             let tag = self.tag();
-            self.send(format!("mf{tag} STARTTLS\r\n"));
-            self.step = Step::StartTls { tag };
+            self.peer.send(format!("mf{tag} STARTTLS\r\n"));
+            self.stage = Stage::StartTls { tag };
             return;
         }
         self.login();
@@ -153,7 +135,7 @@ impl ImapBackendLogin {
                     client.local.port(),
                     client.session_id.replace(['"', '\\'], ""),
                 );
-                self.send(id);
+                self.peer.send(id);
                 Some(tag)
             }
             _ => None,
@@ -171,7 +153,7 @@ impl ImapBackendLogin {
             } => {
                 // The user name must not be able to name a different master or user.
                 if user.contains(separator.as_str()) || user.contains('\0') {
-                    self.fail(BackendFailure::UnsafeName);
+                    self.peer.fail(BackendFailure::UnsafeName);
                     return;
                 }
                 match mechanism {
@@ -203,41 +185,30 @@ impl ImapBackendLogin {
         };
         match command {
             Some(Some(line)) => {
-                self.send(line);
-                self.step = Step::Login { id_tag, tag };
+                self.peer.send(line);
+                self.stage = Stage::Login { id_tag, tag };
             }
-            Some(None) => self.fail(BackendFailure::UnsafeName),
+            Some(None) => self.peer.fail(BackendFailure::UnsafeName),
             None if sasl_ir => {
                 let response = self.plain_response();
-                self.send(format!("mf{tag} AUTHENTICATE PLAIN {response}"));
-                self.step = Step::Login { id_tag, tag };
+                self.peer
+                    .send(format!("mf{tag} AUTHENTICATE PLAIN {response}"));
+                self.stage = Stage::Login { id_tag, tag };
             }
             None => {
-                self.send(format!("mf{tag} AUTHENTICATE PLAIN\r\n"));
-                self.step = Step::PlainContinuation { id_tag, tag };
+                self.peer.send(format!("mf{tag} AUTHENTICATE PLAIN\r\n"));
+                self.stage = Stage::PlainContinuation { id_tag, tag };
             }
         }
     }
 
-    /// The base64 PLAIN response plus CRLF: master user as authentication identity and the user
-    /// as authorization identity, or the user's own credentials.
+    /// The base64 PLAIN response plus CRLF.
     fn plain_response(&self) -> String {
-        let encoded = match &self.auth {
-            BackendAuth::Master {
-                user,
-                master,
-                password,
-                ..
-            } => encode_plain(user, master, password.expose().as_bytes()),
-            BackendAuth::PassThrough { user, password, .. } => {
-                encode_plain("", user, password.expose())
-            }
-        };
-        format!("{}\r\n", encoded.expose())
+        format!("{}\r\n", self.auth.plain_response().expose())
     }
 
     fn ready(&mut self) {
-        let leftover = self.framer.take_unframed();
+        let leftover = self.peer.input.take_unframed();
         // The list goes into the client's login reply: one with a control character in it (a
         // bare CR survives line splitting; found by fuzzing) could break that reply, so it is
         // dropped and the client asks for the capabilities itself.
@@ -245,11 +216,10 @@ impl ImapBackendLogin {
             .capabilities
             .take()
             .filter(|caps| !caps.contains(char::is_control));
-        self.actions.push_back(BackendAction::Ready {
+        self.peer.finish(LoginEvent::Ready {
             capabilities,
             leftover,
         });
-        self.step = Step::Done;
     }
 
     fn handle(&mut self, message: &[u8]) {
@@ -259,7 +229,7 @@ impl ImapBackendLogin {
                 .chars()
                 .take(200)
                 .collect();
-            self.fail(BackendFailure::Protocol(text));
+            self.peer.fail(BackendFailure::Protocol(text));
             return;
         };
         let tagged = |line: &ResponseLine<'_>, want: u32| match line {
@@ -273,12 +243,13 @@ impl ImapBackendLogin {
             if keyword.eq_ignore_ascii_case("CAPABILITY") {
                 self.capabilities = Some((*rest).to_owned());
             } else if keyword.eq_ignore_ascii_case("BYE") {
-                self.fail(BackendFailure::Refused(format!("BYE {rest}")));
+                self.peer
+                    .fail(BackendFailure::Refused(format!("BYE {rest}")));
                 return;
             }
         }
-        match self.step {
-            Step::Greeting => match line {
+        match self.stage {
+            Stage::Greeting => match line {
                 ResponseLine::Untagged { keyword, rest } if keyword.eq_ignore_ascii_case("OK") => {
                     match capability_code(rest) {
                         Some(caps) => {
@@ -288,12 +259,14 @@ impl ImapBackendLogin {
                         None => self.ask_capabilities(AfterCaps::Login),
                     }
                 }
-                _ => self.fail(BackendFailure::Protocol("unexpected greeting".into())),
+                _ => self
+                    .peer
+                    .fail(BackendFailure::Protocol("unexpected greeting".into())),
             },
-            Step::Capability { tag, then } => {
+            Stage::Capability { tag, then } => {
                 if let Some((status, rest)) = tagged(&line, tag) {
                     if status != "OK" {
-                        self.fail(BackendFailure::Protocol(format!(
+                        self.peer.fail(BackendFailure::Protocol(format!(
                             "CAPABILITY: {status} {rest}"
                         )));
                     } else if then == AfterCaps::Ready {
@@ -303,37 +276,35 @@ impl ImapBackendLogin {
                     }
                 }
             }
-            Step::StartTls { tag } => {
+            Stage::StartTls { tag } => {
                 if let Some((status, rest)) = tagged(&line, tag) {
                     if status == "OK" {
-                        self.framer.clear();
                         self.capabilities = None;
-                        self.actions.push_back(BackendAction::StartTls);
-                        self.step = Step::Handshake;
+                        self.peer.start_tls();
                     } else {
-                        self.fail(BackendFailure::Refused(format!(
+                        self.peer.fail(BackendFailure::Refused(format!(
                             "STARTTLS: {status} {rest}"
                         )));
                     }
                 }
             }
-            Step::Handshake | Step::Done => {}
-            Step::PlainContinuation { id_tag, tag } => {
+            Stage::PlainContinuation { id_tag, tag } => {
                 if line == ResponseLine::Continuation {
                     let response = self.plain_response();
-                    self.send(response);
-                    self.step = Step::Login { id_tag, tag };
+                    self.peer.send(response);
+                    self.stage = Stage::Login { id_tag, tag };
                 } else if let Some((status, rest)) = tagged(&line, tag) {
-                    self.fail(BackendFailure::Refused(format!("{status} {rest}")));
+                    self.peer
+                        .fail(BackendFailure::Refused(format!("{status} {rest}")));
                 }
             }
-            Step::Login { id_tag, tag } => {
+            Stage::Login { id_tag, tag } => {
                 if id_tag.is_some_and(|id| tagged(&line, id).is_some()) {
                     // The ID answer; its result does not matter.
                     return;
                 }
                 if line == ResponseLine::Continuation {
-                    self.fail(BackendFailure::Protocol(
+                    self.peer.fail(BackendFailure::Protocol(
                         "unexpected continuation request".into(),
                     ));
                     return;
@@ -351,7 +322,8 @@ impl ImapBackendLogin {
                             }
                         }
                     } else {
-                        self.fail(BackendFailure::Refused(format!("{status} {rest}")));
+                        self.peer
+                            .fail(BackendFailure::Refused(format!("{status} {rest}")));
                     }
                 }
             }
@@ -380,48 +352,32 @@ fn login_command(tag: u32, user: &[u8], password: &[u8], literal_plus: bool) -> 
     Some(line)
 }
 
-impl BackendLogin for ImapBackendLogin {
-    fn feed(&mut self, bytes: &[u8]) {
-        if self.step != Step::Done && self.step != Step::Handshake {
-            self.framer.push(bytes);
-        }
-    }
+impl Conversation for ImapBackendLogin {
+    type Event = LoginEvent;
 
-    fn eof(&mut self) {
-        if self.step != Step::Done {
-            self.fail(BackendFailure::Closed);
-        }
-    }
-
-    fn tls_established(&mut self) {
-        if self.step == Step::Handshake {
-            self.tls_started = true;
-            self.framer.clear();
-            // Capabilities may differ over TLS (RFC 3501 §6.2.1: forget them).
-            self.ask_capabilities(AfterCaps::Login);
-        }
-    }
-
-    fn next_action(&mut self) -> BackendAction {
-        loop {
-            if let Some(action) = self.actions.pop_front() {
-                return action;
-            }
-            if matches!(self.step, Step::Done | Step::Handshake) {
-                return BackendAction::Read;
-            }
-            match self.framer.next_frame() {
-                Ok(None) => return BackendAction::Read,
-                Ok(Some(Frame::Literal(_))) => {
-                    // Backend literals (e.g. in an ID answer) are read through, never answered.
-                    if self.framer.accept_literal().is_err() {
-                        self.fail(BackendFailure::Protocol("literal too large".into()));
-                    }
+    fn advance(&mut self) -> bool {
+        match self.peer.input.next_frame() {
+            Ok(None) => return false,
+            Ok(Some(Frame::Literal(_))) => {
+                // Backend literals (e.g. in an ID answer) are read through, never answered.
+                if self.peer.input.accept_literal().is_err() {
+                    self.peer
+                        .fail(BackendFailure::Protocol("literal too large".into()));
                 }
-                Ok(Some(Frame::Message(message))) => self.handle(&message),
-                Err(error) => self.fail(BackendFailure::Protocol(error.to_string())),
             }
+            Ok(Some(Frame::Message(message))) => self.handle(&message),
+            Err(error) => self.peer.fail(BackendFailure::Protocol(error.to_string())),
         }
+        true
+    }
+
+    fn secured(&mut self) {
+        // Capabilities may differ over TLS (RFC 3501 §6.2.1: forget them).
+        self.ask_capabilities(AfterCaps::Login);
+    }
+
+    fn peer(&mut self) -> &mut Peer<LoginEvent, impl Input> {
+        &mut self.peer
     }
 }
 

@@ -20,3 +20,14 @@ pub use server::{ImapFrontEnd, ImapSettings};
 /// session is closed (RFC 5530 `UNAVAILABLE`): the client reconnects and lands on the new server.
 pub const FAILOVER_NOTICE: &[u8] =
     b"* BYE [UNAVAILABLE] Mailbox database moved to another server, please reconnect.\r\n";
+
+/// The notice sent to a proxied client whose session an administrator closed.
+pub const KICKED_NOTICE: &[u8] = b"* BYE Session closed by the administrator.\r\n";
+
+/// The notice sent to a proxied client when the node shuts down (RFC 5530 `UNAVAILABLE`): the
+/// client reconnects, to another node.
+pub const SHUTDOWN_NOTICE: &[u8] =
+    b"* BYE [UNAVAILABLE] Server shutting down, please reconnect.\r\n";
+
+/// The answer to a connection turned away because there are too many (RFC 5530 `UNAVAILABLE`).
+pub const BUSY_NOTICE: &[u8] = b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n";

@@ -1,7 +1,5 @@
 //! The IMAP front end: greeting to login, sans I/O.
 
-use std::collections::VecDeque;
-
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::auth::AuthMechanism;
@@ -9,8 +7,10 @@ use imap_codec::imap_types::command::CommandBody;
 use mailfront_model::Secret;
 
 use super::framing::{Frame, FrameError, FrameLimits, Framer};
-use crate::sasl::{self, Exchange, Mechanism, Step};
-use crate::{Action, AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, Limits};
+use crate::conversation::{Conversation, Input, Peer};
+use crate::front::Counters;
+use crate::sasl::{self, Exchange, Mechanism};
+use crate::{AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits};
 
 /// How an IMAP listener behaves before login.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,22 +45,16 @@ enum State {
     Sasl { tag: String, exchange: Exchange },
     /// Waiting for the driver's [`AuthResult`] for this command tag.
     Authenticating { tag: String },
-    /// Waiting for the TLS handshake.
-    StartingTls,
-    /// Proxying or closed: nothing more for this machine to do.
-    Done,
 }
 
 /// The IMAP pre-login state machine. See the [module documentation](super).
 #[derive(Debug)]
 pub struct ImapFrontEnd {
     settings: ImapSettings,
-    tls_active: bool,
-    framer: Framer,
-    actions: VecDeque<Action>,
+    /// The client, whose bytes are framed into IMAP messages.
+    peer: Peer<FrontEvent, Framer>,
     state: State,
-    commands: u32,
-    failures: u32,
+    counters: Counters,
 }
 
 /// A tag as it appears before the first space, if it is a valid IMAP tag (RFC 3501 `tag`), so
@@ -83,9 +77,8 @@ fn tag_of(message: &[u8]) -> Option<String> {
 }
 
 impl ImapFrontEnd {
-    /// A new session on a freshly accepted connection; the greeting is the first action.
+    /// A new session on a freshly accepted connection; the greeting is the first step.
     pub fn new(settings: ImapSettings) -> Self {
-        let tls_active = settings.tls == ClientTls::Implicit;
         let limits = FrameLimits {
             max_line: settings.limits.max_line_length,
             max_literal: settings.limits.max_literal_size,
@@ -96,31 +89,28 @@ impl ImapFrontEnd {
                 .saturating_mul(2),
         };
         let mut front = Self {
+            peer: Peer::new(Framer::new(limits), settings.tls == ClientTls::Implicit),
+            counters: Counters::new(settings.limits),
             settings,
-            tls_active,
-            framer: Framer::new(limits),
-            actions: VecDeque::new(),
             state: State::Commands,
-            commands: 0,
-            failures: 0,
         };
         let greeting = format!(
             "* OK [CAPABILITY {}] {}\r\n",
             front.capabilities(),
             front.settings.greeting
         );
-        front.send(greeting);
+        front.peer.send(greeting);
         front
     }
 
     fn may_authenticate(&self) -> bool {
-        self.tls_active || self.settings.allow_plaintext_auth
+        self.peer.is_secure() || self.settings.allow_plaintext_auth
     }
 
     /// The pre-login capabilities: only what this machine implements.
     fn capabilities(&self) -> String {
         let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID");
-        if self.settings.tls == ClientTls::StartTls && !self.tls_active {
+        if self.settings.tls.offers_starttls(self.peer.is_secure()) {
             caps.push_str(" STARTTLS");
         }
         if self.may_authenticate() {
@@ -131,51 +121,37 @@ impl ImapFrontEnd {
         caps
     }
 
-    fn send(&mut self, text: impl Into<Vec<u8>>) {
-        self.actions.push_back(Action::Send(text.into()));
+    fn reply(&mut self, tag: &str, text: &str) {
+        self.peer.send(format!("{tag} {text}\r\n"));
     }
 
-    fn reply(&mut self, tag: &str, text: &str) {
-        self.send(format!("{tag} {text}\r\n"));
+    /// Says goodbye in place of whatever was pending (a timeout or shutdown) and closes.
+    fn goodbye(&mut self, text: &str) {
+        self.peer.steps.clear();
+        self.bye(text);
     }
 
     fn bye(&mut self, text: &str) {
-        self.send(format!("* BYE {text}\r\n"));
-        self.actions.push_back(Action::Close);
-        self.state = State::Done;
-        self.framer.clear();
-    }
-
-    /// Processes buffered input until an action is queued or more input is needed.
-    fn process(&mut self) {
-        while self.actions.is_empty() {
-            let progressed = match self.state {
-                State::Commands => self.process_frame(),
-                State::Sasl { .. } => self.process_sasl_line(),
-                State::Authenticating { .. } | State::StartingTls | State::Done => false,
-            };
-            if !progressed {
-                break;
-            }
-        }
+        self.peer.send(format!("* BYE {text}\r\n"));
+        self.peer.finish(FrontEvent::Close);
     }
 
     fn process_frame(&mut self) -> bool {
-        match self.framer.next_frame() {
+        match self.peer.input.next_frame() {
             Ok(None) => false,
             Ok(Some(Frame::Literal(literal))) => {
-                if self.framer.literal_fits(literal) {
+                if self.peer.input.literal_fits(literal) {
                     // Cannot fail: the literal fits.
-                    let _ = self.framer.accept_literal();
+                    let _ = self.peer.input.accept_literal();
                     if literal.sync {
-                        self.send("+ OK\r\n");
+                        self.peer.send("+ OK\r\n");
                     }
                 } else if literal.sync {
                     // The client waits for our go-ahead, so refusing keeps the stream in step.
-                    let message = self.framer.reject_literal();
+                    let message = self.peer.input.reject_literal();
                     let tag = tag_of(&message).unwrap_or_else(|| "*".to_owned());
                     self.count_command();
-                    if matches!(self.state, State::Commands) {
+                    if !self.peer.is_over() {
                         self.reply(&tag, "BAD Literal too large.");
                     }
                 } else {
@@ -186,7 +162,7 @@ impl ImapFrontEnd {
             }
             Ok(Some(Frame::Message(message))) => {
                 self.count_command();
-                if matches!(self.state, State::Commands) {
+                if !self.peer.is_over() {
                     self.command(&message);
                 }
                 true
@@ -203,8 +179,7 @@ impl ImapFrontEnd {
     }
 
     fn count_command(&mut self) {
-        self.commands = self.commands.saturating_add(1);
-        if self.commands > self.settings.limits.max_commands_before_auth {
+        if !self.counters.command() {
             self.bye("Too many commands before authentication.");
         }
     }
@@ -223,23 +198,22 @@ impl ImapFrontEnd {
         match command.body {
             CommandBody::Capability => {
                 let caps = self.capabilities();
-                self.send(format!("* CAPABILITY {caps}\r\n"));
+                self.peer.send(format!("* CAPABILITY {caps}\r\n"));
                 self.reply(&tag, "OK Capability completed.");
             }
             CommandBody::Noop => self.reply(&tag, "OK NOOP completed."),
             CommandBody::Logout => {
-                self.send("* BYE Logging out.\r\n");
+                self.peer.send("* BYE Logging out.\r\n");
                 self.reply(&tag, "OK Logout completed.");
-                self.actions.push_back(Action::Close);
-                self.state = State::Done;
+                self.peer.finish(FrontEvent::Close);
             }
             CommandBody::Id { .. } => {
                 // We do not tell an unauthenticated client what software or version we run.
-                self.send("* ID (\"name\" \"mailfront\")\r\n");
+                self.peer.send("* ID (\"name\" \"mailfront\")\r\n");
                 self.reply(&tag, "OK ID completed.");
             }
             CommandBody::StartTLS => {
-                if self.tls_active {
+                if self.peer.is_secure() {
                     self.reply(&tag, "BAD TLS is already active.");
                 } else if self.settings.tls != ClientTls::StartTls {
                     self.reply(&tag, "BAD STARTTLS is not available on this port.");
@@ -247,9 +221,7 @@ impl ImapFrontEnd {
                     self.reply(&tag, "OK Begin TLS negotiation now.");
                     // Anything pipelined after STARTTLS was sent in clear text and must never
                     // be processed as if it came over TLS (CVE-2011-0411).
-                    self.framer.clear();
-                    self.actions.push_back(Action::StartTls);
-                    self.state = State::StartingTls;
+                    self.peer.start_tls();
                 }
             }
             CommandBody::Login { username, password } => {
@@ -296,7 +268,7 @@ impl ImapFrontEnd {
     }
 
     fn process_sasl_line(&mut self) -> bool {
-        let line = match self.framer.next_raw_line() {
+        let line = match self.peer.input.next_raw_line() {
             Ok(None) => return false,
             Ok(Some(line)) => line,
             Err(_) => {
@@ -313,19 +285,21 @@ impl ImapFrontEnd {
         true
     }
 
-    fn sasl_step(&mut self, tag: String, exchange: Exchange, step: Step) {
+    fn sasl_step(&mut self, tag: String, exchange: Exchange, step: sasl::Step) {
         match step {
-            Step::Challenge(challenge) => {
-                self.send(format!("+ {challenge}\r\n"));
+            sasl::Step::Challenge(challenge) => {
+                self.peer.send(format!("+ {challenge}\r\n"));
                 self.state = State::Sasl { tag, exchange };
             }
-            Step::Done(credentials) => {
-                self.actions.push_back(Action::Authenticate(credentials));
+            sasl::Step::Done(credentials) => {
+                self.peer.steps.event(FrontEvent::Authenticate(credentials));
                 self.state = State::Authenticating { tag };
             }
-            Step::Cancelled => self.reply(&tag, "BAD Authentication aborted by client."),
-            Step::BadBase64 => self.reply(&tag, "BAD Invalid base64 data in continued response."),
-            Step::Malformed => self.failed(&tag, AuthFailure::BadCredentials),
+            sasl::Step::Cancelled => self.reply(&tag, "BAD Authentication aborted by client."),
+            sasl::Step::BadBase64 => {
+                self.reply(&tag, "BAD Invalid base64 data in continued response.")
+            }
+            sasl::Step::Malformed => self.failed(&tag, AuthFailure::BadCredentials),
         }
     }
 
@@ -337,7 +311,7 @@ impl ImapFrontEnd {
         password: Secret<Vec<u8>>,
         mechanism: &'static str,
     ) {
-        self.actions.push_back(Action::Authenticate(Credentials {
+        self.peer.steps.event(FrontEvent::Authenticate(Credentials {
             authcid,
             authzid,
             password,
@@ -360,31 +334,33 @@ impl ImapFrontEnd {
             }
         };
         self.reply(tag, text);
-        if failure != AuthFailure::Temporary {
-            self.failures = self.failures.saturating_add(1);
-            if self.failures >= self.settings.limits.max_auth_failures {
-                self.bye("Too many authentication failures.");
-            }
+        if !self.counters.failure(failure) {
+            self.bye("Too many authentication failures.");
         }
     }
 }
 
+impl Conversation for ImapFrontEnd {
+    type Event = FrontEvent;
+
+    fn advance(&mut self) -> bool {
+        match self.state {
+            State::Commands => self.process_frame(),
+            State::Sasl { .. } => self.process_sasl_line(),
+            State::Authenticating { .. } => false,
+        }
+    }
+
+    fn peer(&mut self) -> &mut Peer<FrontEvent, impl Input> {
+        &mut self.peer
+    }
+}
+
 impl FrontEnd for ImapFrontEnd {
-    fn feed(&mut self, bytes: &[u8]) {
-        if !matches!(self.state, State::Done | State::StartingTls) {
-            self.framer.push(bytes);
-        }
-    }
-
-    fn tls_established(&mut self) {
-        if matches!(self.state, State::StartingTls) {
-            self.tls_active = true;
-            self.framer.clear();
-            self.state = State::Commands;
-        }
-    }
-
     fn auth_result(&mut self, result: AuthResult) {
+        if self.peer.is_over() {
+            return;
+        }
         let State::Authenticating { tag } = std::mem::replace(&mut self.state, State::Commands)
         else {
             return;
@@ -395,38 +371,23 @@ impl FrontEnd for ImapFrontEnd {
                     Some(caps) => self.reply(&tag, &format!("OK [CAPABILITY {caps}] Logged in")),
                     None => self.reply(&tag, "OK Logged in"),
                 }
-                let pending = self.framer.take_unframed();
-                self.actions.push_back(Action::Proxy { pending });
-                self.state = State::Done;
+                let pending = self.peer.input.take_unframed();
+                self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(failure) => self.failed(&tag, failure),
         }
     }
 
     fn login_timeout(&mut self) {
-        self.actions.clear();
-        self.bye("Login took too long.");
+        self.goodbye("Login took too long.");
     }
 
     fn idle_timeout(&mut self) {
-        self.actions.clear();
-        self.bye("Disconnected for inactivity.");
+        self.goodbye("Disconnected for inactivity.");
     }
 
     fn shutdown(&mut self) {
-        self.actions.clear();
-        self.bye("Server shutting down.");
-    }
-
-    fn next_action(&mut self) -> Action {
-        if self.actions.is_empty() {
-            self.process();
-        }
-        match self.actions.pop_front() {
-            Some(action) => action,
-            None if matches!(self.state, State::Done) => Action::Close,
-            None => Action::Read,
-        }
+        self.goodbye("Server shutting down.");
     }
 }
 

@@ -1,31 +1,28 @@
 //! Logging in to a POP3 mailbox server on the user's behalf, sans I/O.
 
-use std::collections::VecDeque;
-
 use mailfront_model::{BackendTls, SaslMechanism, Secret};
 
+use crate::capabilities::Capabilities;
+use crate::conversation::{Conversation, Input, Peer};
 use crate::line::LineReader;
-use crate::sasl::encode_plain;
-use crate::{BackendAction, BackendAuth, BackendFailure, BackendLogin, ClientInfo};
+use crate::{BackendAuth, BackendFailure, ClientInfo, LoginEvent};
 
 /// Longest backend line before login; anything longer is not a POP3 server talking.
 const MAX_BACKEND_LINE: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+enum Stage {
     Greeting,
     /// Reading the CAPA list (multi-line).
     Capabilities {
         reply_seen: bool,
     },
     StartTls,
-    Handshake,
     Xclient,
     /// USER sent, waiting for +OK before PASS.
     User,
     /// PASS or AUTH sent, waiting for the verdict.
     Verdict,
-    Done,
 }
 
 /// The POP3 backend-login client. See the [module documentation](super).
@@ -34,11 +31,10 @@ pub struct Pop3BackendLogin {
     auth: BackendAuth,
     tls: BackendTls,
     client: Option<ClientInfo>,
-    lines: LineReader,
-    actions: VecDeque<BackendAction>,
-    step: Step,
-    capabilities: Vec<String>,
-    tls_started: bool,
+    /// The backend, whose bytes are read line by line.
+    peer: Peer<LoginEvent, LineReader>,
+    stage: Stage,
+    capabilities: Capabilities,
     /// The PASS line, held back until USER is accepted.
     pending_pass: Option<Secret<Vec<u8>>>,
 }
@@ -51,58 +47,31 @@ impl Pop3BackendLogin {
             auth,
             tls,
             client,
-            lines: LineReader::new(MAX_BACKEND_LINE),
-            actions: VecDeque::new(),
-            step: Step::Greeting,
-            capabilities: Vec::new(),
-            tls_started: false,
+            peer: Peer::backend(LineReader::new(MAX_BACKEND_LINE), tls),
+            stage: Stage::Greeting,
+            capabilities: Capabilities::default(),
             pending_pass: None,
         }
     }
 
-    fn send(&mut self, text: impl Into<Vec<u8>>) {
-        self.actions.push_back(BackendAction::Send(text.into()));
-    }
-
-    fn fail(&mut self, failure: BackendFailure) {
-        self.actions.push_back(BackendAction::Failed(failure));
-        self.step = Step::Done;
-    }
-
-    fn has(&self, capability: &str) -> bool {
-        self.capabilities.iter().any(|c| {
-            c.split(' ')
-                .next()
-                .is_some_and(|name| name.eq_ignore_ascii_case(capability))
-        })
-    }
-
-    fn has_sasl(&self, mechanism: &str) -> bool {
-        self.capabilities.iter().any(|c| {
-            let mut words = c.split(' ');
-            words.next().is_some_and(|w| w.eq_ignore_ascii_case("SASL"))
-                && words.any(|m| m.eq_ignore_ascii_case(mechanism))
-        })
-    }
-
     fn ask_capabilities(&mut self) {
         self.capabilities.clear();
-        self.send("CAPA\r\n");
-        self.step = Step::Capabilities { reply_seen: false };
+        self.peer.send("CAPA\r\n");
+        self.stage = Stage::Capabilities { reply_seen: false };
     }
 
     /// Capabilities known: STLS if configured, then XCLIENT if offered, then the login.
     fn proceed(&mut self) {
-        if self.tls == BackendTls::StartTls && !self.tls_started {
-            if !self.has("STLS") {
-                self.fail(BackendFailure::Unsupported("STLS"));
+        if self.tls == BackendTls::StartTls && !self.peer.is_secure() {
+            if !self.capabilities.has("STLS") {
+                self.peer.fail(BackendFailure::Unsupported("STLS"));
                 return;
             }
-            self.send("STLS\r\n");
-            self.step = Step::StartTls;
+            self.peer.send("STLS\r\n");
+            self.stage = Stage::StartTls;
             return;
         }
-        if let (Some(client), true) = (&self.client, self.has("XCLIENT")) {
+        if let (Some(client), true) = (&self.client, self.capabilities.has("XCLIENT")) {
             let line = format!(
                 "XCLIENT ADDR={} PORT={} SESSION={}\r\n",
                 client.client.ip(),
@@ -111,8 +80,8 @@ impl Pop3BackendLogin {
                     .session_id
                     .replace(|c: char| !c.is_ascii_alphanumeric(), "")
             );
-            self.send(line);
-            self.step = Step::Xclient;
+            self.peer.send(line);
+            self.stage = Stage::Xclient;
             return;
         }
         self.login();
@@ -128,7 +97,7 @@ impl Pop3BackendLogin {
                 mechanism,
             } => {
                 if user.contains(separator.as_str()) {
-                    self.fail(BackendFailure::UnsafeName);
+                    self.peer.fail(BackendFailure::UnsafeName);
                     return;
                 }
                 let login = match mechanism {
@@ -145,13 +114,14 @@ impl Pop3BackendLogin {
         };
         match mechanism {
             SaslMechanism::Plain => {
-                if !self.has_sasl("PLAIN") {
-                    self.fail(BackendFailure::Unsupported("SASL PLAIN"));
+                if !self.capabilities.lists("SASL", "PLAIN", &[' ']) {
+                    self.peer.fail(BackendFailure::Unsupported("SASL PLAIN"));
                     return;
                 }
-                let response = self.plain_response();
-                self.send(format!("AUTH PLAIN {response}\r\n"));
-                self.step = Step::Verdict;
+                let response = self.auth.plain_response();
+                self.peer
+                    .send(format!("AUTH PLAIN {}\r\n", response.expose()));
+                self.stage = Stage::Verdict;
             }
             SaslMechanism::Login => {
                 // POP3 arguments end at the line: no CR, LF or NUL can be carried.
@@ -159,32 +129,17 @@ impl Pop3BackendLogin {
                     .iter()
                     .any(|f| f.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0))
                 {
-                    self.fail(BackendFailure::UnsafeName);
+                    self.peer.fail(BackendFailure::UnsafeName);
                     return;
                 }
                 let mut pass = b"PASS ".to_vec();
                 pass.extend_from_slice(&password);
                 pass.extend_from_slice(b"\r\n");
-                self.send(format!("USER {user}\r\n"));
+                self.peer.send(format!("USER {user}\r\n"));
                 self.pending_pass = Some(Secret::new(pass));
-                self.step = Step::User;
+                self.stage = Stage::User;
             }
         }
-    }
-
-    fn plain_response(&self) -> String {
-        let encoded = match &self.auth {
-            BackendAuth::Master {
-                user,
-                master,
-                password,
-                ..
-            } => encode_plain(user, master, password.expose().as_bytes()),
-            BackendAuth::PassThrough { user, password, .. } => {
-                encode_plain("", user, password.expose())
-            }
-        };
-        encoded.expose().clone()
     }
 
     fn handle(&mut self, line: &[u8]) {
@@ -192,107 +147,91 @@ impl Pop3BackendLogin {
         let ok = line.starts_with(b"+OK");
         let err = line.starts_with(b"-ERR");
         let excerpt = || text.chars().take(200).collect::<String>();
-        match self.step {
-            Step::Greeting => {
+        match self.stage {
+            Stage::Greeting => {
                 if ok {
                     self.ask_capabilities();
                 } else {
-                    self.fail(BackendFailure::Protocol(format!("greeting: {}", excerpt())));
+                    self.peer
+                        .fail(BackendFailure::Protocol(format!("greeting: {}", excerpt())));
                 }
             }
-            Step::Capabilities { reply_seen: false } => {
+            Stage::Capabilities { reply_seen: false } => {
                 if ok {
-                    self.step = Step::Capabilities { reply_seen: true };
+                    self.stage = Stage::Capabilities { reply_seen: true };
                 } else {
                     // A server without CAPA: carry on with no capabilities known.
                     self.proceed();
                 }
             }
-            Step::Capabilities { reply_seen: true } => {
+            Stage::Capabilities { reply_seen: true } => {
                 if line == b"." {
                     self.proceed();
                 } else {
                     self.capabilities.push(text.into_owned());
                 }
             }
-            Step::StartTls => {
+            Stage::StartTls => {
                 if ok {
-                    self.lines.clear();
-                    self.actions.push_back(BackendAction::StartTls);
-                    self.step = Step::Handshake;
+                    self.peer.start_tls();
                 } else {
-                    self.fail(BackendFailure::Refused(format!("STLS: {}", excerpt())));
+                    self.peer
+                        .fail(BackendFailure::Refused(format!("STLS: {}", excerpt())));
                 }
             }
-            Step::Handshake | Step::Done => {}
-            Step::Xclient => {
+            Stage::Xclient => {
                 // Refused means we are not a trusted network for it: log in all the same (the
                 // backend then sees mailfront's address instead of the client's).
                 self.login();
             }
-            Step::User => {
+            Stage::User => {
                 if ok {
                     if let Some(pass) = self.pending_pass.take() {
-                        self.send(pass.expose().clone());
+                        self.peer.send(pass.expose().clone());
                     }
-                    self.step = Step::Verdict;
+                    self.stage = Stage::Verdict;
                 } else {
-                    self.fail(BackendFailure::Refused(format!("USER: {}", excerpt())));
+                    self.peer
+                        .fail(BackendFailure::Refused(format!("USER: {}", excerpt())));
                 }
             }
-            Step::Verdict => {
+            Stage::Verdict => {
                 if ok {
-                    let leftover = self.lines.take_all();
-                    self.actions.push_back(BackendAction::Ready {
+                    let leftover = self.peer.input.take_all();
+                    self.peer.finish(LoginEvent::Ready {
                         capabilities: None,
                         leftover,
                     });
-                    self.step = Step::Done;
                 } else if err {
-                    self.fail(BackendFailure::Refused(excerpt()));
+                    self.peer.fail(BackendFailure::Refused(excerpt()));
                 } else {
-                    self.fail(BackendFailure::Protocol(excerpt()));
+                    self.peer.fail(BackendFailure::Protocol(excerpt()));
                 }
             }
         }
     }
 }
 
-impl BackendLogin for Pop3BackendLogin {
-    fn feed(&mut self, bytes: &[u8]) {
-        if !matches!(self.step, Step::Done | Step::Handshake) {
-            self.lines.push(bytes);
+impl Conversation for Pop3BackendLogin {
+    type Event = LoginEvent;
+
+    fn advance(&mut self) -> bool {
+        match self.peer.input.next_line() {
+            Ok(None) => return false,
+            Ok(Some(line)) => self.handle(&line),
+            Err(_) => self
+                .peer
+                .fail(BackendFailure::Protocol("line too long".into())),
         }
+        true
     }
 
-    fn eof(&mut self) {
-        if self.step != Step::Done {
-            self.fail(BackendFailure::Closed);
-        }
+    fn secured(&mut self) {
+        self.ask_capabilities();
     }
 
-    fn tls_established(&mut self) {
-        if self.step == Step::Handshake {
-            self.tls_started = true;
-            self.lines.clear();
-            self.ask_capabilities();
-        }
-    }
-
-    fn next_action(&mut self) -> BackendAction {
-        loop {
-            if let Some(action) = self.actions.pop_front() {
-                return action;
-            }
-            if matches!(self.step, Step::Done | Step::Handshake) {
-                return BackendAction::Read;
-            }
-            match self.lines.next_line() {
-                Ok(None) => return BackendAction::Read,
-                Ok(Some(line)) => self.handle(&line),
-                Err(_) => self.fail(BackendFailure::Protocol("line too long".into())),
-            }
-        }
+    fn peer(&mut self) -> &mut Peer<LoginEvent, impl Input> {
+        &mut self.peer
     }
 }
 

@@ -11,3 +11,7 @@ mod server;
 
 pub use backend::Pop3BackendLogin;
 pub use server::{Pop3FrontEnd, Pop3Settings};
+
+/// The answer to a connection turned away because there are too many (RFC 3206 `SYS/TEMP`: the
+/// client may try again).
+pub const BUSY_NOTICE: &[u8] = b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n";

@@ -1,10 +1,10 @@
 //! The POP3 front end: greeting to login, sans I/O.
 
-use std::collections::VecDeque;
-
+use crate::conversation::{Conversation, Input, Peer};
+use crate::front::{Counters, Line, LineState};
 use crate::line::LineReader;
-use crate::sasl::{self, Exchange, Mechanism, Step};
-use crate::{Action, AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, Limits};
+use crate::sasl::{self, Exchange, Mechanism};
+use crate::{AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits};
 
 /// How a POP3 listener behaves before login.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,59 +30,48 @@ impl Default for Pop3Settings {
     }
 }
 
-#[derive(Debug)]
-enum State {
-    Commands,
-    Sasl(Exchange),
-    Authenticating,
-    StartingTls,
-    Done,
-}
-
 /// The POP3 pre-login state machine. See the [module documentation](super).
 #[derive(Debug)]
 pub struct Pop3FrontEnd {
     settings: Pop3Settings,
-    tls_active: bool,
-    lines: LineReader,
-    actions: VecDeque<Action>,
-    state: State,
+    /// The client, whose bytes are read line by line.
+    peer: Peer<FrontEvent, LineReader>,
+    state: LineState,
     user: Option<String>,
-    commands: u32,
-    failures: u32,
+    counters: Counters,
 }
 
 impl Pop3FrontEnd {
-    /// A new session; the greeting is the first action.
+    /// A new session; the greeting is the first step.
     pub fn new(settings: Pop3Settings) -> Self {
         let mut front = Self {
-            tls_active: settings.tls == ClientTls::Implicit,
-            lines: LineReader::new(settings.limits.max_line_length),
-            actions: VecDeque::new(),
-            state: State::Commands,
+            peer: Peer::new(
+                LineReader::new(settings.limits.max_line_length),
+                settings.tls == ClientTls::Implicit,
+            ),
+            state: LineState::Commands,
             user: None,
-            commands: 0,
-            failures: 0,
+            counters: Counters::new(settings.limits),
             settings,
         };
         let greeting = format!("+OK {}\r\n", front.settings.greeting);
-        front.send(greeting);
+        front.peer.send(greeting);
         front
     }
 
     fn may_authenticate(&self) -> bool {
-        self.tls_active || self.settings.allow_plaintext_auth
+        self.peer.is_secure() || self.settings.allow_plaintext_auth
     }
 
-    fn send(&mut self, text: impl Into<Vec<u8>>) {
-        self.actions.push_back(Action::Send(text.into()));
+    /// Says goodbye in place of whatever was pending (a timeout or shutdown) and closes.
+    fn goodbye(&mut self, text: &str) {
+        self.peer.steps.clear();
+        self.close_with(text);
     }
 
     fn close_with(&mut self, text: &str) {
-        self.send(format!("{text}\r\n"));
-        self.actions.push_back(Action::Close);
-        self.state = State::Done;
-        self.lines.clear();
+        self.peer.send(format!("{text}\r\n"));
+        self.peer.finish(FrontEvent::Close);
     }
 
     fn capabilities(&self) -> String {
@@ -93,41 +82,11 @@ impl Pop3FrontEnd {
         if self.may_authenticate() {
             caps.push_str("USER\r\nSASL PLAIN LOGIN\r\n");
         }
-        if self.settings.tls == ClientTls::StartTls && !self.tls_active {
+        if self.settings.tls.offers_starttls(self.peer.is_secure()) {
             caps.push_str("STLS\r\n");
         }
         caps.push_str(".\r\n");
         caps
-    }
-
-    fn process(&mut self) {
-        while self.actions.is_empty() {
-            if !matches!(self.state, State::Commands | State::Sasl(_)) {
-                return;
-            }
-            let line = match self.lines.next_line() {
-                Ok(Some(line)) => line,
-                Ok(None) => return,
-                Err(_) => {
-                    self.close_with("-ERR Line too long.");
-                    return;
-                }
-            };
-            match std::mem::replace(&mut self.state, State::Commands) {
-                State::Sasl(mut exchange) => {
-                    let step = exchange.respond(&line);
-                    self.sasl_step(exchange, step);
-                }
-                _ => {
-                    self.commands = self.commands.saturating_add(1);
-                    if self.commands > self.settings.limits.max_commands_before_auth {
-                        self.close_with("-ERR Too many commands before authentication.");
-                        return;
-                    }
-                    self.command(&line);
-                }
-            }
-        }
     }
 
     fn command(&mut self, line: &[u8]) {
@@ -137,21 +96,20 @@ impl Pop3FrontEnd {
         match verb.as_slice() {
             b"CAPA" => {
                 let caps = self.capabilities();
-                self.send(caps);
+                self.peer.send(caps);
             }
             b"QUIT" => self.close_with("+OK Logging out."),
-            b"NOOP" => self.send("-ERR Not logged in.\r\n"),
+            b"NOOP" => self.peer.send("-ERR Not logged in.\r\n"),
             b"STLS" => {
-                if self.tls_active {
-                    self.send("-ERR TLS is already active.\r\n");
+                if self.peer.is_secure() {
+                    self.peer.send("-ERR TLS is already active.\r\n");
                 } else if self.settings.tls != ClientTls::StartTls {
-                    self.send("-ERR STLS is not available on this port.\r\n");
+                    self.peer
+                        .send("-ERR STLS is not available on this port.\r\n");
                 } else {
-                    self.send("+OK Begin TLS negotiation now.\r\n");
+                    self.peer.send("+OK Begin TLS negotiation now.\r\n");
                     // Pipelined clear-text bytes never count after the handshake.
-                    self.lines.clear();
-                    self.actions.push_back(Action::StartTls);
-                    self.state = State::StartingTls;
+                    self.peer.start_tls();
                 }
             }
             b"USER" => {
@@ -162,9 +120,9 @@ impl Pop3FrontEnd {
                 match sasl::user_name(argument) {
                     Ok(user) if !user.is_empty() => {
                         self.user = Some(user);
-                        self.send("+OK\r\n");
+                        self.peer.send("+OK\r\n");
                     }
-                    _ => self.send("-ERR Invalid user name.\r\n"),
+                    _ => self.peer.send("-ERR Invalid user name.\r\n"),
                 }
             }
             b"PASS" => {
@@ -173,7 +131,7 @@ impl Pop3FrontEnd {
                     return;
                 }
                 let Some(user) = self.user.take() else {
-                    self.send("-ERR No user name given (USER first).\r\n");
+                    self.peer.send("-ERR No user name given (USER first).\r\n");
                     return;
                 };
                 self.authenticate(Credentials {
@@ -184,11 +142,11 @@ impl Pop3FrontEnd {
                 });
             }
             b"AUTH" => self.auth(argument),
-            b"APOP" => self.send("-ERR APOP is not supported.\r\n"),
+            b"APOP" => self.peer.send("-ERR APOP is not supported.\r\n"),
             b"STAT" | b"LIST" | b"RETR" | b"DELE" | b"RSET" | b"TOP" | b"UIDL" | b"LAST" => {
-                self.send("-ERR Not logged in.\r\n");
+                self.peer.send("-ERR Not logged in.\r\n");
             }
-            _ => self.send("-ERR Unknown command.\r\n"),
+            _ => self.peer.send("-ERR Unknown command.\r\n"),
         }
     }
 
@@ -199,13 +157,13 @@ impl Pop3FrontEnd {
     }
 
     fn failed_reply(&mut self, text: &str) {
-        self.send(format!("{text}\r\n"));
+        self.peer.send(format!("{text}\r\n"));
     }
 
     fn auth(&mut self, argument: &[u8]) {
         if argument.is_empty() {
             // RFC 5034 §4: AUTH without arguments lists the mechanisms.
-            self.send("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+            self.peer.send("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
             return;
         }
         if !self.may_authenticate() {
@@ -214,7 +172,8 @@ impl Pop3FrontEnd {
         }
         let mut parts = argument.splitn(2, |&b| b == b' ');
         let Some(mechanism) = Mechanism::from_name(parts.next().unwrap_or_default()) else {
-            self.send("-ERR Unsupported authentication mechanism.\r\n");
+            self.peer
+                .send("-ERR Unsupported authentication mechanism.\r\n");
             return;
         };
         let initial = match parts.next() {
@@ -222,7 +181,8 @@ impl Pop3FrontEnd {
             Some(text) => match sasl::decode_base64(text) {
                 Ok(bytes) => Some(bytes),
                 Err(_) => {
-                    self.send("-ERR Invalid base64 data in initial response.\r\n");
+                    self.peer
+                        .send("-ERR Invalid base64 data in initial response.\r\n");
                     return;
                 }
             },
@@ -231,22 +191,22 @@ impl Pop3FrontEnd {
         self.sasl_step(exchange, step);
     }
 
-    fn sasl_step(&mut self, exchange: Exchange, step: Step) {
+    fn sasl_step(&mut self, exchange: Exchange, step: sasl::Step) {
         match step {
-            Step::Challenge(challenge) => {
-                self.send(format!("+ {challenge}\r\n"));
-                self.state = State::Sasl(exchange);
+            sasl::Step::Challenge(challenge) => {
+                self.peer.send(format!("+ {challenge}\r\n"));
+                self.state = LineState::Sasl(exchange);
             }
-            Step::Done(credentials) => self.authenticate(credentials),
-            Step::Cancelled => self.send("-ERR Authentication cancelled.\r\n"),
-            Step::BadBase64 => self.send("-ERR Invalid base64 data.\r\n"),
-            Step::Malformed => self.failed(AuthFailure::BadCredentials),
+            sasl::Step::Done(credentials) => self.authenticate(credentials),
+            sasl::Step::Cancelled => self.peer.send("-ERR Authentication cancelled.\r\n"),
+            sasl::Step::BadBase64 => self.peer.send("-ERR Invalid base64 data.\r\n"),
+            sasl::Step::Malformed => self.failed(AuthFailure::BadCredentials),
         }
     }
 
     fn authenticate(&mut self, credentials: Credentials) {
-        self.actions.push_back(Action::Authenticate(credentials));
-        self.state = State::Authenticating;
+        self.peer.steps.event(FrontEvent::Authenticate(credentials));
+        self.state = LineState::Authenticating;
     }
 
     fn failed(&mut self, failure: AuthFailure) {
@@ -261,71 +221,64 @@ impl Pop3FrontEnd {
             }
         };
         self.failed_reply(text);
-        if failure != AuthFailure::Temporary {
-            self.failures = self.failures.saturating_add(1);
-            if self.failures >= self.settings.limits.max_auth_failures {
-                self.close_with("-ERR Too many authentication failures.");
-            }
+        if !self.counters.failure(failure) {
+            self.close_with("-ERR Too many authentication failures.");
         }
     }
 }
 
+impl Conversation for Pop3FrontEnd {
+    type Event = FrontEvent;
+
+    fn advance(&mut self) -> bool {
+        let Some(line) = self.state.next(&mut self.peer.input, &mut self.counters) else {
+            return false;
+        };
+        match line {
+            Line::TooLong => self.close_with("-ERR Line too long."),
+            Line::TooManyCommands => {
+                self.close_with("-ERR Too many commands before authentication.")
+            }
+            Line::Sasl(exchange, step) => self.sasl_step(exchange, step),
+            Line::Command(line) => self.command(&line),
+        }
+        true
+    }
+
+    fn secured(&mut self) {
+        self.user = None;
+    }
+
+    fn peer(&mut self) -> &mut Peer<FrontEvent, impl Input> {
+        &mut self.peer
+    }
+}
+
 impl FrontEnd for Pop3FrontEnd {
-    fn feed(&mut self, bytes: &[u8]) {
-        if !matches!(self.state, State::Done | State::StartingTls) {
-            self.lines.push(bytes);
-        }
-    }
-
-    fn tls_established(&mut self) {
-        if matches!(self.state, State::StartingTls) {
-            self.tls_active = true;
-            self.lines.clear();
-            self.user = None;
-            self.state = State::Commands;
-        }
-    }
-
     fn auth_result(&mut self, result: AuthResult) {
-        if !matches!(self.state, State::Authenticating) {
+        if self.peer.is_over() || !self.state.answered() {
             return;
         }
-        self.state = State::Commands;
         match result {
             AuthResult::Proxied { .. } => {
-                self.send("+OK Logged in.\r\n");
-                let pending = self.lines.take_all();
-                self.actions.push_back(Action::Proxy { pending });
-                self.state = State::Done;
+                self.peer.send("+OK Logged in.\r\n");
+                let pending = self.peer.input.take_all();
+                self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(failure) => self.failed(failure),
         }
     }
 
     fn login_timeout(&mut self) {
-        self.actions.clear();
-        self.close_with("-ERR Login took too long.");
+        self.goodbye("-ERR Login took too long.");
     }
 
     fn idle_timeout(&mut self) {
-        self.actions.clear();
-        self.close_with("-ERR Disconnected for inactivity.");
+        self.goodbye("-ERR Disconnected for inactivity.");
     }
 
     fn shutdown(&mut self) {
-        self.actions.clear();
-        self.close_with("-ERR [SYS/TEMP] Server shutting down.");
-    }
-
-    fn next_action(&mut self) -> Action {
-        if self.actions.is_empty() {
-            self.process();
-        }
-        match self.actions.pop_front() {
-            Some(action) => action,
-            None if matches!(self.state, State::Done) => Action::Close,
-            None => Action::Read,
-        }
+        self.goodbye("-ERR [SYS/TEMP] Server shutting down.");
     }
 }
 

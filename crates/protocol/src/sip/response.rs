@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::message::Header;
 use super::via::{self, Via};
+use crate::quoted::{find_unquoted, split_unquoted};
 
 /// The methods mailfront answers, for `Allow` (RFC 3261 §20.5). BYE is answered `481`: a
 /// redirect never makes a dialog, so there is none to end.
@@ -177,25 +178,7 @@ impl Echo {
 /// The params part of a From or To value: after the `>` of a name-addr, or after the first
 /// `;` of a bare addr-spec (RFC 3261 §20: header parameters follow the URI).
 fn header_params(value: &str) -> &str {
-    let mut quoted = false;
-    let mut escaped = false;
-    let mut open = None;
-    for (i, c) in value.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted => {
-                open = Some(i);
-                break;
-            }
-            _ => {}
-        }
-    }
-    match open {
+    match find_unquoted(value, '<') {
         Some(open) => {
             let after = value.get(open..).unwrap_or_default();
             match after.find('>') {
@@ -212,7 +195,7 @@ fn header_params(value: &str) -> &str {
 
 /// The `tag` parameter of a From or To value.
 pub fn tag_of(value: &str) -> Option<&str> {
-    via::split_outside_quotes(header_params(value), ';')
+    split_unquoted(header_params(value), ';')
         .into_iter()
         .filter_map(|param| {
             let (name, tag) = param.split_once('=')?;

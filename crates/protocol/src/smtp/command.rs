@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::quoted::find_unquoted;
+
 /// Longest path (`<local@domain>`), RFC 5321 §4.5.3.1.3.
 pub const MAX_PATH: usize = 256;
 
@@ -134,25 +136,7 @@ fn path(rest: &str) -> Result<(String, &str), CommandError> {
     let inner_start = rest.strip_prefix('<').ok_or(CommandError::Address)?;
     // The address may contain a quoted local part with `>` inside; find the closing bracket
     // outside quotes.
-    let mut quoted = false;
-    let mut escaped = false;
-    let mut close = None;
-    for (i, c) in inner_start.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '>' if !quoted => {
-                close = Some(i);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let close = close.ok_or(CommandError::Address)?;
+    let close = find_unquoted(inner_start, '>').ok_or(CommandError::Address)?;
     let (inner, after) = inner_start.split_at(close);
     let after = after.strip_prefix('>').unwrap_or(after);
     // A source route (`@a,@b:user@domain`) is obsolete and ignored (RFC 5321 §4.1.1.3).

@@ -4,26 +4,20 @@
 //! streams the content through a [`super::data::DotStuffer`] and calls
 //! [`DeliveryClient::finish`]. LMTP answers once per recipient; SMTP once for all.
 
-use std::collections::VecDeque;
-
 use mailfront_model::BackendTls;
 pub use mailfront_model::DeliveryProtocol;
 
 use super::command::Body;
 use super::reply::{Reply, ReplyReader};
 use super::transport::Envelope;
+use crate::capabilities::Capabilities;
+use crate::conversation::{Conversation, Input, Peer};
 
 const MAX_BACKEND_LINE: usize = 8 * 1024;
 
-/// What the delivery client asks its driver to do.
+/// What the delivery client reports to its driver through [`Step::Event`](crate::Step::Event).
 #[derive(Debug, PartialEq, Eq)]
-pub enum DeliveryAction {
-    /// Send these bytes to the backend.
-    Send(Vec<u8>),
-    /// Wait for bytes from the backend.
-    Read,
-    /// Upgrade to TLS now.
-    StartTls,
+pub enum DeliveryEvent {
     /// The backend accepted the envelope and asked for the content (354).
     ReadyForContent,
     /// The outcome per recipient (LMTP), or one outcome for all (SMTP, listed per recipient).
@@ -36,17 +30,15 @@ pub enum DeliveryAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+enum Stage {
     Greeting,
     Hello,
     StartTls,
-    Handshake,
     Mail,
     Rcpt(usize),
     Data,
     Content,
     Replies,
-    Done,
 }
 
 /// The delivery client. See the [module documentation](self).
@@ -56,11 +48,10 @@ pub struct DeliveryClient {
     tls: BackendTls,
     helo: String,
     envelope: Envelope,
-    replies: ReplyReader,
-    actions: VecDeque<DeliveryAction>,
-    step: Step,
-    extensions: Vec<String>,
-    tls_started: bool,
+    /// The backend, whose bytes are read as SMTP replies.
+    peer: Peer<DeliveryEvent, ReplyReader>,
+    stage: Stage,
+    extensions: Capabilities,
     results: Vec<(String, Reply)>,
 }
 
@@ -77,35 +68,19 @@ impl DeliveryClient {
             tls,
             helo,
             envelope,
-            replies: ReplyReader::new(MAX_BACKEND_LINE),
-            actions: VecDeque::new(),
-            step: Step::Greeting,
-            extensions: Vec::new(),
-            tls_started: false,
+            peer: Peer::backend(ReplyReader::new(MAX_BACKEND_LINE), tls),
+            stage: Stage::Greeting,
+            extensions: Capabilities::default(),
             results: Vec::new(),
         }
     }
 
-    fn send(&mut self, text: impl Into<Vec<u8>>) {
-        self.actions.push_back(DeliveryAction::Send(text.into()));
-    }
-
     fn refuse(&mut self, reply: Reply) {
-        self.actions.push_back(DeliveryAction::Refused(reply));
-        self.step = Step::Done;
+        self.peer.finish(DeliveryEvent::Refused(reply));
     }
 
     fn fail(&mut self, why: String) {
-        self.actions.push_back(DeliveryAction::Failed(why));
-        self.step = Step::Done;
-    }
-
-    fn has(&self, extension: &str) -> bool {
-        self.extensions.iter().any(|e| {
-            e.split(' ')
-                .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case(extension))
-        })
+        self.peer.finish(DeliveryEvent::Failed(why));
     }
 
     fn hello(&mut self) {
@@ -114,95 +89,102 @@ impl DeliveryClient {
             DeliveryProtocol::Smtp => "EHLO",
         };
         let line = format!("{verb} {}\r\n", self.helo);
-        self.send(line);
-        self.step = Step::Hello;
+        self.peer.send(line);
+        self.stage = Stage::Hello;
     }
 
     fn mail(&mut self) {
         let mut line = format!("MAIL FROM:<{}>", self.envelope.from);
         match self.envelope.params.body {
-            Some(Body::EightBitMime) if self.has("8BITMIME") => line.push_str(" BODY=8BITMIME"),
-            Some(Body::SevenBit) if self.has("8BITMIME") => line.push_str(" BODY=7BIT"),
+            Some(Body::EightBitMime) if self.extensions.has("8BITMIME") => {
+                line.push_str(" BODY=8BITMIME")
+            }
+            Some(Body::SevenBit) if self.extensions.has("8BITMIME") => line.push_str(" BODY=7BIT"),
             _ => {}
         }
-        if let (Some(size), true) = (self.envelope.params.size, self.has("SIZE")) {
+        if let (Some(size), true) = (self.envelope.params.size, self.extensions.has("SIZE")) {
             line.push_str(&format!(" SIZE={size}"));
         }
         line.push_str("\r\n");
-        self.send(line);
-        self.step = Step::Mail;
+        self.peer.send(line);
+        self.stage = Stage::Mail;
     }
 
     fn rcpt(&mut self, index: usize) {
         match self.envelope.recipients.get(index) {
             Some(to) => {
                 let line = format!("RCPT TO:<{to}>\r\n");
-                self.send(line);
-                self.step = Step::Rcpt(index);
+                self.peer.send(line);
+                self.stage = Stage::Rcpt(index);
             }
             None => {
-                self.send("DATA\r\n");
-                self.step = Step::Data;
+                self.peer.send("DATA\r\n");
+                self.stage = Stage::Data;
             }
         }
     }
 
     /// The content has been sent (with its end-of-data line): read the verdicts.
     pub fn finish(&mut self) {
-        if self.step == Step::Content {
-            self.step = Step::Replies;
+        if self.stage == Stage::Content {
+            self.stage = Stage::Replies;
+        }
+    }
+
+    /// The backend closed the connection.
+    pub fn eof(&mut self) {
+        if !self.peer.is_over() {
+            self.fail("backend closed the connection".into());
         }
     }
 
     /// Ends the session politely (after success or refusal); nothing is left in flight.
     pub fn quit(&mut self) -> Vec<u8> {
-        self.step = Step::Done;
+        self.peer.close();
         b"QUIT\r\n".to_vec()
     }
 
     fn handle(&mut self, reply: Reply) {
-        match self.step {
-            Step::Greeting => {
+        match self.stage {
+            Stage::Greeting => {
                 if reply.code == 220 {
                     self.hello();
                 } else {
                     self.refuse(reply);
                 }
             }
-            Step::Hello => {
+            Stage::Hello => {
                 if reply.code != 250 {
                     self.refuse(reply);
                     return;
                 }
-                self.extensions = reply.lines.into_iter().skip(1).collect();
-                if self.tls == BackendTls::StartTls && !self.tls_started {
-                    if !self.has("STARTTLS") {
+                self.extensions = Capabilities::new(reply.lines.into_iter().skip(1).collect());
+                if self.tls == BackendTls::StartTls && !self.peer.is_secure() {
+                    if !self.extensions.has("STARTTLS") {
                         self.fail("backend does not offer STARTTLS".into());
                         return;
                     }
-                    self.send("STARTTLS\r\n");
-                    self.step = Step::StartTls;
+                    self.peer.send("STARTTLS\r\n");
+                    self.stage = Stage::StartTls;
                     return;
                 }
                 self.mail();
             }
-            Step::StartTls => {
+            Stage::StartTls => {
                 if reply.code == 220 {
-                    self.replies.clear();
-                    self.actions.push_back(DeliveryAction::StartTls);
-                    self.step = Step::Handshake;
+                    self.peer.start_tls();
                 } else {
                     self.refuse(reply);
                 }
             }
-            Step::Mail => {
+            Stage::Mail => {
                 if reply.is_positive() {
                     self.rcpt(0);
                 } else {
                     self.refuse(reply);
                 }
             }
-            Step::Rcpt(index) => {
+            Stage::Rcpt(index) => {
                 if reply.is_positive() {
                     self.rcpt(index + 1);
                 } else {
@@ -211,15 +193,15 @@ impl DeliveryClient {
                     self.refuse(reply);
                 }
             }
-            Step::Data => {
+            Stage::Data => {
                 if reply.is_intermediate() {
-                    self.actions.push_back(DeliveryAction::ReadyForContent);
-                    self.step = Step::Content;
+                    self.peer.steps.event(DeliveryEvent::ReadyForContent);
+                    self.stage = Stage::Content;
                 } else {
                     self.refuse(reply);
                 }
             }
-            Step::Replies => {
+            Stage::Replies => {
                 match self.protocol {
                     DeliveryProtocol::Smtp => {
                         self.results = self
@@ -242,56 +224,39 @@ impl DeliveryClient {
                 }
                 if self.results.len() >= self.envelope.recipients.len() {
                     let results = std::mem::take(&mut self.results);
-                    self.actions.push_back(DeliveryAction::Finished(results));
-                    self.step = Step::Done;
+                    self.peer.finish(DeliveryEvent::Finished(results));
                 }
             }
-            Step::Content => self.fail(format!(
+            Stage::Content => self.fail(format!(
                 "unexpected reply during content: {}",
                 reply.summary()
             )),
-            Step::Handshake | Step::Done => {}
         }
     }
+}
 
-    /// Bytes received from the backend.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        if !matches!(self.step, Step::Done | Step::Handshake) {
-            self.replies.push(bytes);
+impl Conversation for DeliveryClient {
+    type Event = DeliveryEvent;
+
+    fn advance(&mut self) -> bool {
+        // While the driver streams the content, the backend has nothing to say.
+        if self.stage == Stage::Content {
+            return false;
         }
+        match self.peer.input.next_reply() {
+            Ok(None) => return false,
+            Ok(Some(reply)) => self.handle(reply),
+            Err(e) => self.fail(e.to_string()),
+        }
+        true
     }
 
-    /// The backend closed the connection.
-    pub fn eof(&mut self) {
-        if self.step != Step::Done {
-            self.fail("backend closed the connection".into());
-        }
+    fn secured(&mut self) {
+        self.hello();
     }
 
-    /// The TLS handshake completed.
-    pub fn tls_established(&mut self) {
-        if self.step == Step::Handshake {
-            self.tls_started = true;
-            self.replies.clear();
-            self.hello();
-        }
-    }
-
-    /// The next thing to do.
-    pub fn next_action(&mut self) -> DeliveryAction {
-        loop {
-            if let Some(action) = self.actions.pop_front() {
-                return action;
-            }
-            if matches!(self.step, Step::Done | Step::Handshake | Step::Content) {
-                return DeliveryAction::Read;
-            }
-            match self.replies.next_reply() {
-                Ok(None) => return DeliveryAction::Read,
-                Ok(Some(reply)) => self.handle(reply),
-                Err(e) => self.fail(e.to_string()),
-            }
-        }
+    fn peer(&mut self) -> &mut Peer<DeliveryEvent, impl Input> {
+        &mut self.peer
     }
 }
 
@@ -332,6 +297,7 @@ pub fn verdict(results: &[(String, Reply)]) -> Reply {
 mod tests {
     use super::*;
     use crate::smtp::command::MailParams;
+    use crate::testing::converse;
 
     fn envelope(recipients: &[&str]) -> Envelope {
         Envelope {
@@ -344,29 +310,23 @@ mod tests {
         }
     }
 
-    /// Runs the client against `script`, sending `content` when asked; returns what was sent
-    /// and the final action.
-    fn run(mut client: DeliveryClient, script: &[u8], chunk: usize) -> (String, DeliveryAction) {
-        let mut sent = String::new();
-        let mut pieces = script.chunks(chunk.max(1));
-        loop {
-            match client.next_action() {
-                DeliveryAction::Send(bytes) => sent.push_str(&String::from_utf8(bytes).unwrap()),
-                DeliveryAction::Read => match pieces.next() {
-                    Some(piece) => client.feed(piece),
-                    None => client.eof(),
-                },
-                DeliveryAction::StartTls => {
-                    sent.push_str("<TLS>");
-                    client.tls_established();
+    /// Runs the client against `script`, finishing the content as soon as it is asked for;
+    /// returns what was sent (with `<CONTENT>` where the content went) and the final event.
+    fn run(client: DeliveryClient, script: &[u8], chunk: usize) -> (String, DeliveryEvent) {
+        converse(
+            client,
+            script,
+            chunk,
+            DeliveryClient::eof,
+            |client, sent, event| {
+                if event != DeliveryEvent::ReadyForContent {
+                    return Some(event);
                 }
-                DeliveryAction::ReadyForContent => {
-                    sent.push_str("<CONTENT>");
-                    client.finish();
-                }
-                end => return (sent, end),
-            }
-        }
+                sent.push_str("<CONTENT>");
+                client.finish();
+                None
+            },
+        )
     }
 
     #[test]
@@ -384,7 +344,7 @@ mod tests {
                 sent,
                 "LHLO cas1\r\nMAIL FROM:<s@x.org> BODY=8BITMIME SIZE=42\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n<CONTENT>"
             );
-            let DeliveryAction::Finished(results) = end else {
+            let DeliveryEvent::Finished(results) = end else {
                 panic!("{end:?}")
             };
             assert_eq!(results.len(), 2);
@@ -406,11 +366,19 @@ mod tests {
             sent.starts_with("EHLO cas1\r\nMAIL FROM:<s@x.org>\r\n"),
             "{sent}"
         );
-        assert!(matches!(end, DeliveryAction::Finished(r) if r.len() == 1 && r[0].1.code == 250));
+        assert!(matches!(end, DeliveryEvent::Finished(r) if r.len() == 1 && r[0].1.code == 250));
     }
 
     #[test]
     fn refusals_before_content() {
+        let client = || {
+            DeliveryClient::new(
+                DeliveryProtocol::Lmtp,
+                BackendTls::None,
+                "c".into(),
+                envelope(&["a@example.com"]),
+            )
+        };
         for (script, code) in [
             (&b"554 no\r\n"[..], 554),
             (b"220 hi\r\n250 x\r\n451 busy\r\n", 451),
@@ -420,38 +388,18 @@ mod tests {
                 554,
             ),
         ] {
-            let client = DeliveryClient::new(
-                DeliveryProtocol::Lmtp,
-                BackendTls::None,
-                "c".into(),
-                envelope(&["a@example.com"]),
-            );
-            let (_, end) = run(client, script, 3);
+            let (_, end) = run(client(), script, 3);
             assert!(
-                matches!(end, DeliveryAction::Refused(r) if r.code == code),
+                matches!(end, DeliveryEvent::Refused(r) if r.code == code),
                 "{script:?}"
             );
         }
-        let client = DeliveryClient::new(
-            DeliveryProtocol::Lmtp,
-            BackendTls::None,
-            "c".into(),
-            envelope(&["a@example.com"]),
-        );
-        assert!(matches!(
-            run(client, b"220 hi\r\n", 9).1,
-            DeliveryAction::Failed(_)
-        ));
-        let client = DeliveryClient::new(
-            DeliveryProtocol::Lmtp,
-            BackendTls::None,
-            "c".into(),
-            envelope(&["a@example.com"]),
-        );
-        assert!(matches!(
-            run(client, b"HTTP/1.1 400\r\n", 9).1,
-            DeliveryAction::Failed(_)
-        ));
+        for script in [&b"220 hi\r\n"[..], b"HTTP/1.1 400\r\n"] {
+            assert!(matches!(
+                run(client(), script, 9).1,
+                DeliveryEvent::Failed(_)
+            ));
+        }
     }
 
     #[test]

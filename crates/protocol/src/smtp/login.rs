@@ -1,28 +1,27 @@
 //! Logging in to a submission server on the user's behalf, sans I/O.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use mailfront_model::{BackendTls, SaslMechanism};
 
 use super::reply::{Reply, ReplyReader};
-use crate::sasl::{encode_base64, encode_plain};
-use crate::{BackendAction, BackendAuth, BackendFailure, BackendLogin, ClientInfo};
+use crate::capabilities::Capabilities;
+use crate::conversation::{Conversation, Input, Peer};
+use crate::sasl::encode_base64;
+use crate::{BackendAuth, BackendFailure, ClientInfo, LoginEvent};
 
 const MAX_BACKEND_LINE: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+enum Stage {
     Greeting,
     Ehlo,
     StartTls,
-    Handshake,
     Xclient,
     /// AUTH sent; `stage` counts the 334 challenges answered (LOGIN has two).
     Auth {
         stage: u8,
     },
-    Done,
 }
 
 /// The submission backend-login client. See the [module documentation](super).
@@ -32,11 +31,10 @@ pub struct SubmissionBackendLogin {
     tls: BackendTls,
     client: Option<ClientInfo>,
     helo: String,
-    replies: ReplyReader,
-    actions: VecDeque<BackendAction>,
-    step: Step,
-    extensions: Vec<String>,
-    tls_started: bool,
+    /// The backend, whose bytes are read as SMTP replies.
+    peer: Peer<LoginEvent, ReplyReader>,
+    stage: Stage,
+    extensions: Capabilities,
     xclient_sent: bool,
 }
 
@@ -62,58 +60,31 @@ impl SubmissionBackendLogin {
             tls,
             client,
             helo,
-            replies: ReplyReader::new(MAX_BACKEND_LINE),
-            actions: VecDeque::new(),
-            step: Step::Greeting,
-            extensions: Vec::new(),
-            tls_started: false,
+            peer: Peer::backend(ReplyReader::new(MAX_BACKEND_LINE), tls),
+            stage: Stage::Greeting,
+            extensions: Capabilities::default(),
             xclient_sent: false,
         }
     }
 
-    fn send(&mut self, text: impl Into<Vec<u8>>) {
-        self.actions.push_back(BackendAction::Send(text.into()));
-    }
-
-    fn fail(&mut self, failure: BackendFailure) {
-        self.actions.push_back(BackendAction::Failed(failure));
-        self.step = Step::Done;
-    }
-
-    fn has(&self, extension: &str) -> bool {
-        self.extensions.iter().any(|e| {
-            e.split(' ')
-                .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case(extension))
-        })
-    }
-
-    fn has_auth(&self, mechanism: &str) -> bool {
-        self.extensions.iter().any(|e| {
-            let mut words = e.split([' ', '=']);
-            words.next().is_some_and(|w| w.eq_ignore_ascii_case("AUTH"))
-                && words.any(|m| m.eq_ignore_ascii_case(mechanism))
-        })
-    }
-
     fn ehlo(&mut self) {
         let line = format!("EHLO {}\r\n", self.helo);
-        self.send(line);
-        self.step = Step::Ehlo;
+        self.peer.send(line);
+        self.stage = Stage::Ehlo;
     }
 
     fn after_ehlo(&mut self) {
-        if self.tls == BackendTls::StartTls && !self.tls_started {
-            if !self.has("STARTTLS") {
-                self.fail(BackendFailure::Unsupported("STARTTLS"));
+        if self.tls == BackendTls::StartTls && !self.peer.is_secure() {
+            if !self.extensions.has("STARTTLS") {
+                self.peer.fail(BackendFailure::Unsupported("STARTTLS"));
                 return;
             }
-            self.send("STARTTLS\r\n");
-            self.step = Step::StartTls;
+            self.peer.send("STARTTLS\r\n");
+            self.stage = Stage::StartTls;
             return;
         }
         if !self.xclient_sent
-            && self.has("XCLIENT")
+            && self.extensions.has("XCLIENT")
             && let Some(client) = &self.client
         {
             let line = format!(
@@ -122,41 +93,27 @@ impl SubmissionBackendLogin {
                 client.client.port()
             );
             self.xclient_sent = true;
-            self.send(line);
-            self.step = Step::Xclient;
+            self.peer.send(line);
+            self.stage = Stage::Xclient;
             return;
         }
         self.login();
     }
 
     fn login(&mut self) {
-        let mechanism = match &self.auth {
-            BackendAuth::Master { mechanism, .. } | BackendAuth::PassThrough { mechanism, .. } => {
-                *mechanism
-            }
-        };
-        match mechanism {
+        match self.auth.mechanism() {
             SaslMechanism::Plain => {
-                if !self.has_auth("PLAIN") {
-                    self.fail(BackendFailure::Unsupported("AUTH PLAIN"));
+                if !self.extensions.lists("AUTH", "PLAIN", &[' ', '=']) {
+                    self.peer.fail(BackendFailure::Unsupported("AUTH PLAIN"));
                     return;
                 }
-                let response = match &self.auth {
-                    BackendAuth::Master {
-                        user,
-                        master,
-                        password,
-                        ..
-                    } => encode_plain(user, master, password.expose().as_bytes()),
-                    BackendAuth::PassThrough { user, password, .. } => {
-                        encode_plain("", user, password.expose())
-                    }
-                };
-                self.send(format!("AUTH PLAIN {}\r\n", response.expose()));
+                let response = self.auth.plain_response();
+                self.peer
+                    .send(format!("AUTH PLAIN {}\r\n", response.expose()));
             }
             SaslMechanism::Login => {
-                if !self.has_auth("LOGIN") {
-                    self.fail(BackendFailure::Unsupported("AUTH LOGIN"));
+                if !self.extensions.lists("AUTH", "LOGIN", &[' ', '=']) {
+                    self.peer.fail(BackendFailure::Unsupported("AUTH LOGIN"));
                     return;
                 }
                 if let BackendAuth::Master {
@@ -164,13 +121,13 @@ impl SubmissionBackendLogin {
                 } = &self.auth
                     && user.contains(separator.as_str())
                 {
-                    self.fail(BackendFailure::UnsafeName);
+                    self.peer.fail(BackendFailure::UnsafeName);
                     return;
                 }
-                self.send("AUTH LOGIN\r\n");
+                self.peer.send("AUTH LOGIN\r\n");
             }
         }
-        self.step = Step::Auth { stage: 0 };
+        self.stage = Stage::Auth { stage: 0 };
     }
 
     fn login_answer(&self, stage: u8) -> Vec<u8> {
@@ -193,167 +150,96 @@ impl SubmissionBackendLogin {
         format!("{}\r\n", encode_base64(&field)).into_bytes()
     }
 
+    /// Whether `reply` has the `code` that lets the login go on; if not, the login has failed
+    /// (the backend refused `what`).
+    fn expect(&mut self, reply: &Reply, code: u16, what: &str) -> bool {
+        if reply.code != code {
+            let why = format!("{what}: {}", reply.summary());
+            self.peer.fail(BackendFailure::Refused(why));
+        }
+        reply.code == code
+    }
+
     fn handle(&mut self, reply: Reply) {
-        match self.step {
-            Step::Greeting => {
-                if reply.code == 220 {
+        match self.stage {
+            Stage::Greeting => {
+                if self.expect(&reply, 220, "greeting") {
                     self.ehlo();
-                } else {
-                    self.fail(BackendFailure::Refused(format!(
-                        "greeting: {}",
-                        reply.summary()
-                    )));
                 }
             }
-            Step::Ehlo => {
-                if reply.code == 250 {
-                    self.extensions = reply.lines.into_iter().skip(1).collect();
+            Stage::Ehlo => {
+                if self.expect(&reply, 250, "EHLO") {
+                    self.extensions = Capabilities::new(reply.lines.into_iter().skip(1).collect());
                     self.after_ehlo();
-                } else {
-                    self.fail(BackendFailure::Refused(format!(
-                        "EHLO: {}",
-                        reply.summary()
-                    )));
                 }
             }
-            Step::StartTls => {
-                if reply.code == 220 {
-                    self.replies.clear();
-                    self.actions.push_back(BackendAction::StartTls);
-                    self.step = Step::Handshake;
-                } else {
-                    self.fail(BackendFailure::Refused(format!(
-                        "STARTTLS: {}",
-                        reply.summary()
-                    )));
+            Stage::StartTls => {
+                if self.expect(&reply, 220, "STARTTLS") {
+                    self.peer.start_tls();
                 }
             }
-            Step::Handshake | Step::Done => {}
-            Step::Xclient => match reply.code {
+            Stage::Xclient => match reply.code {
                 // XCLIENT restarts the session with a new greeting: greet again.
                 220 => self.ehlo(),
                 250 => self.login(),
                 // Not trusted for XCLIENT: log in without it.
                 _ => self.login(),
             },
-            Step::Auth { stage } => match reply.code {
+            Stage::Auth { stage } => match reply.code {
                 235 => {
-                    let leftover = self.replies.take_unread();
-                    self.actions.push_back(BackendAction::Ready {
+                    let leftover = self.peer.input.take_unread();
+                    self.peer.finish(LoginEvent::Ready {
                         capabilities: None,
                         leftover,
                     });
-                    self.step = Step::Done;
                 }
-                334 if stage < 2 && matches!(self.mechanism(), SaslMechanism::Login) => {
+                334 if stage < 2 && matches!(self.auth.mechanism(), SaslMechanism::Login) => {
                     let answer = self.login_answer(stage);
-                    self.send(answer);
-                    self.step = Step::Auth { stage: stage + 1 };
+                    self.peer.send(answer);
+                    self.stage = Stage::Auth { stage: stage + 1 };
                 }
-                _ => self.fail(BackendFailure::Refused(format!(
+                _ => self.peer.fail(BackendFailure::Refused(format!(
                     "AUTH: {}",
                     reply.summary()
                 ))),
             },
         }
     }
-
-    fn mechanism(&self) -> SaslMechanism {
-        match &self.auth {
-            BackendAuth::Master { mechanism, .. } | BackendAuth::PassThrough { mechanism, .. } => {
-                *mechanism
-            }
-        }
-    }
 }
 
-impl BackendLogin for SubmissionBackendLogin {
-    fn feed(&mut self, bytes: &[u8]) {
-        if !matches!(self.step, Step::Done | Step::Handshake) {
-            self.replies.push(bytes);
+impl Conversation for SubmissionBackendLogin {
+    type Event = LoginEvent;
+
+    fn advance(&mut self) -> bool {
+        match self.peer.input.next_reply() {
+            Ok(None) => return false,
+            Ok(Some(reply)) => self.handle(reply),
+            Err(e) => self.peer.fail(BackendFailure::Protocol(e.to_string())),
         }
+        true
     }
 
-    fn eof(&mut self) {
-        if self.step != Step::Done {
-            self.fail(BackendFailure::Closed);
-        }
+    fn secured(&mut self) {
+        // RFC 3207 §4.2: the session starts over; greet again.
+        self.ehlo();
     }
 
-    fn tls_established(&mut self) {
-        if self.step == Step::Handshake {
-            self.tls_started = true;
-            self.replies.clear();
-            // RFC 3207 §4.2: the session starts over; greet again.
-            self.ehlo();
-        }
-    }
-
-    fn next_action(&mut self) -> BackendAction {
-        loop {
-            if let Some(action) = self.actions.pop_front() {
-                return action;
-            }
-            if matches!(self.step, Step::Done | Step::Handshake) {
-                return BackendAction::Read;
-            }
-            match self.replies.next_reply() {
-                Ok(None) => return BackendAction::Read,
-                Ok(Some(reply)) => self.handle(reply),
-                Err(e) => self.fail(BackendFailure::Protocol(e.to_string())),
-            }
-        }
+    fn peer(&mut self) -> &mut Peer<LoginEvent, impl Input> {
+        &mut self.peer
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
-    use mailfront_model::Secret;
-
     use super::*;
-    use crate::sasl::{decode_base64, decode_plain};
-
-    fn master(mechanism: SaslMechanism) -> BackendAuth {
-        BackendAuth::Master {
-            user: "alice@example.com".into(),
-            master: "casmaster".into(),
-            password: Secret::new("masterpw".into()),
-            separator: "*".into(),
-            mechanism,
-        }
-    }
+    use crate::testing::{self, log_in as run, master};
 
     fn client() -> ClientInfo {
-        ClientInfo {
-            client: "[2001:db8::7]:50123".parse::<SocketAddr>().unwrap(),
-            local: "127.0.0.1:1587".parse::<SocketAddr>().unwrap(),
-            session_id: "s".into(),
-        }
+        testing::client("[2001:db8::7]:50123", "127.0.0.1:1587", "s")
     }
 
-    fn run(
-        mut login: SubmissionBackendLogin,
-        script: &[u8],
-        chunk: usize,
-    ) -> (String, BackendAction) {
-        let mut sent = String::new();
-        let mut pieces = script.chunks(chunk.max(1));
-        loop {
-            match login.next_action() {
-                BackendAction::Send(bytes) => sent.push_str(&String::from_utf8(bytes).unwrap()),
-                BackendAction::Read => match pieces.next() {
-                    Some(piece) => login.feed(piece),
-                    None => login.eof(),
-                },
-                BackendAction::StartTls => {
-                    sent.push_str("<TLS>");
-                    login.tls_established();
-                }
-                end => return (sent, end),
-            }
-        }
+    fn login(mechanism: SaslMechanism, tls: BackendTls, helo: &str) -> SubmissionBackendLogin {
+        SubmissionBackendLogin::new(master(mechanism), tls, None, helo.into())
     }
 
     const EHLO: &[u8] = b"250-mbx1\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250-XCLIENT ADDR PORT\r\n250 SIZE 40000000\r\n";
@@ -365,14 +251,15 @@ mod tests {
         script.extend_from_slice(b"220 mbx1 ESMTP Dovecot\r\n");
         script.extend_from_slice(EHLO);
         script.extend_from_slice(b"235 2.7.0 Logged in.\r\n");
-        for chunk in 1..=script.len() {
-            let login = SubmissionBackendLogin::new(
+        let login = || {
+            SubmissionBackendLogin::new(
                 master(SaslMechanism::Plain),
                 BackendTls::None,
                 Some(client()),
                 "cas1".into(),
-            );
-            let (sent, end) = run(login, &script, chunk);
+            )
+        };
+        for (chunk, sent, end) in testing::log_in_at_every_split(&script, login) {
             let mut lines = sent.split("\r\n");
             assert_eq!(lines.next(), Some("EHLO cas1"));
             assert_eq!(
@@ -380,27 +267,19 @@ mod tests {
                 Some("XCLIENT ADDR=IPV6:2001:db8::7 PORT=50123")
             );
             assert_eq!(lines.next(), Some("EHLO cas1"));
-            let b64 = lines.next().unwrap().strip_prefix("AUTH PLAIN ").unwrap();
-            let plain = decode_plain(&decode_base64(b64.as_bytes()).unwrap()).unwrap();
-            assert_eq!(
-                (plain.authzid.as_deref(), plain.authcid.as_str()),
-                (Some("alice@example.com"), "casmaster")
+            testing::assert_master_plain(
+                lines.next().unwrap().strip_prefix("AUTH PLAIN ").unwrap(),
             );
-            assert!(matches!(end, BackendAction::Ready { .. }), "chunk {chunk}");
+            assert!(matches!(end, LoginEvent::Ready { .. }), "chunk {chunk}");
         }
     }
 
     #[test]
     fn auth_login_and_refusals() {
-        let mut script = b"220 hi\r\n250-x\r\n250 AUTH LOGIN\r\n334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 ok\r\n".to_vec();
+        let script = b"220 hi\r\n250-x\r\n250 AUTH LOGIN\r\n334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 ok\r\n";
         let (sent, end) = run(
-            SubmissionBackendLogin::new(
-                master(SaslMechanism::Login),
-                BackendTls::None,
-                None,
-                "cas1".into(),
-            ),
-            &script,
+            login(SaslMechanism::Login, BackendTls::None, "cas1"),
+            script,
             5,
         );
         assert_eq!(
@@ -411,76 +290,29 @@ mod tests {
                 encode_base64(b"masterpw")
             )
         );
-        assert!(matches!(end, BackendAction::Ready { .. }));
-        script = b"220 hi\r\n250-x\r\n250 AUTH PLAIN\r\n535 5.7.8 no\r\n".to_vec();
-        let (_, end) = run(
-            SubmissionBackendLogin::new(
-                master(SaslMechanism::Plain),
-                BackendTls::None,
-                None,
-                "c".into(),
-            ),
-            &script,
-            99,
-        );
-        assert!(
-            matches!(end, BackendAction::Failed(BackendFailure::Refused(t)) if t.contains("535"))
-        );
-        let (_, end) = run(
-            SubmissionBackendLogin::new(
-                master(SaslMechanism::Plain),
-                BackendTls::None,
-                None,
-                "c".into(),
-            ),
-            b"554 go away\r\n",
-            99,
-        );
+        assert!(matches!(end, LoginEvent::Ready { .. }));
+        let failed = |tls: BackendTls, script: &[u8]| {
+            testing::failure(login(SaslMechanism::Plain, tls, "c"), script, 99)
+        };
         assert!(matches!(
-            end,
-            BackendAction::Failed(BackendFailure::Refused(_))
+            failed(BackendTls::None, b"220 hi\r\n250-x\r\n250 AUTH PLAIN\r\n535 5.7.8 no\r\n"),
+            BackendFailure::Refused(t) if t.contains("535")
         ));
-        let (_, end) = run(
-            SubmissionBackendLogin::new(
-                master(SaslMechanism::Plain),
-                BackendTls::None,
-                None,
-                "c".into(),
-            ),
-            b"220 hi\r\n250 x\r\n",
-            99,
-        );
         assert!(matches!(
-            end,
-            BackendAction::Failed(BackendFailure::Unsupported("AUTH PLAIN"))
+            failed(BackendTls::None, b"554 go away\r\n"),
+            BackendFailure::Refused(_)
         ));
-        let (_, end) = run(
-            SubmissionBackendLogin::new(
-                master(SaslMechanism::Plain),
-                BackendTls::StartTls,
-                None,
-                "c".into(),
-            ),
-            b"220 hi\r\n250 AUTH PLAIN\r\n",
-            99,
-        );
         assert!(matches!(
-            end,
-            BackendAction::Failed(BackendFailure::Unsupported("STARTTLS"))
+            failed(BackendTls::None, b"220 hi\r\n250 x\r\n"),
+            BackendFailure::Unsupported("AUTH PLAIN")
         ));
-        let (_, end) = run(
-            SubmissionBackendLogin::new(
-                master(SaslMechanism::Plain),
-                BackendTls::None,
-                None,
-                "c".into(),
-            ),
-            b"* OK IMAP\r\n",
-            99,
-        );
         assert!(matches!(
-            end,
-            BackendAction::Failed(BackendFailure::Protocol(_))
+            failed(BackendTls::StartTls, b"220 hi\r\n250 AUTH PLAIN\r\n"),
+            BackendFailure::Unsupported("STARTTLS")
+        ));
+        assert!(matches!(
+            failed(BackendTls::None, b"* OK IMAP\r\n"),
+            BackendFailure::Protocol(_)
         ));
     }
 }

@@ -9,3 +9,7 @@ pub mod login;
 pub mod reply;
 pub mod submission;
 pub mod transport;
+
+/// The answer to a connection turned away because there are too many, on a submission or a
+/// transport listener (RFC 5321 §3.8: `421`, the client retries later).
+pub const BUSY_NOTICE: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";

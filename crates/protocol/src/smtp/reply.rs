@@ -1,5 +1,6 @@
 //! SMTP replies: written by our front ends, read from backends.
 
+use crate::ClientTls;
 use crate::line::LineReader;
 
 /// A reply: a code and its text lines.
@@ -55,6 +56,34 @@ impl Reply {
     /// One line of text for logs.
     pub fn summary(&self) -> String {
         format!("{} {}", self.code, self.lines.join(" / "))
+    }
+}
+
+/// Replies both of mailfront's SMTP servers (submission and transport) give.
+impl Reply {
+    /// The start of an EHLO reply (RFC 5321 §4.1.1.1): the greeting, and the extensions both
+    /// servers offer; the server adds its own.
+    pub(crate) fn ehlo(hostname: &str, client: &str, max_message_size: u64) -> Reply {
+        let lines = vec![
+            format!("{hostname} greets {client}"),
+            "PIPELINING".to_owned(),
+            format!("SIZE {max_message_size}"),
+            "8BITMIME".to_owned(),
+            "ENHANCEDSTATUSCODES".to_owned(),
+        ];
+        Reply { code: 250, lines }
+    }
+
+    /// The answer to STARTTLS (RFC 3207) on a listener with `tls`, on a connection that is
+    /// (`secure`) or is not encrypted yet: `Ok` with the go-ahead, `Err` with the refusal.
+    pub(crate) fn starttls(tls: ClientTls, secure: bool) -> Result<Reply, Reply> {
+        if secure {
+            Err(Reply::new(503, "5.5.1 TLS already active"))
+        } else if tls != ClientTls::StartTls {
+            Err(Reply::new(502, "5.5.1 STARTTLS not available on this port"))
+        } else {
+            Ok(Reply::new(220, "2.0.0 Ready to start TLS"))
+        }
     }
 }
 

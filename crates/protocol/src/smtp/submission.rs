@@ -1,12 +1,12 @@
 //! The submission front end (RFC 6409): greeting to AUTH, sans I/O.
 
-use std::collections::VecDeque;
-
 use super::command::{self, Command, CommandError};
 use super::reply::Reply;
+use crate::conversation::{Conversation, Input, Peer};
+use crate::front::{Counters, Line, LineState};
 use crate::line::LineReader;
-use crate::sasl::{self, Exchange, Mechanism, Step};
-use crate::{Action, AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, Limits};
+use crate::sasl::{self, Exchange, Mechanism};
+use crate::{AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits};
 
 /// How a submission listener behaves before AUTH.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,26 +35,15 @@ impl Default for SubmissionSettings {
     }
 }
 
-#[derive(Debug)]
-enum State {
-    Commands,
-    Sasl(Exchange),
-    Authenticating,
-    StartingTls,
-    Done,
-}
-
 /// The submission pre-AUTH state machine. See the [module documentation](super).
 #[derive(Debug)]
 pub struct SubmissionFrontEnd {
     settings: SubmissionSettings,
-    tls_active: bool,
     greeted: bool,
-    lines: LineReader,
-    actions: VecDeque<Action>,
-    state: State,
-    commands: u32,
-    failures: u32,
+    /// The client, whose bytes are read line by line.
+    peer: Peer<FrontEvent, LineReader>,
+    state: LineState,
+    counters: Counters,
 }
 
 /// The reply for a command that does not parse.
@@ -68,16 +57,16 @@ pub(crate) fn syntax_reply(error: CommandError) -> Reply {
 }
 
 impl SubmissionFrontEnd {
-    /// A new session; the greeting is the first action.
+    /// A new session; the greeting is the first step.
     pub fn new(settings: SubmissionSettings) -> Self {
         let mut front = Self {
-            tls_active: settings.tls == ClientTls::Implicit,
             greeted: false,
-            lines: LineReader::new(settings.limits.max_line_length),
-            actions: VecDeque::new(),
-            state: State::Commands,
-            commands: 0,
-            failures: 0,
+            peer: Peer::new(
+                LineReader::new(settings.limits.max_line_length),
+                settings.tls == ClientTls::Implicit,
+            ),
+            state: LineState::Commands,
+            counters: Counters::new(settings.limits),
             settings,
         };
         let greeting = Reply::new(220, format!("{} ESMTP ready", front.settings.hostname));
@@ -86,68 +75,34 @@ impl SubmissionFrontEnd {
     }
 
     fn may_authenticate(&self) -> bool {
-        self.tls_active || self.settings.allow_plaintext_auth
+        self.peer.is_secure() || self.settings.allow_plaintext_auth
     }
 
     fn reply(&mut self, reply: Reply) {
-        self.actions.push_back(Action::Send(reply.to_bytes()));
+        self.peer.send(reply.to_bytes());
+    }
+
+    /// Says goodbye in place of whatever was pending (a timeout or shutdown) and closes.
+    fn goodbye(&mut self, reply: Reply) {
+        self.peer.steps.clear();
+        self.close_with(reply);
     }
 
     fn close_with(&mut self, reply: Reply) {
         self.reply(reply);
-        self.actions.push_back(Action::Close);
-        self.state = State::Done;
-        self.lines.clear();
+        self.peer.finish(FrontEvent::Close);
     }
 
     fn ehlo_reply(&self, client: &str) -> Reply {
-        let mut lines = vec![
-            format!("{} greets {client}", self.settings.hostname),
-            "PIPELINING".to_owned(),
-            format!("SIZE {}", self.settings.max_message_size),
-            "8BITMIME".to_owned(),
-            "ENHANCEDSTATUSCODES".to_owned(),
-        ];
-        if self.settings.tls == ClientTls::StartTls && !self.tls_active {
-            lines.push("STARTTLS".to_owned());
+        let settings = &self.settings;
+        let mut reply = Reply::ehlo(&settings.hostname, client, settings.max_message_size);
+        if settings.tls.offers_starttls(self.peer.is_secure()) {
+            reply.lines.push("STARTTLS".to_owned());
         }
         if self.may_authenticate() {
-            lines.push("AUTH PLAIN LOGIN".to_owned());
+            reply.lines.push("AUTH PLAIN LOGIN".to_owned());
         }
-        Reply { code: 250, lines }
-    }
-
-    fn process(&mut self) {
-        while self.actions.is_empty() {
-            if !matches!(self.state, State::Commands | State::Sasl(_)) {
-                return;
-            }
-            let line = match self.lines.next_line() {
-                Ok(Some(line)) => line,
-                Ok(None) => return,
-                Err(_) => {
-                    self.close_with(Reply::new(500, "5.5.6 Line too long"));
-                    return;
-                }
-            };
-            match std::mem::replace(&mut self.state, State::Commands) {
-                State::Sasl(mut exchange) => {
-                    let step = exchange.respond(&line);
-                    self.sasl_step(exchange, step);
-                }
-                _ => {
-                    self.commands = self.commands.saturating_add(1);
-                    if self.commands > self.settings.limits.max_commands_before_auth {
-                        self.close_with(Reply::new(
-                            421,
-                            "4.7.0 Too many commands before authentication",
-                        ));
-                        return;
-                    }
-                    self.command(&line);
-                }
-            }
-        }
+        reply
     }
 
     fn command(&mut self, line: &[u8]) {
@@ -170,18 +125,13 @@ impl SubmissionFrontEnd {
                 self.reply(Reply::new(250, name));
             }
             Command::Lhlo(_) => self.reply(Reply::new(500, "5.5.2 Unrecognized command")),
-            Command::StartTls => {
-                if self.tls_active {
-                    self.reply(Reply::new(503, "5.5.1 TLS already active"));
-                } else if self.settings.tls != ClientTls::StartTls {
-                    self.reply(Reply::new(502, "5.5.1 STARTTLS not available on this port"));
-                } else {
-                    self.reply(Reply::new(220, "2.0.0 Ready to start TLS"));
-                    self.lines.clear();
-                    self.actions.push_back(Action::StartTls);
-                    self.state = State::StartingTls;
+            Command::StartTls => match Reply::starttls(self.settings.tls, self.peer.is_secure()) {
+                Ok(ready) => {
+                    self.reply(ready);
+                    self.peer.start_tls();
                 }
-            }
+                Err(refusal) => self.reply(refusal),
+            },
             Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
             Command::Mail { .. } | Command::Rcpt { .. } | Command::Data | Command::Bdat { .. } => {
                 self.reply(Reply::new(530, "5.7.0 Authentication required"));
@@ -224,23 +174,22 @@ impl SubmissionFrontEnd {
         self.sasl_step(exchange, step);
     }
 
-    fn sasl_step(&mut self, exchange: Exchange, step: Step) {
+    fn sasl_step(&mut self, exchange: Exchange, step: sasl::Step) {
         match step {
-            Step::Challenge(challenge) => {
-                self.actions
-                    .push_back(Action::Send(format!("334 {challenge}\r\n").into_bytes()));
-                self.state = State::Sasl(exchange);
+            sasl::Step::Challenge(challenge) => {
+                self.peer.send(format!("334 {challenge}\r\n"));
+                self.state = LineState::Sasl(exchange);
             }
-            Step::Done(credentials) => self.authenticate(credentials),
-            Step::Cancelled => self.reply(Reply::new(501, "5.7.0 Authentication aborted")),
-            Step::BadBase64 => self.reply(Reply::new(501, "5.5.2 Invalid base64 data")),
-            Step::Malformed => self.failed(AuthFailure::BadCredentials),
+            sasl::Step::Done(credentials) => self.authenticate(credentials),
+            sasl::Step::Cancelled => self.reply(Reply::new(501, "5.7.0 Authentication aborted")),
+            sasl::Step::BadBase64 => self.reply(Reply::new(501, "5.5.2 Invalid base64 data")),
+            sasl::Step::Malformed => self.failed(AuthFailure::BadCredentials),
         }
     }
 
     fn authenticate(&mut self, credentials: Credentials) {
-        self.actions.push_back(Action::Authenticate(credentials));
-        self.state = State::Authenticating;
+        self.peer.steps.event(FrontEvent::Authenticate(credentials));
+        self.state = LineState::Authenticating;
     }
 
     fn failed(&mut self, failure: AuthFailure) {
@@ -257,67 +206,62 @@ impl SubmissionFrontEnd {
             AuthFailure::Temporary => Reply::new(454, "4.7.0 Temporary authentication failure"),
         };
         self.reply(reply);
-        if failure != AuthFailure::Temporary {
-            self.failures = self.failures.saturating_add(1);
-            if self.failures >= self.settings.limits.max_auth_failures {
-                self.close_with(Reply::new(421, "4.7.0 Too many authentication failures"));
-            }
+        if !self.counters.failure(failure) {
+            self.close_with(Reply::new(421, "4.7.0 Too many authentication failures"));
         }
     }
 }
 
+impl Conversation for SubmissionFrontEnd {
+    type Event = FrontEvent;
+
+    fn advance(&mut self) -> bool {
+        let Some(line) = self.state.next(&mut self.peer.input, &mut self.counters) else {
+            return false;
+        };
+        match line {
+            Line::TooLong => self.close_with(Reply::new(500, "5.5.6 Line too long")),
+            Line::TooManyCommands => self.close_with(Reply::new(
+                421,
+                "4.7.0 Too many commands before authentication",
+            )),
+            Line::Sasl(exchange, step) => self.sasl_step(exchange, step),
+            Line::Command(line) => self.command(&line),
+        }
+        true
+    }
+
+    fn secured(&mut self) {
+        // RFC 3207 §4.2: forget everything, the client starts over with EHLO.
+        self.greeted = false;
+    }
+
+    fn peer(&mut self) -> &mut Peer<FrontEvent, impl Input> {
+        &mut self.peer
+    }
+}
+
 impl FrontEnd for SubmissionFrontEnd {
-    fn feed(&mut self, bytes: &[u8]) {
-        if !matches!(self.state, State::Done | State::StartingTls) {
-            self.lines.push(bytes);
-        }
-    }
-
-    fn tls_established(&mut self) {
-        if matches!(self.state, State::StartingTls) {
-            // RFC 3207 §4.2: forget everything, the client starts over with EHLO.
-            self.tls_active = true;
-            self.greeted = false;
-            self.lines.clear();
-            self.state = State::Commands;
-        }
-    }
-
     fn auth_result(&mut self, result: AuthResult) {
-        if !matches!(self.state, State::Authenticating) {
+        if self.peer.is_over() || !self.state.answered() {
             return;
         }
-        self.state = State::Commands;
         match result {
             AuthResult::Proxied { .. } => {
                 self.reply(Reply::new(235, "2.7.0 Authentication successful"));
-                let pending = self.lines.take_all();
-                self.actions.push_back(Action::Proxy { pending });
-                self.state = State::Done;
+                let pending = self.peer.input.take_all();
+                self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(failure) => self.failed(failure),
         }
     }
 
     fn idle_timeout(&mut self) {
-        self.actions.clear();
-        self.close_with(Reply::new(421, "4.4.2 Timeout, closing connection"));
+        self.goodbye(Reply::new(421, "4.4.2 Timeout, closing connection"));
     }
 
     fn shutdown(&mut self) {
-        self.actions.clear();
-        self.close_with(Reply::new(421, "4.3.2 Service shutting down"));
-    }
-
-    fn next_action(&mut self) -> Action {
-        if self.actions.is_empty() {
-            self.process();
-        }
-        match self.actions.pop_front() {
-            Some(action) => action,
-            None if matches!(self.state, State::Done) => Action::Close,
-            None => Action::Read,
-        }
+        self.goodbye(Reply::new(421, "4.3.2 Service shutting down"));
     }
 }
 

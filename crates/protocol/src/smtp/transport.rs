@@ -4,16 +4,15 @@
 //! accepted it.
 //!
 //! The machine decides nothing about recipients or backends; it asks its driver with
-//! [`TransportAction::CheckRecipient`] and [`TransportAction::OpenDelivery`], streams the content
-//! with [`TransportAction::Content`], and relays the driver's final verdict.
-
-use std::collections::VecDeque;
+//! [`TransportEvent::CheckRecipient`] and [`TransportEvent::OpenDelivery`], streams the content
+//! with [`TransportEvent::Content`], and relays the driver's final verdict.
 
 use super::command::{self, Command, MailParams};
 use super::data::DataDecoder;
 use super::reply::Reply;
 use super::submission::syntax_reply;
 use crate::ClientTls;
+use crate::conversation::{Conversation, Input, Peer};
 use crate::line::LineReader;
 
 /// Commands that move no message forward (NOOP, RSET, VRFY, EXPN, HELP, and lines that do not
@@ -63,15 +62,9 @@ pub struct Envelope {
     pub recipients: Vec<String>,
 }
 
-/// What the transport machine asks its driver to do.
+/// What the transport machine reports to its driver through [`Step::Event`](crate::Step::Event).
 #[derive(Debug, PartialEq, Eq)]
-pub enum TransportAction {
-    /// Send these bytes to the client.
-    Send(Vec<u8>),
-    /// Wait for more bytes from the client.
-    Read,
-    /// Upgrade to TLS now (the reply has been sent; buffered input was discarded).
-    StartTls,
+pub enum TransportEvent {
     /// Close the connection.
     Close,
     /// May this recipient receive mail here? Answer with [`TransportServer::recipient_checked`].
@@ -86,6 +79,69 @@ pub enum TransportAction {
     FinishDelivery,
     /// Drop the open delivery without delivering anything (client gone, message too large).
     AbortDelivery,
+}
+
+/// The replies of the transport's driver, for what only it sees: recipient lookups and
+/// deliveries. Every failure on our side is temporary (`4xx`): the sender retries, nothing is
+/// lost.
+impl Reply {
+    /// A recipient outside the accepted domains.
+    pub fn relaying_denied() -> Reply {
+        Reply::new(554, "5.7.1 Relaying denied")
+    }
+
+    /// A recipient the directory does not know.
+    pub fn user_unknown() -> Reply {
+        Reply::new(550, "5.1.1 User unknown")
+    }
+
+    /// A recipient whose mailbox may not receive mail.
+    pub fn mailbox_disabled() -> Reply {
+        Reply::new(550, "5.2.1 Mailbox disabled, not accepting messages")
+    }
+
+    /// The directory did not answer.
+    pub fn directory_unavailable() -> Reply {
+        Reply::new(451, "4.3.0 Directory unavailable, try again later")
+    }
+
+    /// Where the recipient's mailbox is could not be found out.
+    pub fn location_unavailable() -> Reply {
+        Reply::new(451, "4.3.0 Mailbox location unavailable, try again later")
+    }
+
+    /// A recipient accepted at RCPT is refused when the message is delivered.
+    pub fn recipient_changed() -> Reply {
+        Reply::new(451, "4.3.0 Recipient changed, try again later")
+    }
+
+    /// No mailbox server took the envelope.
+    pub fn no_server() -> Reply {
+        Reply::new(451, "4.4.0 No mailbox server available, try again later")
+    }
+
+    /// Writing the content to the mailbox server failed.
+    pub fn connection_lost() -> Reply {
+        Reply::new(
+            451,
+            "4.4.2 Connection to the mailbox server lost, try again later",
+        )
+    }
+
+    /// The mailbox server did not take the content in time.
+    pub fn server_too_slow() -> Reply {
+        Reply::new(451, "4.4.2 Mailbox server too slow, try again later")
+    }
+
+    /// The mailbox server's verdict did not arrive (it may or may not have delivered).
+    pub fn not_confirmed() -> Reply {
+        Reply::new(451, "4.4.2 Delivery not confirmed, try again later")
+    }
+
+    /// The mailbox server's verdict did not arrive in time.
+    pub fn not_confirmed_in_time() -> Reply {
+        Reply::new(451, "4.4.2 Delivery not confirmed in time, try again later")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -123,17 +179,15 @@ enum Phase {
     },
     /// Waiting for [`TransportServer::delivery_finished`].
     Finishing,
-    StartingTls,
-    Done,
 }
 
 /// The front-end transport state machine. See the [module documentation](self).
 #[derive(Debug)]
 pub struct TransportServer {
     settings: TransportSettings,
-    tls_active: bool,
-    lines: LineReader,
-    actions: VecDeque<TransportAction>,
+    /// The client, whose bytes are read as command lines or content.
+    peer: Peer<TransportEvent, LineReader>,
+    /// What the session is doing (also once it is over: nothing).
     phase: Phase,
     helo: Option<String>,
     transaction: Option<Transaction>,
@@ -142,12 +196,13 @@ pub struct TransportServer {
 }
 
 impl TransportServer {
-    /// A new session; the greeting is the first action.
+    /// A new session; the greeting is the first step.
     pub fn new(settings: TransportSettings) -> Self {
         let mut server = Self {
-            tls_active: settings.tls == ClientTls::Implicit,
-            lines: LineReader::new(settings.max_line_length),
-            actions: VecDeque::new(),
+            peer: Peer::new(
+                LineReader::new(settings.max_line_length),
+                settings.tls == ClientTls::Implicit,
+            ),
             phase: Phase::Commands,
             helo: None,
             transaction: None,
@@ -163,69 +218,49 @@ impl TransportServer {
     /// the machine says `554` and closes (RFC 5321 §3.1).
     pub fn refuse(settings: TransportSettings, text: &str) -> Self {
         let mut server = Self::new(settings);
-        server.actions.clear();
+        server.peer.steps.clear();
         server.reply(Reply::new(554, format!("5.7.1 {text}")));
-        server.actions.push_back(TransportAction::Close);
-        server.phase = Phase::Done;
+        server.peer.finish(TransportEvent::Close);
         server
     }
 
     fn reply(&mut self, reply: Reply) {
-        self.actions
-            .push_back(TransportAction::Send(reply.to_bytes()));
+        self.peer.send(reply.to_bytes());
     }
 
     fn close_with(&mut self, reply: Reply) {
-        if self.transaction.as_ref().is_some_and(|t| t.open) {
-            self.actions.push_back(TransportAction::AbortDelivery);
-        }
-        self.transaction = None;
+        self.reset_transaction();
         self.reply(reply);
-        self.actions.push_back(TransportAction::Close);
-        self.phase = Phase::Done;
-        self.lines.clear();
-    }
-
-    /// Bytes received from the client.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        if !matches!(self.phase, Phase::Done | Phase::StartingTls) {
-            self.lines.push(bytes);
-        }
+        self.peer.steps.event(TransportEvent::Close);
+        self.hang_up();
     }
 
     /// The client closed the connection: whatever was in flight is not delivered.
     pub fn client_closed(&mut self) {
-        if self.transaction.as_ref().is_some_and(|t| t.open) {
-            self.actions.push_back(TransportAction::AbortDelivery);
-        }
-        self.transaction = None;
-        self.phase = Phase::Done;
+        self.reset_transaction();
+        self.hang_up();
     }
 
-    /// The TLS handshake completed.
-    pub fn tls_established(&mut self) {
-        if matches!(self.phase, Phase::StartingTls) {
-            self.tls_active = true;
-            self.helo = None;
-            self.transaction = None;
-            self.lines.clear();
-            self.phase = Phase::Commands;
-        }
+    /// Ends the session: nothing more is read, and nothing is in progress, so that a late
+    /// answer from the driver (a recipient check, a delivery) is ignored.
+    fn hang_up(&mut self) {
+        self.phase = Phase::Commands;
+        self.peer.close();
     }
 
     /// The client was silent for too long.
     pub fn idle_timeout(&mut self) {
-        self.actions.clear();
+        self.peer.steps.clear();
         self.close_with(Reply::new(421, "4.4.2 Timeout, closing connection"));
     }
 
     /// The node is shutting down.
     pub fn shutdown(&mut self) {
-        self.actions.clear();
+        self.peer.steps.clear();
         self.close_with(Reply::new(421, "4.3.2 Service shutting down"));
     }
 
-    /// The answer to [`TransportAction::CheckRecipient`]: `Err` carries the refusal to send.
+    /// The answer to [`TransportEvent::CheckRecipient`]: `Err` carries the refusal to send.
     pub fn recipient_checked(&mut self, verdict: Result<(), Reply>) {
         let Phase::CheckingRecipient(to) = std::mem::replace(&mut self.phase, Phase::Commands)
         else {
@@ -242,7 +277,7 @@ impl TransportServer {
         }
     }
 
-    /// The answer to [`TransportAction::OpenDelivery`].
+    /// The answer to [`TransportEvent::OpenDelivery`].
     pub fn delivery_opened(&mut self, result: Result<(), Reply>) {
         let Phase::Opening { bdat } = std::mem::replace(&mut self.phase, Phase::Commands) else {
             return;
@@ -278,7 +313,7 @@ impl TransportServer {
         }
     }
 
-    /// The answer to [`TransportAction::FinishDelivery`]: the reply for the message.
+    /// The answer to [`TransportEvent::FinishDelivery`]: the reply for the message.
     pub fn delivery_finished(&mut self, reply: Reply) {
         if matches!(self.phase, Phase::Finishing) {
             if reply.is_positive() {
@@ -296,26 +331,21 @@ impl TransportServer {
     /// open at the driver).
     fn reset_transaction(&mut self) {
         if self.transaction.as_ref().is_some_and(|t| t.open) {
-            self.actions.push_back(TransportAction::AbortDelivery);
+            self.peer.steps.event(TransportEvent::AbortDelivery);
         }
         self.transaction = None;
     }
 
     fn ehlo_reply(&self, client: &str) -> Reply {
-        let mut lines = vec![
-            format!("{} greets {client}", self.settings.hostname),
-            "PIPELINING".to_owned(),
-            format!("SIZE {}", self.settings.max_message_size),
-            "8BITMIME".to_owned(),
-            "ENHANCEDSTATUSCODES".to_owned(),
-        ];
-        if self.settings.chunking {
-            lines.push("CHUNKING".to_owned());
+        let settings = &self.settings;
+        let mut reply = Reply::ehlo(&settings.hostname, client, settings.max_message_size);
+        if settings.chunking {
+            reply.lines.push("CHUNKING".to_owned());
         }
-        if self.settings.tls == ClientTls::StartTls && !self.tls_active {
-            lines.push("STARTTLS".to_owned());
+        if settings.tls.offers_starttls(self.peer.is_secure()) {
+            reply.lines.push("STARTTLS".to_owned());
         }
-        Reply { code: 250, lines }
+        reply
     }
 
     fn command(&mut self, line: &[u8]) {
@@ -358,19 +388,14 @@ impl TransportServer {
             Command::Lhlo(_) | Command::Auth { .. } => {
                 self.reply(Reply::new(502, "5.5.1 Command not implemented"))
             }
-            Command::StartTls => {
-                if self.tls_active {
-                    self.reply(Reply::new(503, "5.5.1 TLS already active"));
-                } else if self.settings.tls != ClientTls::StartTls {
-                    self.reply(Reply::new(502, "5.5.1 STARTTLS not available on this port"));
-                } else {
+            Command::StartTls => match Reply::starttls(self.settings.tls, self.peer.is_secure()) {
+                Ok(ready) => {
                     self.reset_transaction();
-                    self.reply(Reply::new(220, "2.0.0 Ready to start TLS"));
-                    self.lines.clear();
-                    self.actions.push_back(TransportAction::StartTls);
-                    self.phase = Phase::StartingTls;
+                    self.reply(ready);
+                    self.peer.start_tls();
                 }
-            }
+                Err(refusal) => self.reply(refusal),
+            },
             Command::Mail { from, params } => {
                 if self.helo.is_none() {
                     self.reply(Reply::new(503, "5.5.1 Send HELO/EHLO first"));
@@ -399,25 +424,20 @@ impl TransportServer {
                     self.reply(Reply::new(452, "4.5.3 Too many recipients"));
                 }
                 Some(_) => {
-                    self.actions
-                        .push_back(TransportAction::CheckRecipient(to.clone()));
+                    self.peer
+                        .steps
+                        .event(TransportEvent::CheckRecipient(to.clone()));
                     self.phase = Phase::CheckingRecipient(to);
                 }
             },
             Command::Data => self.start_content(None),
-            Command::Bdat { size, last } => {
-                if !self.settings.chunking {
-                    self.reply(Reply::new(502, "5.5.1 CHUNKING not offered"));
-                    // The chunk's bytes are on their way and must not be read as commands.
-                    self.phase = Phase::Chunk {
-                        remaining: size,
-                        last: false,
-                        discard: true,
-                    };
-                    return;
-                }
-                self.start_content(Some((size, last)));
+            Command::Bdat { size, last } if !self.settings.chunking => {
+                self.refuse_content(
+                    Reply::new(502, "5.5.1 CHUNKING not offered"),
+                    Some((size, last)),
+                );
             }
+            Command::Bdat { size, last } => self.start_content(Some((size, last))),
             Command::Rset => {
                 self.reset_transaction();
                 self.reply(Reply::new(250, "2.0.0 OK"));
@@ -430,35 +450,26 @@ impl TransportServer {
         }
     }
 
+    /// Refuses DATA or a BDAT chunk (`bdat`: its size and LAST flag) with `reply`. A refused
+    /// chunk's bytes are on their way: they are read and dropped, never taken for commands.
+    fn refuse_content(&mut self, reply: Reply, bdat: Option<(u64, bool)>) {
+        self.reply(reply);
+        if let Some((size, _)) = bdat {
+            self.phase = Phase::Chunk {
+                remaining: size,
+                last: false,
+                discard: true,
+            };
+        }
+    }
+
     fn start_content(&mut self, bdat: Option<(u64, bool)>) {
         let Some(transaction) = &mut self.transaction else {
-            let reply = Reply::new(503, "5.5.1 Need MAIL command first");
-            match bdat {
-                Some((size, _)) => {
-                    self.reply(reply);
-                    self.phase = Phase::Chunk {
-                        remaining: size,
-                        last: false,
-                        discard: true,
-                    };
-                }
-                None => self.reply(reply),
-            }
+            self.refuse_content(Reply::new(503, "5.5.1 Need MAIL command first"), bdat);
             return;
         };
         if transaction.recipients.is_empty() {
-            let reply = Reply::new(554, "5.5.1 No valid recipients");
-            match bdat {
-                Some((size, _)) => {
-                    self.reply(reply);
-                    self.phase = Phase::Chunk {
-                        remaining: size,
-                        last: false,
-                        discard: true,
-                    };
-                }
-                None => self.reply(reply),
-            }
+            self.refuse_content(Reply::new(554, "5.5.1 No valid recipients"), bdat);
             return;
         }
         match bdat {
@@ -488,8 +499,9 @@ impl TransportServer {
                     params: transaction.params.clone(),
                     recipients: transaction.recipients.clone(),
                 };
-                self.actions
-                    .push_back(TransportAction::OpenDelivery(envelope));
+                self.peer
+                    .steps
+                    .event(TransportEvent::OpenDelivery(envelope));
                 self.phase = Phase::Opening { bdat };
             }
         }
@@ -507,7 +519,7 @@ impl TransportServer {
             ));
             if transaction.open {
                 transaction.open = false;
-                self.actions.push_back(TransportAction::AbortDelivery);
+                self.peer.steps.event(TransportEvent::AbortDelivery);
             }
             self.phase = Phase::Chunk {
                 remaining: size,
@@ -541,99 +553,11 @@ impl TransportServer {
             return;
         }
         if last {
-            self.actions.push_back(TransportAction::FinishDelivery);
+            self.peer.steps.event(TransportEvent::FinishDelivery);
             self.phase = Phase::Finishing;
         } else {
             let size = transaction.size;
             self.reply(Reply::new(250, format!("2.0.0 {size} octets received")));
-        }
-    }
-
-    fn process(&mut self) {
-        while self.actions.is_empty() {
-            match &mut self.phase {
-                Phase::Commands => {
-                    let line = match self.lines.next_line() {
-                        Ok(Some(line)) => line,
-                        Ok(None) => return,
-                        Err(_) => {
-                            self.close_with(Reply::new(500, "5.5.6 Line too long"));
-                            return;
-                        }
-                    };
-                    self.command(&line);
-                }
-                Phase::Data { decoder, discard } => {
-                    if self.lines.is_empty() {
-                        return;
-                    }
-                    let input = self.lines.take_all();
-                    let mut content = Vec::new();
-                    let used = decoder.decode(&input, &mut content);
-                    self.lines.unread(input.get(used..).unwrap_or_default());
-                    let size = decoder.size();
-                    let done = decoder.is_done();
-                    let mut now_discarding = false;
-                    if !*discard && size > self.settings.max_message_size {
-                        *discard = true;
-                        now_discarding = true;
-                    }
-                    let discarding = *discard;
-                    if now_discarding {
-                        if let Some(t) = &mut self.transaction {
-                            t.open = false;
-                        }
-                        self.actions.push_back(TransportAction::AbortDelivery);
-                    } else if !discarding && !content.is_empty() {
-                        self.actions.push_back(TransportAction::Content(content));
-                    }
-                    if done {
-                        if discarding {
-                            self.transaction = None;
-                            self.phase = Phase::Commands;
-                            self.reply(Reply::new(
-                                552,
-                                "5.3.4 Message size exceeds fixed maximum message size",
-                            ));
-                        } else {
-                            self.actions.push_back(TransportAction::FinishDelivery);
-                            self.phase = Phase::Finishing;
-                        }
-                    }
-                }
-                Phase::Chunk {
-                    remaining,
-                    last,
-                    discard,
-                } => {
-                    let (last, discard) = (*last, *discard);
-                    if *remaining > 0 {
-                        if self.lines.is_empty() {
-                            return;
-                        }
-                        let taken = self
-                            .lines
-                            .take_bytes(usize::try_from(*remaining).unwrap_or(usize::MAX));
-                        *remaining -= taken.len() as u64;
-                        if !discard {
-                            if let Some(t) = &mut self.transaction {
-                                t.size += taken.len() as u64;
-                            }
-                            self.actions.push_back(TransportAction::Content(taken));
-                        }
-                    }
-                    if let Phase::Chunk { remaining: 0, .. } = self.phase {
-                        self.chunk_done(last, discard);
-                    }
-                }
-                Phase::CheckingRecipient(_)
-                | Phase::Opening { .. }
-                | Phase::Finishing
-                | Phase::StartingTls
-                | Phase::Done => {
-                    return;
-                }
-            }
         }
     }
 
@@ -645,17 +569,103 @@ impl TransportServer {
     pub fn reading_content(&self) -> bool {
         matches!(self.phase, Phase::Data { .. } | Phase::Chunk { .. })
     }
+}
 
-    /// The next thing to do.
-    pub fn next_action(&mut self) -> TransportAction {
-        if self.actions.is_empty() {
-            self.process();
+impl Conversation for TransportServer {
+    type Event = TransportEvent;
+
+    fn advance(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::Commands => {
+                let line = match self.peer.input.next_line() {
+                    Ok(Some(line)) => line,
+                    Ok(None) => return false,
+                    Err(_) => {
+                        self.close_with(Reply::new(500, "5.5.6 Line too long"));
+                        return true;
+                    }
+                };
+                self.command(&line);
+            }
+            Phase::Data { decoder, discard } => {
+                if self.peer.input.is_empty() {
+                    return false;
+                }
+                let input = self.peer.input.take_all();
+                let mut content = Vec::new();
+                let used = decoder.decode(&input, &mut content);
+                self.peer
+                    .input
+                    .unread(input.get(used..).unwrap_or_default());
+                let size = decoder.size();
+                let done = decoder.is_done();
+                let mut now_discarding = false;
+                if !*discard && size > self.settings.max_message_size {
+                    *discard = true;
+                    now_discarding = true;
+                }
+                let discarding = *discard;
+                if now_discarding {
+                    if let Some(t) = &mut self.transaction {
+                        t.open = false;
+                    }
+                    self.peer.steps.event(TransportEvent::AbortDelivery);
+                } else if !discarding && !content.is_empty() {
+                    self.peer.steps.event(TransportEvent::Content(content));
+                }
+                if done {
+                    if discarding {
+                        self.transaction = None;
+                        self.phase = Phase::Commands;
+                        self.reply(Reply::new(
+                            552,
+                            "5.3.4 Message size exceeds fixed maximum message size",
+                        ));
+                    } else {
+                        self.peer.steps.event(TransportEvent::FinishDelivery);
+                        self.phase = Phase::Finishing;
+                    }
+                }
+            }
+            Phase::Chunk {
+                remaining,
+                last,
+                discard,
+            } => {
+                let (last, discard) = (*last, *discard);
+                if *remaining > 0 {
+                    if self.peer.input.is_empty() {
+                        return false;
+                    }
+                    let taken = self
+                        .peer
+                        .input
+                        .take_bytes(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    *remaining -= taken.len() as u64;
+                    if !discard {
+                        if let Some(t) = &mut self.transaction {
+                            t.size += taken.len() as u64;
+                        }
+                        self.peer.steps.event(TransportEvent::Content(taken));
+                    }
+                }
+                if let Phase::Chunk { remaining: 0, .. } = self.phase {
+                    self.chunk_done(last, discard);
+                }
+            }
+            Phase::CheckingRecipient(_) | Phase::Opening { .. } | Phase::Finishing => return false,
         }
-        match self.actions.pop_front() {
-            Some(action) => action,
-            None if matches!(self.phase, Phase::Done) => TransportAction::Close,
-            None => TransportAction::Read,
-        }
+        true
+    }
+
+    fn secured(&mut self) {
+        // RFC 3207 §4.2: the client starts over with EHLO.
+        self.helo = None;
+        self.transaction = None;
+    }
+
+    fn peer(&mut self) -> &mut Peer<TransportEvent, impl Input> {
+        &mut self.peer
     }
 }
 

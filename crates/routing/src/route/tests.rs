@@ -1,8 +1,10 @@
-//! Table tests: one row per rule and edge of DESIGN.md's "Routing rules".
+//! Table tests: one row per rule and edge of the routing rules of docs/architecture.md.
 
 use std::collections::BTreeMap;
 
-use mailfront_model::{Principal, Protocol, ProtocolSet, Secret, ServerName, SiteName, Version};
+use mailfront_model::{
+    Principal, Protocol, ProtocolSet, Secret, ServerName, SiteName, Source, Version,
+};
 
 use super::*;
 use crate::{Endpoint, Endpoints, LoginMethod, MasterUser, Node, Server, Site};
@@ -343,6 +345,26 @@ fn routing_table() {
             ok(&p15, &ghost),
             Reject(RejectKind::Temporary),
         ),
+        // Inbound mail: the location decides; the delivery server is chosen by group later.
+        (
+            "smtp goes by location even without the active server's delivery endpoint",
+            Request::protocol(Protocol::Smtp),
+            ok(&p15, &mbx2),
+            Proxy("mbx2"),
+        ),
+        (
+            "smtp: map names an undefined server",
+            Request::protocol(Protocol::Smtp),
+            ok(&p15, &ghost),
+            Reject(RejectKind::Temporary),
+        ),
+        // Anonymous HTTP: no mailbox to follow; this site's first server with the service.
+        (
+            "anonymous http",
+            dav(WEST_URL),
+            Facts::Anonymous,
+            Proxy("mbx1"),
+        ),
     ];
     for (name, request, facts, expected) in rows {
         let decision = route(&topo, &request, facts);
@@ -377,6 +399,45 @@ fn reasons_name_the_facts() {
         .reason()
         .to_string()
         .contains("directory")
+    );
+}
+
+#[test]
+fn refusals_name_their_source() {
+    let topo = topology();
+    let imap = Request::protocol(Protocol::Imap);
+    let p = principal(V15, ProtocolSet::ALL);
+    let located = |active| Facts::Authenticated {
+        principal: &p,
+        active,
+    };
+    let ghost = ServerName::new("ghost");
+    let mbx5 = ServerName::new("mbx5");
+    let cases = [
+        (Facts::AuthFailed, Source::Client),
+        (Facts::DirectoryUnavailable, Source::Directory),
+        (located(Err(LocationFailure::Unavailable)), Source::Locator),
+        (
+            located(Err(LocationFailure::UnknownDatabase)),
+            Source::Locator,
+        ),
+        (located(Ok(&ghost)), Source::Internal),
+        (located(Ok(&mbx5)), Source::Internal),
+    ];
+    for (facts, source) in cases {
+        let decision = route(&topo, &imap, facts);
+        assert_eq!(decision.reason().source(), Some(source), "{decision:?}");
+    }
+    // A proxy decision has no source.
+    let proxied = route(&topo, &imap, located(Ok(&ServerName::new("mbx1"))));
+    assert_eq!(proxied.reason().source(), None);
+    // Nobody offers the protocol: a configuration that cannot serve it.
+    let empty = Topology::new(topo.node.clone(), topo.sites.values().cloned(), []).unwrap();
+    let nowhere = route(&empty, &dav(WEST_URL), Facts::Anonymous);
+    assert_eq!(
+        nowhere.reason().source(),
+        Some(Source::Internal),
+        "{nowhere:?}"
     );
 }
 

@@ -1,49 +1,14 @@
 //! Byte-level tests of the IMAP backend login against scripted server transcripts.
 
-use std::net::SocketAddr;
-
 use mailfront_model::Secret;
 
 use super::*;
 use crate::sasl::{decode_base64, decode_plain};
-
-fn master(mechanism: SaslMechanism) -> BackendAuth {
-    BackendAuth::Master {
-        user: "alice@example.com".into(),
-        master: "casmaster".into(),
-        password: Secret::new("masterpw".into()),
-        separator: "*".into(),
-        mechanism,
-    }
-}
+use crate::testing::{self, log_in as run, master};
+use crate::{Machine, Step};
 
 fn client() -> ClientInfo {
-    ClientInfo {
-        client: "192.0.2.7:50123".parse::<SocketAddr>().unwrap(),
-        local: "127.0.0.1:1143".parse::<SocketAddr>().unwrap(),
-        session_id: "s1".into(),
-    }
-}
-
-/// What the login sent, and how it ended, for a backend that answers with `script`
-/// (delivered in `chunk`-sized pieces, each piece fed when the machine asks to read).
-fn run(mut login: ImapBackendLogin, script: &[u8], chunk: usize) -> (String, BackendAction) {
-    let mut sent = String::new();
-    let mut pieces = script.chunks(chunk.max(1));
-    loop {
-        match login.next_action() {
-            BackendAction::Send(bytes) => sent.push_str(&String::from_utf8(bytes).unwrap()),
-            BackendAction::Read => match pieces.next() {
-                Some(piece) => login.feed(piece),
-                None => login.eof(),
-            },
-            BackendAction::StartTls => {
-                sent.push_str("<TLS>");
-                login.tls_established();
-            }
-            end => return (sent, end),
-        }
-    }
+    testing::client("192.0.2.7:50123", "127.0.0.1:1143", "s1")
 }
 
 const DOVECOT_GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN] Dovecot ready.\r\n";
@@ -52,25 +17,22 @@ const DOVECOT_GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFER
 fn master_plain_with_id_at_every_split() {
     let mut script = DOVECOT_GREETING.to_vec();
     script.extend_from_slice(b"* ID NIL\r\nmf1 OK ID completed.\r\nmf2 OK [CAPABILITY IMAP4rev1 IDLE SORT] Logged in\r\n* 3 EXISTS\r\n");
-    for chunk in 1..=script.len() {
-        let login = ImapBackendLogin::new(
+    let login = || {
+        ImapBackendLogin::new(
             master(SaslMechanism::Plain),
             BackendTls::None,
             Some(client()),
-        );
-        let (sent, end) = run(login, &script, chunk);
+        )
+    };
+    for (chunk, sent, end) in testing::log_in_at_every_split(&script, login) {
         let mut lines = sent.split("\r\n");
         assert_eq!(
             lines.next().unwrap(),
             "mf1 ID (\"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"50123\" \"x-connected-ip\" \"127.0.0.1\" \"x-connected-port\" \"1143\" \"x-session-ext-id\" \"s1\")"
         );
         let auth = lines.next().unwrap();
-        let b64 = auth.strip_prefix("mf2 AUTHENTICATE PLAIN ").unwrap();
-        let plain = decode_plain(&decode_base64(b64.as_bytes()).unwrap()).unwrap();
-        assert_eq!(plain.authzid.as_deref(), Some("alice@example.com"));
-        assert_eq!(plain.authcid, "casmaster");
-        assert_eq!(plain.password.expose(), b"masterpw");
-        let BackendAction::Ready {
+        testing::assert_master_plain(auth.strip_prefix("mf2 AUTHENTICATE PLAIN ").unwrap());
+        let LoginEvent::Ready {
             capabilities,
             leftover,
         } = end
@@ -101,7 +63,7 @@ fn master_login_command_and_capability_fallbacks() {
         "mf1 CAPABILITY\r\nmf2 LOGIN \"alice@example.com*casmaster\" \"masterpw\"\r\nmf3 CAPABILITY\r\n"
     );
     assert!(
-        matches!(end, BackendAction::Ready { capabilities: Some(c), .. } if c == "IMAP4rev1 IDLE")
+        matches!(end, LoginEvent::Ready { capabilities: Some(c), .. } if c == "IMAP4rev1 IDLE")
     );
 }
 
@@ -126,7 +88,7 @@ fn pass_through_without_sasl_ir() {
         (None, "alice@example.com")
     );
     assert_eq!(plain.password.expose(), b"p\"w");
-    assert!(matches!(end, BackendAction::Ready { .. }));
+    assert!(matches!(end, LoginEvent::Ready { .. }));
 }
 
 #[test]
@@ -152,65 +114,39 @@ fn login_quoting_and_literals() {
     assert_eq!(sent, "mf1 LOGIN \"alice\" {2+}\r\né\r\n");
     // Without LITERAL+ an unquotable password cannot be sent.
     let without = b"* OK [CAPABILITY IMAP4rev1] hi\r\n";
-    let (_, end) = run(
-        ImapBackendLogin::new(auth(b"a\r\nb"), BackendTls::None, None),
-        without,
-        99,
+    assert_eq!(
+        testing::failure(
+            ImapBackendLogin::new(auth(b"a\r\nb"), BackendTls::None, None),
+            without,
+            99
+        ),
+        BackendFailure::UnsafeName
     );
-    assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::UnsafeName)
-    ));
 }
 
 #[test]
 fn refusals_and_garbage() {
+    let failure = |script: &[u8], chunk| {
+        let login = ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None);
+        testing::failure(login, script, chunk)
+    };
     let refused = b"* OK [CAPABILITY IMAP4rev1 SASL-IR] hi\r\nmf1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n";
-    let (_, end) = run(
-        ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None),
-        refused,
-        7,
-    );
     assert!(
-        matches!(end, BackendAction::Failed(BackendFailure::Refused(t)) if t.contains("AUTHENTICATIONFAILED"))
-    );
-
-    let (_, end) = run(
-        ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None),
-        b"SSH-2.0-OpenSSH\r\n",
-        99,
+        matches!(failure(refused, 7), BackendFailure::Refused(t) if t.contains("AUTHENTICATIONFAILED"))
     );
     assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::Protocol(_))
+        failure(b"SSH-2.0-OpenSSH\r\n", 99),
+        BackendFailure::Protocol(_)
     ));
-
-    let (_, end) = run(
-        ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None),
-        b"* BYE go away\r\n",
-        99,
-    );
     assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::Refused(_))
+        failure(b"* BYE go away\r\n", 99),
+        BackendFailure::Refused(_)
     ));
-
-    let (_, end) = run(
-        ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None),
-        b"* OK [CAPAB",
-        99,
-    );
-    assert!(matches!(end, BackendAction::Failed(BackendFailure::Closed)));
-
+    assert_eq!(failure(b"* OK [CAPAB", 99), BackendFailure::Closed);
     // A huge line from something that is not IMAP is bounded.
-    let (_, end) = run(
-        ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None),
-        &vec![b'x'; 200_000],
-        4096,
-    );
     assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::Protocol(_))
+        failure(&vec![b'x'; 200_000], 4096),
+        BackendFailure::Protocol(_)
     ));
 }
 
@@ -223,28 +159,29 @@ fn user_containing_the_separator_is_refused() {
         separator: "*".into(),
         mechanism: SaslMechanism::Login,
     };
-    let (sent, end) = run(
-        ImapBackendLogin::new(auth, BackendTls::None, None),
-        DOVECOT_GREETING,
-        99,
+    assert_eq!(
+        run(
+            ImapBackendLogin::new(auth, BackendTls::None, None),
+            DOVECOT_GREETING,
+            99
+        ),
+        (
+            "".to_owned(),
+            LoginEvent::Failed(BackendFailure::UnsafeName)
+        )
     );
-    assert_eq!(sent, "");
-    assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::UnsafeName)
-    ));
 }
 
 #[test]
 fn starttls_to_backend() {
     let mut login = ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::StartTls, None);
-    assert!(matches!(login.next_action(), BackendAction::Read));
+    assert!(matches!(login.next_step(), Step::Read));
     // Bytes after the STARTTLS reply in the same read came in clear text: they are dropped.
     login.feed(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n");
-    assert!(matches!(login.next_action(), BackendAction::Send(b) if b == b"mf1 STARTTLS\r\n"));
-    assert!(matches!(login.next_action(), BackendAction::Read));
+    assert!(matches!(login.next_step(), Step::Send(b) if b == b"mf1 STARTTLS\r\n"));
+    assert!(matches!(login.next_step(), Step::Read));
     login.feed(b"mf1 OK go\r\nmf9 injected\r\n");
-    assert!(matches!(login.next_action(), BackendAction::StartTls));
+    assert!(matches!(login.next_step(), Step::StartTls));
     login.tls_established();
     let (sent, end) = run(
         login,
@@ -255,18 +192,19 @@ fn starttls_to_backend() {
         sent.starts_with("mf2 CAPABILITY\r\nmf3 AUTHENTICATE PLAIN "),
         "{sent}"
     );
-    assert!(matches!(end, BackendAction::Ready { .. }));
+    assert!(matches!(end, LoginEvent::Ready { .. }));
     // A backend without STARTTLS is refused, not used in clear text.
-    let (sent, end) = run(
-        ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::StartTls, None),
-        DOVECOT_GREETING,
-        99,
+    assert_eq!(
+        run(
+            ImapBackendLogin::new(master(SaslMechanism::Plain), BackendTls::StartTls, None),
+            DOVECOT_GREETING,
+            99
+        ),
+        (
+            "".to_owned(),
+            LoginEvent::Failed(BackendFailure::Unsupported("STARTTLS"))
+        )
     );
-    assert_eq!(sent, "");
-    assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::Unsupported("STARTTLS"))
-    ));
 }
 
 #[test]
@@ -284,7 +222,7 @@ fn capabilities_with_control_characters_are_not_passed_on() {
     assert!(
         matches!(
             end,
-            BackendAction::Ready {
+            LoginEvent::Ready {
                 capabilities: None,
                 ..
             }

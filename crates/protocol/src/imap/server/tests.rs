@@ -1,7 +1,8 @@
 //! Byte-level tests of the IMAP front end, including every split of the input.
 
 use super::*;
-use crate::testing::Seen;
+use crate::testing::{Seen, auth, goodbye, out, password_pw, refused};
+use crate::{Machine, Step};
 
 fn plain_settings() -> ImapSettings {
     ImapSettings {
@@ -26,25 +27,8 @@ fn ok_caps(_: &Credentials) -> AuthResult {
     }
 }
 
-fn bad(_: &Credentials) -> AuthResult {
-    AuthResult::Failed(AuthFailure::BadCredentials)
-}
-
 const GREETING_PLAIN: &str =
     "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN] mailfront ready.\r\n";
-
-fn out(text: &str) -> Seen {
-    Seen::Out(text.to_owned())
-}
-
-fn auth(user: &str, password: &[u8], mechanism: &'static str) -> Seen {
-    Seen::Auth {
-        authcid: user.to_owned(),
-        authzid: None,
-        password: password.to_vec(),
-        mechanism,
-    }
-}
 
 #[test]
 fn every_split_gives_the_same_session() {
@@ -52,13 +36,10 @@ fn every_split_gives_the_same_session() {
         a4 LOGIN {5}\r\nalice {3+}\r\nbad\r\nfoo BAR\r\n\x00\xff\r\n\
         a5 AUTHENTICATE PLAIN\r\nAGFsaWNlAHB3\r\nz1 SELECT INBOX\r\nz2 NO";
     let mut attempts = 0;
+    let mut check = password_pw(ok_caps);
     let mut answer = |c: &Credentials| {
         attempts += 1;
-        if c.password.expose() == b"pw" {
-            ok_caps(c)
-        } else {
-            bad(c)
-        }
+        check(c)
     };
     let expected = vec![
         out(&format!(
@@ -124,13 +105,9 @@ fn login_argument_forms() {
 
 #[test]
 fn authenticate_variants() {
+    let run = |input: &[u8], chunk| drive(plain_settings(), input, chunk, ok_caps);
     // PLAIN with SASL-IR, with an authorization identity.
-    let seen = drive(
-        plain_settings(),
-        b"a AUTHENTICATE PLAIN Ym9iAGFsaWNlAHB3\r\n",
-        64,
-        ok_caps,
-    );
+    let seen = run(b"a AUTHENTICATE PLAIN Ym9iAGFsaWNlAHB3\r\n", 64);
     assert!(seen.contains(&Seen::Auth {
         authcid: "alice".into(),
         authzid: Some("bob".into()),
@@ -138,12 +115,7 @@ fn authenticate_variants() {
         mechanism: "PLAIN"
     }));
     // LOGIN without initial response: two challenges.
-    let seen = drive(
-        plain_settings(),
-        b"a AUTHENTICATE LOGIN\r\nYWxpY2U=\r\ncHc=\r\n",
-        64,
-        ok_caps,
-    );
+    let seen = run(b"a AUTHENTICATE LOGIN\r\nYWxpY2U=\r\ncHc=\r\n", 64);
     assert_eq!(
         seen[0],
         out(&format!(
@@ -152,20 +124,10 @@ fn authenticate_variants() {
     );
     assert_eq!(seen[1], auth("alice", b"pw", "LOGIN"));
     // LOGIN with the user name as initial response.
-    let seen = drive(
-        plain_settings(),
-        b"a AUTHENTICATE LOGIN YWxpY2U=\r\ncHc=\r\n",
-        64,
-        ok_caps,
-    );
+    let seen = run(b"a AUTHENTICATE LOGIN YWxpY2U=\r\ncHc=\r\n", 64);
     assert_eq!(seen[1], auth("alice", b"pw", "LOGIN"));
     // Cancelled, bad base64, malformed PLAIN, unknown mechanism.
-    let seen = drive(
-        plain_settings(),
-        b"a AUTHENTICATE PLAIN\r\n*\r\nb AUTHENTICATE PLAIN\r\n!!\r\nc AUTHENTICATE PLAIN YWxpY2U=\r\nd AUTHENTICATE CRAM-MD5\r\n",
-        200,
-        ok_caps,
-    );
+    let seen = run(b"a AUTHENTICATE PLAIN\r\n*\r\nb AUTHENTICATE PLAIN\r\n!!\r\nc AUTHENTICATE PLAIN YWxpY2U=\r\nd AUTHENTICATE CRAM-MD5\r\n", 200);
     assert_eq!(
         seen,
         vec![out(&format!(
@@ -204,30 +166,28 @@ fn plaintext_auth_refused_without_tls() {
 fn starttls_discards_pipelined_commands() {
     let settings = ImapSettings::default();
     let mut front = ImapFrontEnd::new(settings);
-    assert!(matches!(front.next_action(), Action::Send(_)));
+    assert!(matches!(front.next_step(), Step::Send(_)));
     front.feed(b"a STARTTLS\r\nb LOGIN alice pw\r\n");
-    let Action::Send(reply) = front.next_action() else {
+    let Step::Send(reply) = front.next_step() else {
         panic!()
     };
     assert_eq!(reply, b"a OK Begin TLS negotiation now.\r\n");
-    assert!(matches!(front.next_action(), Action::StartTls));
+    assert!(matches!(front.next_step(), Step::StartTls));
     // Bytes arriving before the handshake completes are not buffered either.
     front.feed(b"c LOGIN alice pw\r\n");
     front.tls_established();
-    assert!(matches!(front.next_action(), Action::Read));
+    assert!(matches!(front.next_step(), Step::Read));
     // Over TLS: STARTTLS is gone, authentication is offered.
     front.feed(b"d CAPABILITY\r\ne STARTTLS\r\n");
-    let Action::Send(caps) = front.next_action() else {
+    // The untagged and the tagged reply to one command are one send.
+    let Step::Send(caps) = front.next_step() else {
         panic!()
     };
     assert_eq!(
         caps,
-        b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\n"
+        b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\nd OK Capability completed.\r\n"
     );
-    let Action::Send(_) = front.next_action() else {
-        panic!()
-    };
-    let Action::Send(again) = front.next_action() else {
+    let Step::Send(again) = front.next_step() else {
         panic!()
     };
     assert_eq!(again, b"e BAD TLS is already active.\r\n");
@@ -263,49 +223,24 @@ fn limits() {
         ..plain_settings()
     };
     let greeting = GREETING_PLAIN;
+    let run = |input: &[u8]| drive(settings.clone(), input, 100, ok_caps);
+    let closed_after = |text: &str| vec![out(&format!("{greeting}{text}")), Seen::Close];
     // A line over the limit: BYE and close, without waiting for its end.
-    let seen = drive(settings.clone(), &[b'a'; 100], 100, ok_caps);
-    assert_eq!(
-        seen,
-        vec![
-            out(&format!("{greeting}* BYE Line too long.\r\n")),
-            Seen::Close
-        ]
-    );
+    assert_eq!(run(&[b'a'; 100]), closed_after("* BYE Line too long.\r\n"));
     // A synchronising literal over the limit is refused and the session goes on.
-    let seen = drive(
-        settings.clone(),
-        b"a LOGIN {11}\r\nb NOOP\r\n",
-        100,
-        ok_caps,
-    );
     assert_eq!(
-        seen,
+        run(b"a LOGIN {11}\r\nb NOOP\r\n"),
         vec![out(&format!(
             "{greeting}a BAD Literal too large.\r\nb OK NOOP completed.\r\n"
         ))]
     );
     // A non-synchronising one cannot be skipped safely: close.
-    let seen = drive(
-        settings.clone(),
-        b"a LOGIN {11+}\r\n01234567890\r\n",
-        100,
-        ok_caps,
-    );
     assert_eq!(
-        seen,
-        vec![
-            out(&format!("{greeting}* BYE Literal too large.\r\n")),
-            Seen::Close
-        ]
+        run(b"a LOGIN {11+}\r\n01234567890\r\n"),
+        closed_after("* BYE Literal too large.\r\n")
     );
     // Commands before authentication.
-    let seen = drive(
-        settings.clone(),
-        b"a NOOP\r\nb NOOP\r\nc NOOP\r\nd NOOP\r\ne NOOP\r\n",
-        100,
-        ok_caps,
-    );
+    let seen = run(b"a NOOP\r\nb NOOP\r\nc NOOP\r\nd NOOP\r\ne NOOP\r\n");
     assert_eq!(seen.last(), Some(&Seen::Close),);
     assert!(
         matches!(&seen[0], Seen::Out(t) if t.ends_with("d OK NOOP completed.\r\n* BYE Too many commands before authentication.\r\n"))
@@ -315,7 +250,7 @@ fn limits() {
         settings,
         b"a LOGIN x y\r\nb LOGIN x y\r\nc LOGIN x y\r\n",
         100,
-        bad,
+        refused,
     );
     assert_eq!(seen.last(), Some(&Seen::Close));
     let auths = seen
@@ -410,28 +345,19 @@ fn user_names_with_control_characters_never_reach_the_driver() {
 
 #[test]
 fn idle_timeout_and_shutdown_say_goodbye() {
-    let mut front = ImapFrontEnd::new(plain_settings());
-    let _ = front.next_action();
-    front.idle_timeout();
-    let Action::Send(bye) = front.next_action() else {
-        panic!()
-    };
-    assert_eq!(bye, b"* BYE Disconnected for inactivity.\r\n");
-    assert!(matches!(front.next_action(), Action::Close));
-    let mut front = ImapFrontEnd::new(plain_settings());
-    front.shutdown();
-    let Action::Send(bye) = front.next_action() else {
-        panic!()
-    };
-    assert_eq!(bye, b"* BYE Server shutting down.\r\n");
-    let mut front = ImapFrontEnd::new(plain_settings());
-    let _ = front.next_action();
-    front.login_timeout();
-    let Action::Send(bye) = front.next_action() else {
-        panic!()
-    };
-    assert_eq!(bye, b"* BYE Login took too long.\r\n");
-    assert!(matches!(front.next_action(), Action::Close));
+    let front = || ImapFrontEnd::new(plain_settings());
+    assert_eq!(
+        goodbye(front(), FrontEnd::idle_timeout),
+        b"* BYE Disconnected for inactivity.\r\n"
+    );
+    assert_eq!(
+        goodbye(front(), FrontEnd::shutdown),
+        b"* BYE Server shutting down.\r\n"
+    );
+    assert_eq!(
+        goodbye(front(), FrontEnd::login_timeout),
+        b"* BYE Login took too long.\r\n"
+    );
 }
 
 #[test]

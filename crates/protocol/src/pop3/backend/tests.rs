@@ -1,47 +1,13 @@
 //! Byte-level tests of the POP3 backend login against scripted server transcripts.
 
-use std::net::SocketAddr;
-
 use mailfront_model::Secret;
 
 use super::*;
-use crate::sasl::{decode_base64, decode_plain};
-
-fn master(mechanism: SaslMechanism) -> BackendAuth {
-    BackendAuth::Master {
-        user: "alice@example.com".into(),
-        master: "casmaster".into(),
-        password: Secret::new("masterpw".into()),
-        separator: "*".into(),
-        mechanism,
-    }
-}
+use crate::testing::{self, log_in as run, master};
+use crate::{Machine, Step};
 
 fn client() -> ClientInfo {
-    ClientInfo {
-        client: "192.0.2.7:50123".parse::<SocketAddr>().unwrap(),
-        local: "127.0.0.1:1110".parse::<SocketAddr>().unwrap(),
-        session_id: "abc-1".into(),
-    }
-}
-
-fn run(mut login: Pop3BackendLogin, script: &[u8], chunk: usize) -> (String, BackendAction) {
-    let mut sent = String::new();
-    let mut pieces = script.chunks(chunk.max(1));
-    loop {
-        match login.next_action() {
-            BackendAction::Send(bytes) => sent.push_str(&String::from_utf8(bytes).unwrap()),
-            BackendAction::Read => match pieces.next() {
-                Some(piece) => login.feed(piece),
-                None => login.eof(),
-            },
-            BackendAction::StartTls => {
-                sent.push_str("<TLS>");
-                login.tls_established();
-            }
-            end => return (sent, end),
-        }
-    }
+    testing::client("192.0.2.7:50123", "127.0.0.1:1110", "abc-1")
 }
 
 const DOVECOT_CAPA: &[u8] = b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN LOGIN\r\nXCLIENT\r\n.\r\n";
@@ -51,25 +17,23 @@ fn master_plain_with_xclient_at_every_split() {
     let mut script = b"+OK Dovecot ready.\r\n".to_vec();
     script.extend_from_slice(DOVECOT_CAPA);
     script.extend_from_slice(b"+OK\r\n+OK Logged in.\r\n");
-    for chunk in 1..=script.len() {
-        let login = Pop3BackendLogin::new(
+    let login = || {
+        Pop3BackendLogin::new(
             master(SaslMechanism::Plain),
             BackendTls::None,
             Some(client()),
-        );
-        let (sent, end) = run(login, &script, chunk);
+        )
+    };
+    for (chunk, sent, end) in testing::log_in_at_every_split(&script, login) {
         let mut lines = sent.split("\r\n");
         assert_eq!(lines.next(), Some("CAPA"));
         assert_eq!(
             lines.next(),
             Some("XCLIENT ADDR=192.0.2.7 PORT=50123 SESSION=abc1")
         );
-        let b64 = lines.next().unwrap().strip_prefix("AUTH PLAIN ").unwrap();
-        let plain = decode_plain(&decode_base64(b64.as_bytes()).unwrap()).unwrap();
-        assert_eq!(plain.authzid.as_deref(), Some("alice@example.com"));
-        assert_eq!(plain.authcid, "casmaster");
+        testing::assert_master_plain(lines.next().unwrap().strip_prefix("AUTH PLAIN ").unwrap());
         assert!(
-            matches!(end, BackendAction::Ready { .. }),
+            matches!(end, LoginEvent::Ready { .. }),
             "chunk {chunk}: {end:?}"
         );
     }
@@ -88,49 +52,35 @@ fn master_user_pass_with_separator() {
         sent,
         "CAPA\r\nUSER alice@example.com*casmaster\r\nPASS masterpw\r\n"
     );
-    assert!(matches!(end, BackendAction::Ready { .. }));
+    assert!(matches!(end, LoginEvent::Ready { .. }));
 }
 
 #[test]
 fn refusals() {
+    let failure = |tls, script: &[u8], chunk| {
+        let login = Pop3BackendLogin::new(master(SaslMechanism::Plain), tls, None);
+        testing::failure(login, script, chunk)
+    };
     let mut script = b"+OK hi\r\n".to_vec();
     script.extend_from_slice(DOVECOT_CAPA);
-    script.extend_from_slice(b"-ERR [AUTH] Authentication failed.\r\n");
-    let (_, end) = run(
-        Pop3BackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None),
-        &script,
-        3,
-    );
+    let mut refused = script.clone();
+    refused.extend_from_slice(b"-ERR [AUTH] Authentication failed.\r\n");
     assert!(
-        matches!(end, BackendAction::Failed(BackendFailure::Refused(t)) if t.contains("[AUTH]"))
-    );
-    let (_, end) = run(
-        Pop3BackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None),
-        b"* OK IMAP\r\n",
-        99,
+        matches!(failure(BackendTls::None, &refused, 3), BackendFailure::Refused(t) if t.contains("[AUTH]"))
     );
     assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::Protocol(_))
+        failure(BackendTls::None, b"* OK IMAP\r\n", 99),
+        BackendFailure::Protocol(_)
     ));
-    let (_, end) = run(
-        Pop3BackendLogin::new(master(SaslMechanism::Plain), BackendTls::None, None),
-        b"+OK hi\r\n",
-        99,
+    assert_eq!(
+        failure(BackendTls::None, b"+OK hi\r\n", 99),
+        BackendFailure::Closed
     );
-    assert!(matches!(end, BackendAction::Failed(BackendFailure::Closed)));
     // STLS required but not offered.
-    let mut script = b"+OK hi\r\n".to_vec();
-    script.extend_from_slice(DOVECOT_CAPA);
-    let (_, end) = run(
-        Pop3BackendLogin::new(master(SaslMechanism::Plain), BackendTls::StartTls, None),
-        &script,
-        99,
+    assert_eq!(
+        failure(BackendTls::StartTls, &script, 99),
+        BackendFailure::Unsupported("STLS")
     );
-    assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::Unsupported("STLS"))
-    ));
 }
 
 #[test]
@@ -142,30 +92,31 @@ fn pass_through_user_pass_refuses_line_breaks() {
     };
     let mut script = b"+OK hi\r\n".to_vec();
     script.extend_from_slice(DOVECOT_CAPA);
-    let (sent, end) = run(
-        Pop3BackendLogin::new(auth, BackendTls::None, None),
-        &script,
-        99,
+    assert_eq!(
+        run(
+            Pop3BackendLogin::new(auth, BackendTls::None, None),
+            &script,
+            99
+        ),
+        (
+            "CAPA\r\n".to_owned(),
+            LoginEvent::Failed(BackendFailure::UnsafeName)
+        )
     );
-    assert_eq!(sent, "CAPA\r\n");
-    assert!(matches!(
-        end,
-        BackendAction::Failed(BackendFailure::UnsafeName)
-    ));
 }
 
 #[test]
 fn stls_to_backend() {
     let mut login = Pop3BackendLogin::new(master(SaslMechanism::Plain), BackendTls::StartTls, None);
-    let _ = login.next_action();
+    let _ = login.next_step();
     login.feed(b"+OK hi\r\n+OK\r\nSTLS\r\nSASL PLAIN\r\n.\r\n");
-    assert!(matches!(login.next_action(), BackendAction::Send(b) if b == b"CAPA\r\n"));
-    assert!(matches!(login.next_action(), BackendAction::Send(b) if b == b"STLS\r\n"));
-    assert!(matches!(login.next_action(), BackendAction::Read));
+    assert!(matches!(login.next_step(), Step::Send(b) if b == b"CAPA\r\n"));
+    assert!(matches!(login.next_step(), Step::Send(b) if b == b"STLS\r\n"));
+    assert!(matches!(login.next_step(), Step::Read));
     login.feed(b"+OK Begin TLS\r\n+OK injected\r\n");
-    assert!(matches!(login.next_action(), BackendAction::StartTls));
+    assert!(matches!(login.next_step(), Step::StartTls));
     login.tls_established();
     let (sent, end) = run(login, b"+OK\r\nSASL PLAIN\r\n.\r\n+OK Logged in.\r\n", 4);
     assert!(sent.starts_with("CAPA\r\nAUTH PLAIN "), "{sent}");
-    assert!(matches!(end, BackendAction::Ready { .. }));
+    assert!(matches!(end, LoginEvent::Ready { .. }));
 }

@@ -1,7 +1,8 @@
 //! Byte-level tests of the POP3 front end, including every split of the input.
 
 use super::*;
-use crate::testing::{Seen, drive};
+use crate::testing::{Seen, auth, drive, goodbye, out, password_pw, proxied, refused};
+use crate::{Machine, Step};
 
 fn settings() -> Pop3Settings {
     Pop3Settings {
@@ -19,37 +20,10 @@ fn run(
     drive(Pop3FrontEnd::new(settings), input, input.len(), answer)
 }
 
-fn ok(_: &Credentials) -> AuthResult {
-    AuthResult::Proxied { capabilities: None }
-}
-
-fn bad(_: &Credentials) -> AuthResult {
-    AuthResult::Failed(AuthFailure::BadCredentials)
-}
-
-fn out(text: &str) -> Seen {
-    Seen::Out(text.to_owned())
-}
-
-fn auth(user: &str, password: &[u8], mechanism: &'static str) -> Seen {
-    Seen::Auth {
-        authcid: user.into(),
-        authzid: None,
-        password: password.to_vec(),
-        mechanism,
-    }
-}
-
 #[test]
 fn every_split_gives_the_same_session() {
     let input: &[u8] = b"CAPA\r\nNOOP\r\nUSER alice\r\nPASS wrong pw\r\nAUTH PLAIN\r\nAGFsaWNlAHB3\r\nSTAT\r\nLIST";
-    let mut answer = |c: &Credentials| {
-        if c.password.expose() == b"pw" {
-            ok(c)
-        } else {
-            bad(c)
-        }
-    };
+    let mut answer = password_pw(proxied);
     let expected = vec![
         out(
             "+OK mailfront ready.\r\n+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n-ERR Not logged in.\r\n+OK\r\n",
@@ -71,20 +45,20 @@ fn every_split_gives_the_same_session() {
 
 #[test]
 fn auth_forms() {
-    let seen = run(settings(), b"AUTH PLAIN AGFsaWNlAHB3\r\n", ok);
+    let seen = run(settings(), b"AUTH PLAIN AGFsaWNlAHB3\r\n", proxied);
     assert_eq!(seen[1], auth("alice", b"pw", "PLAIN"));
-    let seen = run(settings(), b"AUTH LOGIN\r\nYWxpY2U=\r\ncHc=\r\n", ok);
+    let seen = run(settings(), b"AUTH LOGIN\r\nYWxpY2U=\r\ncHc=\r\n", proxied);
     assert_eq!(
         seen[0],
         out("+OK mailfront ready.\r\n+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n")
     );
     assert_eq!(seen[1], auth("alice", b"pw", "LOGIN"));
-    let seen = run(settings(), b"AUTH LOGIN YWxpY2U=\r\ncHc=\r\n", ok);
+    let seen = run(settings(), b"AUTH LOGIN YWxpY2U=\r\ncHc=\r\n", proxied);
     assert_eq!(seen[1], auth("alice", b"pw", "LOGIN"));
     let seen = run(
         settings(),
         b"AUTH\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !!\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN =\r\n",
-        ok,
+        proxied,
     );
     assert_eq!(
         seen,
@@ -102,7 +76,7 @@ fn plaintext_refused_and_stls() {
     let seen = run(
         starttls.clone(),
         b"CAPA\r\nUSER alice\r\nAUTH PLAIN AGFsaWNlAHB3\r\n",
-        ok,
+        proxied,
     );
     assert_eq!(
         seen,
@@ -114,18 +88,21 @@ fn plaintext_refused_and_stls() {
     );
     // STLS discards what was pipelined with it.
     let mut front = Pop3FrontEnd::new(starttls);
-    let _ = front.next_action();
+    let _ = front.next_step();
     front.feed(b"STLS\r\nUSER alice\r\nPASS pw\r\n");
     assert!(
-        matches!(front.next_action(), Action::Send(b) if b == b"+OK Begin TLS negotiation now.\r\n")
+        matches!(front.next_step(), Step::Send(b) if b == b"+OK Begin TLS negotiation now.\r\n")
     );
-    assert!(matches!(front.next_action(), Action::StartTls));
+    assert!(matches!(front.next_step(), Step::StartTls));
     front.tls_established();
-    assert!(matches!(front.next_action(), Action::Read));
+    assert!(matches!(front.next_step(), Step::Read));
     front.feed(b"USER alice\r\nPASS pw\r\n");
-    assert!(matches!(front.next_action(), Action::Send(b) if b == b"+OK\r\n"));
-    assert!(matches!(front.next_action(), Action::Authenticate(_)));
-    let seen = run(settings(), b"STLS\r\n", ok);
+    assert!(matches!(front.next_step(), Step::Send(b) if b == b"+OK\r\n"));
+    assert!(matches!(
+        front.next_step(),
+        Step::Event(FrontEvent::Authenticate(_))
+    ));
+    let seen = run(settings(), b"STLS\r\n", proxied);
     assert_eq!(
         seen,
         vec![out(
@@ -165,7 +142,7 @@ fn failures_and_limits() {
         },
         ..settings()
     };
-    let seen = run(limited.clone(), &[b'A'; 700], ok);
+    let seen = run(limited.clone(), &[b'A'; 700], proxied);
     assert_eq!(
         seen,
         vec![
@@ -173,7 +150,7 @@ fn failures_and_limits() {
             Seen::Close
         ]
     );
-    let seen = run(limited, b"NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n", ok);
+    let seen = run(limited, b"NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n", proxied);
     assert_eq!(seen.last(), Some(&Seen::Close));
     assert!(
         matches!(&seen[0], Seen::Out(t) if t.ends_with("-ERR Too many commands before authentication.\r\n"))
@@ -188,7 +165,7 @@ fn failures_and_limits() {
     let seen = run(
         failing,
         b"USER a\r\nPASS b\r\nUSER a\r\nPASS b\r\nUSER a\r\n",
-        bad,
+        refused,
     );
     assert_eq!(seen.last(), Some(&Seen::Close));
     assert!(
@@ -201,7 +178,7 @@ fn quit_and_misc() {
     let seen = run(
         settings(),
         b"PASS x\r\nAPOP a b\r\nRETR 1\r\nXYZZY\r\nUSER \r\nQUIT\r\nNOOP\r\n",
-        ok,
+        proxied,
     );
     assert_eq!(
         seen,
@@ -217,18 +194,13 @@ fn quit_and_misc() {
 
 #[test]
 fn idle_timeout() {
-    let mut front = Pop3FrontEnd::new(settings());
-    let _ = front.next_action();
-    front.idle_timeout();
-    assert!(
-        matches!(front.next_action(), Action::Send(b) if b == b"-ERR Disconnected for inactivity.\r\n")
+    let front = || Pop3FrontEnd::new(settings());
+    assert_eq!(
+        goodbye(front(), FrontEnd::idle_timeout),
+        b"-ERR Disconnected for inactivity.\r\n"
     );
-    assert!(matches!(front.next_action(), Action::Close));
-    let mut front = Pop3FrontEnd::new(settings());
-    let _ = front.next_action();
-    front.login_timeout();
-    assert!(
-        matches!(front.next_action(), Action::Send(b) if b == b"-ERR Login took too long.\r\n")
+    assert_eq!(
+        goodbye(front(), FrontEnd::login_timeout),
+        b"-ERR Login took too long.\r\n"
     );
-    assert!(matches!(front.next_action(), Action::Close));
 }

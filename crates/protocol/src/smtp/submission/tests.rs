@@ -1,7 +1,8 @@
 //! Byte-level tests of the submission front end.
 
 use super::*;
-use crate::testing::{Seen, drive};
+use crate::testing::{Seen, drive, out, password_pw, proxied};
+use crate::{Machine, Step};
 
 fn settings() -> SubmissionSettings {
     SubmissionSettings {
@@ -13,26 +14,12 @@ fn settings() -> SubmissionSettings {
     }
 }
 
-fn ok(_: &Credentials) -> AuthResult {
-    AuthResult::Proxied { capabilities: None }
-}
-
-fn out(text: &str) -> Seen {
-    Seen::Out(text.to_owned())
-}
-
 const EHLO_PLAIN: &str = "250-mx.test greets c\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN\r\n";
 
 #[test]
 fn every_split_gives_the_same_session() {
     let input: &[u8] = b"EHLO c\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH LOGIN\r\nYWxpY2U=\r\ncHc=\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\n";
-    let mut answer = |c: &Credentials| {
-        if c.password.expose() == b"pw" {
-            ok(c)
-        } else {
-            AuthResult::Failed(AuthFailure::BadCredentials)
-        }
-    };
+    let mut answer = password_pw(proxied);
     let expected = vec![
         out(&format!(
             "220 mx.test ESMTP ready\r\n{EHLO_PLAIN}530 5.7.0 Authentication required\r\n"
@@ -72,7 +59,7 @@ fn every_split_gives_the_same_session() {
 #[test]
 fn auth_rules() {
     let run = |s: SubmissionSettings, input: &[u8]| {
-        drive(SubmissionFrontEnd::new(s), input, input.len(), ok)
+        drive(SubmissionFrontEnd::new(s), input, input.len(), proxied)
     };
     // AUTH before EHLO.
     assert_eq!(
@@ -106,7 +93,7 @@ fn auth_rules() {
 
 #[test]
 fn other_commands() {
-    let seen = drive(SubmissionFrontEnd::new(settings()), b"HELO c\r\nNOOP\r\nRSET\r\nVRFY x\r\nEXPN x\r\nHELP\r\nFOO\r\nMAIL FROM:x\r\nRCPT TO:<a@b>\r\nDATA\r\nSTARTTLS\r\nQUIT\r\nNOOP\r\n", 500, ok);
+    let seen = drive(SubmissionFrontEnd::new(settings()), b"HELO c\r\nNOOP\r\nRSET\r\nVRFY x\r\nEXPN x\r\nHELP\r\nFOO\r\nMAIL FROM:x\r\nRCPT TO:<a@b>\r\nDATA\r\nSTARTTLS\r\nQUIT\r\nNOOP\r\n", 500, proxied);
     assert_eq!(
         seen,
         vec![
@@ -124,22 +111,18 @@ fn other_commands() {
 #[test]
 fn starttls_resets_and_discards() {
     let mut front = SubmissionFrontEnd::new(SubmissionSettings::default());
-    let _ = front.next_action();
+    let _ = front.next_step();
     front.feed(b"EHLO c\r\nSTARTTLS\r\nAUTH PLAIN AGFAYgBj\r\n");
-    let Action::Send(_) = front.next_action() else {
+    let Step::Send(_) = front.next_step() else {
         panic!()
     };
-    assert!(
-        matches!(front.next_action(), Action::Send(b) if b == b"220 2.0.0 Ready to start TLS\r\n")
-    );
-    assert!(matches!(front.next_action(), Action::StartTls));
+    assert!(matches!(front.next_step(), Step::Send(b) if b == b"220 2.0.0 Ready to start TLS\r\n"));
+    assert!(matches!(front.next_step(), Step::StartTls));
     front.tls_established();
-    assert!(matches!(front.next_action(), Action::Read));
+    assert!(matches!(front.next_step(), Step::Read));
     // After TLS, EHLO is needed again.
     front.feed(b"AUTH PLAIN AGFAYgBj\r\n");
-    assert!(
-        matches!(front.next_action(), Action::Send(b) if b == b"503 5.5.1 Send EHLO first\r\n")
-    );
+    assert!(matches!(front.next_step(), Step::Send(b) if b == b"503 5.5.1 Send EHLO first\r\n"));
 }
 
 #[test]
@@ -178,7 +161,7 @@ fn failures_and_limits() {
         SubmissionFrontEnd::new(tight.clone()),
         &[b'x'; 700],
         700,
-        ok,
+        proxied,
     );
     assert_eq!(
         seen,
@@ -191,7 +174,7 @@ fn failures_and_limits() {
         SubmissionFrontEnd::new(tight),
         b"NOOP\r\nNOOP\r\nNOOP\r\n",
         500,
-        ok,
+        proxied,
     );
     assert!(
         matches!(&seen[0], Seen::Out(t) if t.ends_with("421 4.7.0 Too many commands before authentication\r\n"))

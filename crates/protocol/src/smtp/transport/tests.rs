@@ -1,6 +1,7 @@
 //! Tests of the front-end transport machine with a scripted driver.
 
 use super::*;
+use crate::{Machine, Step};
 
 /// What the scripted driver saw.
 #[derive(Debug, Default)]
@@ -61,30 +62,28 @@ fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chun
     let mut pieces = input.chunks(chunk.max(1));
     let mut open: Option<(Envelope, Vec<u8>)> = None;
     loop {
-        match server.next_action() {
-            TransportAction::Send(bytes) => {
-                world.output.push_str(&String::from_utf8(bytes).unwrap())
-            }
-            TransportAction::Read => match pieces.next() {
+        match server.next_step() {
+            Step::Send(bytes) => world.output.push_str(&String::from_utf8(bytes).unwrap()),
+            Step::Read => match pieces.next() {
                 Some(piece) => server.feed(piece),
                 None => {
                     server.client_closed();
                     // Drain what closing queued (an abort).
-                    while let TransportAction::AbortDelivery = server.next_action() {
+                    while let Step::Event(TransportEvent::AbortDelivery) = server.next_step() {
                         world.aborted += 1;
                     }
                     return world;
                 }
             },
-            TransportAction::StartTls => server.tls_established(),
-            TransportAction::Close => {
+            Step::StartTls => server.tls_established(),
+            Step::Event(TransportEvent::Close) => {
                 world.closed = true;
                 return world;
             }
-            TransportAction::CheckRecipient(to) => {
+            Step::Event(TransportEvent::CheckRecipient(to)) => {
                 server.recipient_checked((script.recipient)(&to))
             }
-            TransportAction::OpenDelivery(envelope) => {
+            Step::Event(TransportEvent::OpenDelivery(envelope)) => {
                 world.opened += 1;
                 let result = (script.open)(&envelope);
                 if result.is_ok() {
@@ -92,12 +91,12 @@ fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chun
                 }
                 server.delivery_opened(result);
             }
-            TransportAction::Content(bytes) => open
+            Step::Event(TransportEvent::Content(bytes)) => open
                 .as_mut()
                 .expect("content without delivery")
                 .1
                 .extend(bytes),
-            TransportAction::FinishDelivery => {
+            Step::Event(TransportEvent::FinishDelivery) => {
                 let (envelope, content) = open.take().expect("finish without delivery");
                 let reply = (script.finish)(&content);
                 if reply.is_positive() {
@@ -105,7 +104,7 @@ fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chun
                 }
                 server.delivery_finished(reply);
             }
-            TransportAction::AbortDelivery => {
+            Step::Event(TransportEvent::AbortDelivery) => {
                 world.aborted += 1;
                 open = None;
             }
@@ -274,31 +273,31 @@ fn starttls_and_refusal_at_connect() {
         ..settings()
     };
     let mut server = TransportServer::new(tls);
-    let _ = server.next_action();
+    let _ = server.next_step();
     server.feed(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n");
-    let TransportAction::Send(ehlo) = server.next_action() else {
+    let Step::Send(ehlo) = server.next_step() else {
         panic!()
     };
     assert!(String::from_utf8(ehlo).unwrap().contains("250 STARTTLS"));
     assert_eq!(
-        server.next_action(),
-        TransportAction::Send(b"220 2.0.0 Ready to start TLS\r\n".to_vec())
+        server.next_step(),
+        Step::Send(b"220 2.0.0 Ready to start TLS\r\n".to_vec())
     );
-    assert_eq!(server.next_action(), TransportAction::StartTls);
+    assert_eq!(server.next_step(), Step::StartTls);
     server.tls_established();
-    assert_eq!(server.next_action(), TransportAction::Read);
+    assert_eq!(server.next_step(), Step::Read);
     server.feed(b"MAIL FROM:<a@b>\r\n");
     assert_eq!(
-        server.next_action(),
-        TransportAction::Send(b"503 5.5.1 Send HELO/EHLO first\r\n".to_vec())
+        server.next_step(),
+        Step::Send(b"503 5.5.1 Send HELO/EHLO first\r\n".to_vec())
     );
 
     let mut refused = TransportServer::refuse(settings(), "Not a mailbox server");
     assert_eq!(
-        refused.next_action(),
-        TransportAction::Send(b"554 5.7.1 Not a mailbox server\r\n".to_vec())
+        refused.next_step(),
+        Step::Send(b"554 5.7.1 Not a mailbox server\r\n".to_vec())
     );
-    assert_eq!(refused.next_action(), TransportAction::Close);
+    assert_eq!(refused.next_step(), Step::Event(TransportEvent::Close));
 }
 
 #[test]

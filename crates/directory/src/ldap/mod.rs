@@ -1,0 +1,523 @@
+//! The LDAP directory: users are entries in an LDAP server (OpenLDAP, 389 DS, Active Directory…).
+//!
+//! In the flow of a session (docs/architecture.md) this is the *auth* step when the directory lives in LDAP:
+//! [`LdapDirectory`] finds the user's entry, checks the password by binding as that entry, and
+//! maps the entry's attributes to a [`Principal`]. Wrap it in
+//! [`CachedDirectory`](crate::cache::CachedDirectory) so that every login does not cost the
+//! directory a search and a bind.
+//!
+//! ```toml
+//! [directory]
+//! backend = "ldap"
+//! url = "ldaps://ldap.example.com"            # or ldap:// (with starttls = true)
+//! starttls = false                            # StartTLS on an ldap:// URL
+//! ca_file = "/etc/mailfront/ldap-ca.pem"      # optional; default: the system's CA certificates
+//! base = "ou=people,dc=example,dc=com"
+//! filter = "(|(mail={login})(mailAlternateAddress={login}))"     # the default
+//! # user_dn = "uid={local},ou=people,dc=example,dc=com"  # optional: bind without searching
+//! service_dn = "cn=mailfront,ou=services,dc=example,dc=com"      # optional; default anonymous
+//! service_password_file = "/etc/mailfront/ldap.pw"               # with service_dn
+//! timeout = "5s"              # a whole directory call: connect, TLS, bind(s) and search
+//! pool_size = 8               # connections kept for searches (and as many for binds)
+//! cache_ttl = "60s"           # for CachedDirectory
+//! negative_cache_ttl = "10s"  # for CachedDirectory
+//!
+//! [directory.attributes]      # the defaults
+//! address = "mail"
+//! aliases = "mailAlternateAddress"
+//! display_name = "cn"
+//! mailbox_guid = "entryUUID"
+//! # tenant = "o"              # optional; default: the domain of the address
+//! database = "mailboxDatabase"
+//! version = "mailboxVersion"
+//! protocols = "mailProtocol"
+//! sip_extension = "telephoneNumber"   # also searched for SIP calls to an extension
+//! enabled = "mailEnabled"
+//! ```
+//!
+//! # How a login is checked
+//!
+//! 1. An empty password is refused at once, before anything reaches the server: a simple bind
+//!    with a DN and an empty password is an *unauthenticated* bind, which some servers answer
+//!    with success (RFC 4513 §5.1.2).
+//! 2. Search mode (no `user_dn`): the filter, with `{login}` replaced by the login name escaped
+//!    as RFC 4515 §3 requires, is searched under `base` (subtree, at most 2 entries) on a
+//!    connection bound as the service account (or anonymous). No entry, or more than one (the
+//!    latter logged as a warning: the directory is ambiguous), is "invalid credentials".
+//! 3. The password is checked by a simple bind as the entry's DN (RFC 4513 §5.1.3) on a
+//!    connection of a second pool that is only ever used for user binds — see
+//!    [`LdapDirectory`] for why. Result code 49 (invalidCredentials) is "invalid credentials";
+//!    anything else that goes wrong is "unavailable".
+//! 4. Template mode (`user_dn` set): the bind goes straight to the templated DN and the entry is
+//!    then read (base scope) *as the user*, so the directory's access rules must let users read
+//!    their own mail attributes. Only names the template maps to a DN log in this way: aliases
+//!    work in search mode.
+//!
+//! # Entries that cannot be used
+//!
+//! An entry without one of the attributes a session needs (address, mailbox GUID, database,
+//! version), or with an unusable value there, cannot be routed anywhere. [`LdapDirectory`]
+//! logs a warning naming the DN and the attribute, and answers as if the user did not exist:
+//! `authenticate` says [`AuthError::InvalidCredentials`] without trying the password (there is
+//! nothing to log in to; the client learns nothing about the directory, and retrying would not
+//! help, which a temporary error would invite), `lookup` says `Ok(None)`. The warning is the
+//! operator's signal. A login or name that matches two or more entries is treated the same way
+//! (warning, no such user).
+//!
+//! A directory that refuses the search itself (say, anonymous searches are not allowed, or the
+//! service account's password is wrong) is *unavailable*, not "invalid credentials": the
+//! problem is the configuration, not the user's password, and the message says what the server
+//! answered.
+//!
+//! # Disabled users and protocols
+//!
+//! The `protocols` attribute lists the protocols a user may use (`imap`, `pop3`, `submission`,
+//! `smtp`, `http`, `sip`; unknown values are ignored with a warning); without it, every protocol.
+//! When the `enabled` attribute is present and its value is `FALSE`, `false`, `0` or `no` (any
+//! case) the user is disabled: the password is still checked, but the principal has *no*
+//! protocols, so routing refuses every protocol with the protocol's own "not allowed" answer.
+//!
+//! # Failures
+//!
+//! Every network step of one call (waiting for a pooled connection, connecting, TLS, binding,
+//! searching) shares one deadline, `timeout` from the start of the call. A pooled connection
+//! that fails at the transport level is dropped and the operation is retried once on a fresh
+//! connection, so a restarted server is used again by the next call without restarting
+//! mailfront. Passwords are never logged or put in an error message.
+//!
+//! # Where is what
+//!
+//! The keys, their checks and the files they name are in `config`; the URL, the filter and DN
+//! templates and their escaping in `syntax`; entries and their mapping to a [`Principal`] in
+//! `entry`; the connection pools in `pool`. This module holds [`LdapDirectory`] and its
+//! [`Directory`] implementation: the searches and binds of a call.
+
+mod config;
+mod entry;
+mod pool;
+mod syntax;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ldap3::{LdapResult, Scope, SearchOptions};
+use mailfront_model::{Principal, Secret};
+use tokio::time::Instant;
+
+pub use config::{LdapAttributes, LdapConfig, LdapSetupError};
+pub use syntax::{escape_dn_value, escape_filter_value};
+
+use crate::{AuthError, Directory, Unavailable};
+use config::{read_service_password, tls_config};
+use entry::{Entry, parse_entry, principal_from_entry};
+use pool::{Pool, Role};
+use syntax::Template;
+
+/// The LDAP result code for a wrong password or an unknown bind DN (RFC 4511 §A.2).
+const INVALID_CREDENTIALS: u32 = 49;
+/// The LDAP result code for a search that hit its size limit (RFC 4511 §A.2).
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
+/// The most entries an address-book listing reads (its search size limit).
+const MAX_LISTED: i32 = 10_000;
+/// Longer login names are refused without asking the server.
+const MAX_LOGIN_LEN: usize = 512;
+
+/// The settings an [`LdapDirectory`] works with, resolved from an [`LdapConfig`].
+struct Settings {
+    url: String,
+    starttls: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    base: String,
+    filter: Template,
+    user_dn: Option<Template>,
+    service: Option<(String, Secret<String>)>,
+    timeout: Duration,
+    attributes: LdapAttributes,
+    requested: Vec<String>,
+}
+
+/// The LDAP directory backend.
+///
+/// It keeps two bounded pools of connections (each `pool_size`): one bound as the service
+/// account (or anonymous) for searches, and one used only for user binds. A user bind changes
+/// the identity of the connection it is sent on (RFC 4511 §4.2.1), so checking a password on a
+/// search connection would leave it bound as that user — or, if re-binding the service account
+/// afterwards failed, searching with the user's rights. A separate pool avoids that class of
+/// mistake without a TCP and TLS handshake per login: each bind on a bind connection replaces
+/// whatever identity the previous one left, and nothing else runs there.
+///
+/// Creating the directory does not connect: the first call does, and a server that is down at
+/// start-up makes calls fail with "unavailable" until it is back. See [`LdapDirectory::probe`].
+pub struct LdapDirectory {
+    settings: Settings,
+    search: Pool,
+    bind: Pool,
+}
+
+impl std::fmt::Debug for LdapDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapDirectory")
+            .field("url", &self.settings.url)
+            .field("base", &self.settings.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one search for a login came out.
+enum Found {
+    Nobody,
+    One(Entry),
+    Several,
+}
+
+impl LdapDirectory {
+    /// Validates the configuration and reads the files it names (service password, CA
+    /// certificates). Does not connect.
+    pub fn new(config: &LdapConfig) -> Result<Self, LdapSetupError> {
+        config.validate().map_err(LdapSetupError::Invalid)?;
+        // ldap3 builds its own rustls configuration (system roots) when no CA file is given,
+        // with rustls' process-wide provider. Another part of mailfront may have installed it
+        // already, which is fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let tls = config.ca_file.as_deref().map(tls_config).transpose()?;
+        let service = match (&config.service_dn, &config.service_password_file) {
+            (Some(dn), Some(path)) => Some((dn.clone(), read_service_password(path)?)),
+            _ => None,
+        };
+        let filter =
+            Template::parse(&config.filter, &["login"]).map_err(LdapSetupError::Invalid)?;
+        let user_dn = config
+            .user_dn
+            .as_deref()
+            .map(|t| Template::parse(t, &["login", "local", "domain"]))
+            .transpose()
+            .map_err(LdapSetupError::Invalid)?;
+        let settings = Settings {
+            url: config.url.clone(),
+            starttls: config.starttls,
+            tls,
+            base: config.base.clone(),
+            filter,
+            user_dn,
+            service,
+            timeout: config.timeout,
+            attributes: config.attributes.clone(),
+            requested: config.attributes.requested(),
+        };
+        Ok(Self {
+            settings,
+            search: Pool::new(Role::Search, config.pool_size),
+            bind: Pool::new(Role::Bind, config.pool_size),
+        })
+    }
+
+    /// Asks the server once, for `mailfront check` and start-up logs: connects (binding the
+    /// service account, if any) and reads the `base` entry. The connection stays in the pool.
+    pub async fn probe(&self) -> Result<(), Unavailable> {
+        let deadline = Instant::now() + self.settings.timeout;
+        let base = self.settings.base.as_str();
+        // "1.1": no attributes, just whether the entry is there (RFC 4511 §4.5.1.8).
+        let result = self
+            .run(&self.search, deadline, "probe", |mut ldap| async move {
+                ldap.search(base, Scope::Base, "(objectClass=*)", ["1.1"])
+                    .await
+            })
+            .await?;
+        let ldap3::SearchResult(entries, outcome) = result;
+        if outcome.rc != 0 || entries.is_empty() {
+            return Err(self.unavailable(
+                "probe",
+                format_args!("cannot read the base {base}: {}", describe(&outcome)),
+            ));
+        }
+        Ok(())
+    }
+
+    fn unavailable(&self, step: &str, error: impl std::fmt::Display) -> Unavailable {
+        Unavailable(format!("LDAP {} ({step}): {error}", self.settings.url))
+    }
+
+    fn timed_out(&self, step: &str) -> Unavailable {
+        self.unavailable(
+            step,
+            format_args!(
+                "no answer within {}",
+                humantime_serde::re::humantime::format_duration(self.settings.timeout)
+            ),
+        )
+    }
+
+    /// Every entry with an address under the base (at most [`MAX_LISTED`]), for the address
+    /// book.
+    async fn search_all(&self, deadline: Instant) -> Result<Vec<Entry>, Unavailable> {
+        let base = self.settings.base.as_str();
+        let attributes = &self.settings.requested;
+        let filter = format!("({}=*)", self.settings.attributes.address);
+        let result = self
+            .run(&self.search, deadline, "search", |mut ldap| {
+                let filter = filter.clone();
+                async move {
+                    ldap.with_search_options(SearchOptions::new().sizelimit(MAX_LISTED))
+                        .search(base, Scope::Subtree, &filter, attributes)
+                        .await
+                }
+            })
+            .await?;
+        let ldap3::SearchResult(entries, outcome) = result;
+        if outcome.rc == SIZE_LIMIT_EXCEEDED {
+            tracing::warn!(base = %self.settings.base, limit = MAX_LISTED, "address list truncated at the size limit");
+        } else if outcome.rc != 0 {
+            return Err(self.unavailable("search", describe(&outcome)));
+        }
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| parse_entry(e.0))
+            .collect())
+    }
+
+    /// Searches for the entry of `login` with the filter, on a search connection.
+    async fn find(&self, login: &str, deadline: Instant) -> Result<Found, Unavailable> {
+        self.search_entry(self.settings.filter.expand(login), deadline)
+            .await
+    }
+
+    /// Searches `filter` under the base (subtree, at most two entries), on a search connection.
+    async fn search_entry(&self, filter: String, deadline: Instant) -> Result<Found, Unavailable> {
+        let base = self.settings.base.as_str();
+        let attributes = &self.settings.requested;
+        let result = self
+            .run(&self.search, deadline, "search", |mut ldap| {
+                let filter = filter.clone();
+                async move {
+                    ldap.with_search_options(SearchOptions::new().sizelimit(2))
+                        .search(base, Scope::Subtree, &filter, attributes)
+                        .await
+                }
+            })
+            .await?;
+        let ldap3::SearchResult(entries, outcome) = result;
+        if outcome.rc == SIZE_LIMIT_EXCEEDED || entries.len() > 1 {
+            return Ok(Found::Several);
+        }
+        if outcome.rc != 0 {
+            return Err(self.unavailable("search", describe(&outcome)));
+        }
+        match entries.into_iter().next() {
+            None => Ok(Found::Nobody),
+            Some(entry) => parse_entry(entry.0)
+                .map(Found::One)
+                .ok_or_else(|| self.unavailable("search", "malformed entry in the result")),
+        }
+    }
+
+    /// Checks `password` by a simple bind as `dn` on a bind connection. `Ok(false)`: refused.
+    async fn bind_as(
+        &self,
+        dn: &str,
+        password: &str,
+        deadline: Instant,
+    ) -> Result<bool, Unavailable> {
+        let result = self
+            .run(&self.bind, deadline, "bind", |mut ldap| async move {
+                ldap.simple_bind(dn, password).await
+            })
+            .await?;
+        match result.rc {
+            0 => Ok(true),
+            INVALID_CREDENTIALS => Ok(false),
+            _ => Err(self.unavailable("bind", describe(&result))),
+        }
+    }
+
+    /// Template mode: binds as the templated DN and reads that entry as the user.
+    async fn bind_and_read(
+        &self,
+        dn: &str,
+        password: &str,
+        deadline: Instant,
+    ) -> Result<Option<Entry>, AuthError> {
+        let attributes = &self.settings.requested;
+        let (bound, read) = self
+            .run(&self.bind, deadline, "bind", |mut ldap| async move {
+                let bound = ldap.simple_bind(dn, password).await?;
+                if bound.rc != 0 {
+                    return Ok((bound, None));
+                }
+                let read = ldap
+                    .search(dn, Scope::Base, "(objectClass=*)", attributes)
+                    .await?;
+                Ok((bound, Some(read)))
+            })
+            .await
+            .map_err(|e| AuthError::Unavailable(e.0))?;
+        match bound.rc {
+            0 => {}
+            INVALID_CREDENTIALS => return Err(AuthError::InvalidCredentials),
+            _ => {
+                return Err(AuthError::Unavailable(
+                    self.unavailable("bind", describe(&bound)).0,
+                ));
+            }
+        }
+        let Some(ldap3::SearchResult(entries, outcome)) = read else {
+            return Ok(None);
+        };
+        if outcome.rc != 0 {
+            tracing::warn!(
+                dn,
+                result = %describe(&outcome),
+                "user bound but cannot read their own entry; login refused"
+            );
+            return Ok(None);
+        }
+        Ok(entries.into_iter().next().and_then(|e| parse_entry(e.0)))
+    }
+
+    fn usable(&self, entry: &Entry) -> Option<Principal> {
+        match principal_from_entry(entry, &self.settings.attributes) {
+            Ok(principal) => Some(principal),
+            Err(problem) => {
+                tracing::warn!(
+                    dn = %entry.dn,
+                    key = %format_args!("directory.attributes.{}", problem.key),
+                    attribute = %problem.attribute,
+                    problem = %problem.problem,
+                    "directory entry unusable (treated as no such user)"
+                );
+                None
+            }
+        }
+    }
+
+    async fn authenticate_by_search(
+        &self,
+        login: &str,
+        password: &str,
+        deadline: Instant,
+    ) -> Result<Principal, AuthError> {
+        let entry = match self.find(login, deadline).await {
+            Ok(Found::One(entry)) => entry,
+            Ok(Found::Nobody) => return Err(AuthError::InvalidCredentials),
+            Ok(Found::Several) => {
+                tracing::warn!(
+                    login,
+                    base = %self.settings.base,
+                    "login matches more than one directory entry; refused"
+                );
+                return Err(AuthError::InvalidCredentials);
+            }
+            Err(e) => return Err(AuthError::Unavailable(e.0)),
+        };
+        let principal = self.usable(&entry).ok_or(AuthError::InvalidCredentials)?;
+        match self.bind_as(&entry.dn, password, deadline).await {
+            Ok(true) => Ok(principal),
+            Ok(false) => Err(AuthError::InvalidCredentials),
+            Err(e) => Err(AuthError::Unavailable(e.0)),
+        }
+    }
+}
+
+/// An LDAP result for a message: `rc=50 (insufficientAccessRights), dn: "", text: "…"`.
+pub(super) fn describe(result: &LdapResult) -> String {
+    result.to_string()
+}
+
+#[async_trait]
+impl Directory for LdapDirectory {
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &Secret<Vec<u8>>,
+    ) -> Result<Principal, AuthError> {
+        // RFC 4513 §5.1.2: a DN with an empty password is an unauthenticated bind, which a
+        // server may answer with success. Never let one reach the server.
+        if password.expose().is_empty() {
+            tracing::debug!(login, "empty password refused without asking the directory");
+            return Err(AuthError::InvalidCredentials);
+        }
+        if login.is_empty() || login.len() > MAX_LOGIN_LEN || login.chars().any(char::is_control) {
+            return Err(AuthError::InvalidCredentials);
+        }
+        // ldap3 takes the bind password as text; a password that is not UTF-8 cannot be sent.
+        let Ok(password) = std::str::from_utf8(password.expose()) else {
+            tracing::debug!(login, "password is not UTF-8; refused");
+            return Err(AuthError::InvalidCredentials);
+        };
+        let deadline = Instant::now() + self.settings.timeout;
+        match &self.settings.user_dn {
+            None => self.authenticate_by_search(login, password, deadline).await,
+            Some(template) => {
+                let dn = template.expand_dn(login);
+                let entry = self.bind_and_read(&dn, password, deadline).await?;
+                let Some(entry) = entry else {
+                    tracing::warn!(dn = %dn, "bound as the user but found no entry; login refused");
+                    return Err(AuthError::InvalidCredentials);
+                };
+                self.usable(&entry).ok_or(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    async fn list(&self, tenant: &str) -> Result<Vec<Principal>, Unavailable> {
+        let deadline = Instant::now() + self.settings.timeout;
+        let entries = self.search_all(deadline).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|entry| self.usable(entry))
+            .filter(|p| p.tenant.eq_ignore_ascii_case(tenant))
+            .collect())
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Option<Principal>, Unavailable> {
+        if name.is_empty() || name.len() > MAX_LOGIN_LEN || name.chars().any(char::is_control) {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + self.settings.timeout;
+        match self.find(name, deadline).await? {
+            Found::One(entry) => Ok(self.usable(&entry)),
+            Found::Nobody => Ok(None),
+            Found::Several => {
+                tracing::warn!(
+                    name,
+                    base = %self.settings.base,
+                    "name matches more than one directory entry; treated as unknown"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Searches `(<sip_extension attribute>=<extension>)` (the value escaped, RFC 4515 §3)
+    /// under the base. The attribute's own equality rule decides what matches
+    /// (`telephoneNumber` ignores spaces and hyphens). Two entries with the extension are an
+    /// ambiguous directory: a warning, and nobody.
+    async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
+        let attribute = &self.settings.attributes.sip_extension;
+        if attribute.is_empty()
+            || extension.is_empty()
+            || extension.len() > MAX_LOGIN_LEN
+            || extension.chars().any(char::is_control)
+        {
+            return Ok(None);
+        }
+        let filter = format!("({attribute}={})", escape_filter_value(extension));
+        let deadline = Instant::now() + self.settings.timeout;
+        match self.search_entry(filter, deadline).await? {
+            Found::One(entry) => Ok(self.usable(&entry)),
+            Found::Nobody => Ok(None),
+            Found::Several => {
+                tracing::warn!(
+                    extension,
+                    attribute = %attribute,
+                    base = %self.settings.base,
+                    "extension matches more than one directory entry; treated as unknown"
+                );
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

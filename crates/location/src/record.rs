@@ -1,0 +1,120 @@
+//! What the store keeps about each database and server beyond "database → active server": the
+//! Active Manager's bookkeeping, written by failovers and by operators' commands through one
+//! compare-and-swap path, read back by every node.
+//!
+//! - Per database ([`DatabaseRecord`]): the active server, its copies (informational), the
+//!   **epoch** (incremented by every move, so that a client of the store can tell one activation
+//!   from the next), **hold** (never moved automatically), and the last move: who made it
+//!   (`failover`, `switchover`, `evacuation`), why, and when.
+//! - Per server: **maintenance** (it receives no database, and no delivery).
+//!
+//! Older values stay readable: a bare server name is a record with epoch 0, no hold and no last
+//! move, and fields a reader does not know are ignored.
+
+use std::collections::BTreeMap;
+
+use mailfront_model::{DatabaseName, ServerName};
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch, now (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How and when a database got to its active server last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveStamp {
+    /// Who moved it: `failover` (the Active Manager), `switchover` or `evacuation` (operators).
+    pub by: String,
+    /// Why, in words (for operators).
+    #[serde(default)]
+    pub reason: String,
+    /// When, in seconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// One database as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseRecord {
+    /// The server hosting the active copy.
+    pub active: ServerName,
+    /// The servers holding a copy (informational; empty when the value does not say).
+    pub copies: Vec<ServerName>,
+    /// Incremented by every move.
+    pub epoch: u64,
+    /// On hold: never moved automatically.
+    pub hold: bool,
+    /// The last move, if one was recorded.
+    pub moved: Option<MoveStamp>,
+}
+
+impl DatabaseRecord {
+    /// A record that says only where the database is active.
+    pub fn active_on(server: ServerName) -> Self {
+        Self {
+            active: server,
+            copies: Vec::new(),
+            epoch: 0,
+            hold: false,
+            moved: None,
+        }
+    }
+
+    /// Whether the record says more than its active server (and so needs the JSON form).
+    pub fn is_bare(&self) -> bool {
+        self.copies.is_empty() && self.epoch == 0 && !self.hold && self.moved.is_none()
+    }
+
+    /// The record after a move to `to`: the next epoch and a stamp.
+    pub fn moved_to(&self, to: ServerName, stamp: MoveStamp) -> Self {
+        Self {
+            active: to,
+            copies: self.copies.clone(),
+            epoch: self.epoch.saturating_add(1),
+            hold: self.hold,
+            moved: Some(stamp),
+        }
+    }
+}
+
+/// A value read from the store with what a compare-and-swap compares: etcd's modification
+/// revision of the key (0: the key does not exist); in the location file, always 0 (the file
+/// store compares the values themselves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored<T> {
+    /// The value.
+    pub value: T,
+    /// The key's modification revision (etcd), or 0.
+    pub revision: i64,
+}
+
+/// A server's record: in maintenance or not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    /// In maintenance: it receives no database and no delivery.
+    #[serde(default)]
+    pub maintenance: bool,
+    /// Why (for operators).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// Everything the Active Manager reads from the store at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Records {
+    /// Every database the store knows.
+    pub databases: BTreeMap<DatabaseName, Stored<DatabaseRecord>>,
+    /// Every server the store has a record of (servers without one are not in maintenance).
+    pub servers: BTreeMap<ServerName, Stored<ServerRecord>>,
+}
+
+impl Records {
+    /// Whether `server` is in maintenance.
+    pub fn in_maintenance(&self, server: &ServerName) -> bool {
+        self.servers
+            .get(server)
+            .is_some_and(|record| record.value.maintenance)
+    }
+}

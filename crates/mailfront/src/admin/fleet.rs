@@ -1,0 +1,136 @@
+//! The Active Manager's part of the admin API: the fleet's databases and servers, and the
+//! operator's commands (move, hold, maintenance, evacuate). Any node answers: views come from
+//! the store and this node's probes; commands write through the store's compare-and-swap.
+//!
+//! | Method | Path | Does |
+//! |---|---|---|
+//! | GET | `/databases` | every database: active server, copies and their state, epoch, hold, last move |
+//! | GET | `/servers` | every server: its endpoints' health, maintenance, active databases |
+//! | POST | `/databases/move?database=&server=[&force=yes]` | a switchover |
+//! | POST | `/databases/hold?database=&on=yes\|no` | hold on or off |
+//! | POST | `/servers/maintenance?server=&on=yes\|no` | maintenance on or off |
+//! | POST | `/servers/evacuate?server=` | maintenance on, every database moved to its best other copy |
+//!
+//! A command that lost a race with another writer answers `409` (nothing written), one that is
+//! not allowed `422`, and a store that cannot be asked `503`.
+
+use hyper::{Method, StatusCode};
+use mailfront_http::form::field;
+use mailfront_manager::active::ActiveManager;
+use mailfront_manager::ops::CommandError;
+use mailfront_model::{DatabaseName, ServerName};
+use serde_json::json;
+
+use super::Answer;
+
+/// The paths this module answers.
+pub(super) const PATHS: [&str; 6] = [
+    "/databases",
+    "/servers",
+    "/databases/move",
+    "/databases/hold",
+    "/servers/maintenance",
+    "/servers/evacuate",
+];
+
+fn failed(error: &CommandError) -> Answer {
+    let status = match error {
+        CommandError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        CommandError::Conflict(_) => StatusCode::CONFLICT,
+        CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    Answer::error(status, error.to_string())
+}
+
+fn required(query: &str, name: &str) -> Result<String, Answer> {
+    field(query, name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Answer::error(StatusCode::BAD_REQUEST, format!("`{name}` is required")))
+}
+
+fn on_off(query: &str) -> Result<bool, Answer> {
+    match field(query, "on").as_deref() {
+        Some("yes" | "on" | "true" | "1") => Ok(true),
+        Some("no" | "off" | "false" | "0") => Ok(false),
+        _ => Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "`on` must be yes or no",
+        )),
+    }
+}
+
+/// Answers one request for the fleet (`method` and `path` among [`PATHS`]).
+pub(super) async fn answer(
+    manager: &ActiveManager,
+    method: &Method,
+    path: &str,
+    query: &str,
+) -> Answer {
+    let result = match (method.as_str(), path) {
+        ("GET", "/databases") => views(manager, true).await,
+        ("GET", "/servers") => views(manager, false).await,
+        ("POST", "/databases/move") => move_database(manager, query).await,
+        ("POST", "/databases/hold") => hold(manager, query).await,
+        ("POST", "/servers/maintenance") => maintenance(manager, query).await,
+        ("POST", "/servers/evacuate") => evacuate(manager, query).await,
+        _ => Err(Answer::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        )),
+    };
+    result.unwrap_or_else(|answer| answer)
+}
+
+async fn views(manager: &ActiveManager, databases: bool) -> Result<Answer, Answer> {
+    let body = if databases {
+        let list = manager.databases().await.map_err(|e| failed(&e))?;
+        json!({ "leader": manager.is_leader(), "databases": list })
+    } else {
+        let list = manager.servers().await.map_err(|e| failed(&e))?;
+        json!({ "leader": manager.is_leader(), "servers": list })
+    };
+    Ok(Answer::json(StatusCode::OK, &body))
+}
+
+async fn move_database(manager: &ActiveManager, query: &str) -> Result<Answer, Answer> {
+    let database = DatabaseName::new(required(query, "database")?);
+    let server = ServerName::new(required(query, "server")?);
+    let force = field(query, "force").as_deref() == Some("yes");
+    let moved = manager
+        .move_database(&database, &server, force)
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(Answer::json(StatusCode::OK, &json!(moved)))
+}
+
+async fn hold(manager: &ActiveManager, query: &str) -> Result<Answer, Answer> {
+    let database = DatabaseName::new(required(query, "database")?);
+    let on = on_off(query)?;
+    manager
+        .set_hold(&database, on)
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(Answer::json(
+        StatusCode::OK,
+        &json!({ "database": database.as_str(), "hold": on }),
+    ))
+}
+
+async fn maintenance(manager: &ActiveManager, query: &str) -> Result<Answer, Answer> {
+    let server = ServerName::new(required(query, "server")?);
+    let on = on_off(query)?;
+    manager
+        .set_maintenance(&server, on, "set by an operator")
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(Answer::json(
+        StatusCode::OK,
+        &json!({ "server": server.as_str(), "maintenance": on }),
+    ))
+}
+
+async fn evacuate(manager: &ActiveManager, query: &str) -> Result<Answer, Answer> {
+    let server = ServerName::new(required(query, "server")?);
+    let report = manager.evacuate(&server).await.map_err(|e| failed(&e))?;
+    Ok(Answer::json(StatusCode::OK, &json!(report)))
+}

@@ -1,0 +1,127 @@
+//! What the node's sessions and front doors share, as the configuration sets it up: the
+//! resolver (authentication with throttling, the resolve step), how backends are reached, the
+//! HTTPS front door, the admin token.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mailfront_directory::Directory;
+use mailfront_http::cookie::CookieKeys;
+use mailfront_http::{FrontDoorParts, HttpFrontDoor};
+use mailfront_location::Locator;
+use mailfront_metrics::Metrics;
+use mailfront_model::Secret;
+use mailfront_net::node::NodeState;
+use mailfront_net::tls::{self, TlsConnector};
+use mailfront_proxy::NodeServices;
+use mailfront_proxy::backend::{BackendTimeouts, Backends};
+use mailfront_proxy::registry::Registry;
+use mailfront_resolve::throttle::ThrottleSettings;
+use mailfront_resolve::{Resolver, ResolverSettings};
+use mailfront_routing::Topology;
+
+use crate::config::Config;
+
+/// Throttling as configured; its first delay is the failure delay every refusal takes.
+pub fn throttle_settings(config: &Config) -> ThrottleSettings {
+    let t = &config.throttle;
+    ThrottleSettings {
+        enabled: t.enabled,
+        base_delay: config.timeouts.auth_failure_delay,
+        max_delay: t.max_delay,
+        block_after: t.block_after,
+        block_user_after: t.block_user_after,
+        block_for: t.block_for,
+        forget_after: t.forget_after,
+        trusted: t.trusted_networks.clone(),
+    }
+}
+
+/// How the resolver authenticates and looks up: its time limits and throttling.
+pub fn resolver_settings(config: &Config) -> ResolverSettings {
+    let t = &config.timeouts;
+    ResolverSettings {
+        auth_failure_delay: t.auth_failure_delay,
+        directory_timeout: t.directory,
+        throttle: throttle_settings(config),
+    }
+}
+
+/// How the node reaches its mailbox servers.
+pub fn backends(config: &Config, connector: Option<TlsConnector>) -> Backends {
+    let t = &config.timeouts;
+    Backends {
+        tls: connector,
+        timeouts: BackendTimeouts {
+            connect: t.backend_connect,
+            login: t.backend_login,
+        },
+    }
+}
+
+/// What every session of the node shares, built from its parts.
+pub fn node_services(
+    config: &Config,
+    directory: Arc<dyn Directory>,
+    locator: &Arc<Locator>,
+    topology: Topology,
+    connector: Option<TlsConnector>,
+) -> NodeServices {
+    let metrics = Arc::new(Metrics::new());
+    let resolver = Resolver::new(
+        directory,
+        Arc::clone(locator),
+        topology,
+        resolver_settings(config),
+        Arc::clone(&metrics),
+    );
+    NodeServices {
+        resolver: Arc::new(resolver),
+        backends: backends(config, connector),
+        registry: Arc::new(Registry::new(Arc::clone(locator))),
+        metrics,
+    }
+}
+
+/// The HTTPS front door the configuration describes, if it has an `[http]` section.
+pub fn http_front_door(
+    config: &Config,
+    services: &NodeServices,
+    state: &Arc<NodeState>,
+) -> Result<Option<Arc<HttpFrontDoor>>, String> {
+    let Some(http) = &config.http else {
+        return Ok(None);
+    };
+    let keys = CookieKeys::load(&http.cookie_keys).map_err(|e| format!("http.cookie_keys: {e}"))?;
+    let backend_tls = config
+        .backend_tls
+        .as_ref()
+        .map(|t| {
+            tls::backend_client_config(&t.ca_file).map_err(|e| format!("backend_tls.ca_file: {e}"))
+        })
+        .transpose()?;
+    let parts = FrontDoorParts {
+        resolver: Arc::clone(&services.resolver),
+        metrics: Arc::clone(&services.metrics),
+        keys,
+        backend_tls,
+        connect_timeout: services.backends.timeouts.connect,
+        node_name: config.node.name.clone(),
+        state: Arc::clone(state),
+    };
+    HttpFrontDoor::new(http.clone(), parts).map(|front| Some(Arc::new(front)))
+}
+
+/// Reads the admin token file: one line, at least 16 characters.
+pub fn admin_token(file: &Path) -> Result<Secret<String>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("admin.token_file: cannot read {}: {e}", file.display()))?;
+    let token = text.trim();
+    if token.len() < 16 {
+        return Err(format!(
+            "admin.token_file: {} must hold a token of at least 16 characters",
+            file.display()
+        ));
+    }
+    Ok(Secret::new(token.to_owned()))
+}

@@ -1,0 +1,34 @@
+//! TLS towards clients (the certificate of `[tls]`) and towards backends (`[backend_tls]`).
+
+use mailfront_net::tls::{self, TlsAcceptor, TlsConnector};
+
+use crate::config::Config;
+
+/// The TLS acceptor for clients, if `[tls]` is configured.
+pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| tls::server_acceptor(&t.certificate, &t.key).map_err(|e| format!("tls: {e}")))
+        .transpose()
+}
+
+/// The TLS acceptor for HTTPS (ALPN h2 and http/1.1), if `[tls]` is configured.
+pub fn http_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| tls::http_acceptor(&t.certificate, &t.key).map_err(|e| format!("tls: {e}")))
+        .transpose()
+}
+
+/// The TLS connector towards backends, if `[backend_tls]` is configured.
+pub fn connector(config: &Config) -> Result<Option<TlsConnector>, String> {
+    config
+        .backend_tls
+        .as_ref()
+        .map(|t| {
+            tls::backend_connector(&t.ca_file).map_err(|e| format!("backend_tls.ca_file: {e}"))
+        })
+        .transpose()
+}

@@ -1,0 +1,349 @@
+//! The configuration file: one typed tree, validated at load. Every error names its key.
+//!
+//! Relative paths in the file are resolved against the file's own directory, so a
+//! configuration and its companions (users, location map, certificates) travel together.
+//!
+//! [`Config`] is the whole file, and this module reads it ([`Config::load`]), resolves its
+//! paths and validates it section by section. Each section's types, defaults and checks live
+//! in a module of their own (all re-exported here):
+//!
+//! - `node`: `[node]` and `[[site]]`;
+//! - `servers`: `[[server]]` (endpoints, backend login) and `[[database]]`;
+//! - `directory`, `location`: where users and database locations come from;
+//! - `tls`: `[tls]` and `[backend_tls]`;
+//! - `listeners`: `[[listener]]` and `[proxy_protocol]`;
+//! - `transport`: `[transport]` and `[outbound]`;
+//! - `sip`: `[sip]`, and the voice-mail URIs of servers;
+//! - `limits`: `[limits]`, `[timeouts]` and `[reload]`;
+//! - `throttle`, `admin`, `log`: `[throttle]`, `[admin]` and `[log]`;
+//! - `manager`: `[health]` (probes) and `[active_manager]` (automatic failover).
+
+use std::path::{Path, PathBuf};
+
+use mailfront_model::Secret;
+use serde::Deserialize;
+
+mod admin;
+mod directory;
+mod limits;
+mod listeners;
+mod location;
+mod log;
+mod manager;
+mod node;
+mod servers;
+mod sip;
+mod throttle;
+mod tls;
+mod transport;
+
+pub use admin::AdminConfig;
+pub use directory::{DirectoryConfig, LdapAttributes, LdapConfig};
+pub use limits::{LimitsConfig, ReloadConfig, TimeoutsConfig};
+pub use listeners::{
+    ListenerConfig, ListenerProtocol, ListenerTls, ProxyProtocolConfig, SERVED_PROTOCOLS,
+};
+pub use location::{EtcdConfig, LocationConfig};
+pub use log::{LogConfig, LogFormat};
+pub use manager::{ActiveManagerConfig, HealthConfig, ProbeModeConfig};
+pub use node::{NodeConfig, SiteConfig};
+pub use servers::{
+    DatabaseConfig, DeliveryEndpointConfig, DeliveryProtocolConfig, EndpointConfig, EndpointTls,
+    LoginConfig, LoginMethodConfig, MechanismConfig, ServerConfig,
+};
+pub use sip::SipConfig;
+pub use throttle::ThrottleConfig;
+pub use tls::{BackendTlsConfig, TlsConfig};
+pub use transport::{OutboundConfig, RelayConfig, TransportConfig};
+
+/// A configuration that cannot be used. The message starts with the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// What is wrong, starting with the key (`server[1].imap.port: …`).
+    pub message: String,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    pub node: NodeConfig,
+    /// Sites. Optional: when absent, every site named by the node or a server exists implicitly.
+    #[serde(default)]
+    pub site: Vec<SiteConfig>,
+    /// Mailbox servers.
+    pub server: Vec<ServerConfig>,
+    /// Mailbox databases and the servers holding their copies (optional; checks the location map).
+    #[serde(default)]
+    pub database: Vec<DatabaseConfig>,
+    /// Where users come from.
+    pub directory: DirectoryConfig,
+    /// Where database locations come from.
+    pub location: LocationConfig,
+    /// The certificate clients see.
+    pub tls: Option<TlsConfig>,
+    /// Trust towards backends that use TLS.
+    pub backend_tls: Option<BackendTlsConfig>,
+    /// Listeners.
+    pub listener: Vec<ListenerConfig>,
+    /// Pre-login bounds.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The front-end transport.
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// Outbound mail from the mailbox servers.
+    pub outbound: Option<OutboundConfig>,
+    /// SIP listeners: limits and timers.
+    #[serde(default)]
+    pub sip: SipConfig,
+    /// The HTTPS front door (services, forms login, autodiscover).
+    pub http: Option<mailfront_http::config::HttpConfig>,
+    /// Time limits.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// How often watched files are checked for changes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Login throttling.
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
+    /// Who may send PROXY protocol headers.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolConfig,
+    /// The admin listener (health, metrics, sessions, maintenance).
+    pub admin: Option<AdminConfig>,
+    /// Health probes of the mailbox servers.
+    pub health: Option<HealthConfig>,
+    /// Automatic failover (the Active Manager).
+    pub active_manager: Option<ActiveManagerConfig>,
+}
+
+/// Refuses an empty (or blank) `value` for `key`.
+fn nonempty(key: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        Err(format!("{key}: must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file. Relative paths inside are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let error = |message: String| ConfigError {
+            file: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse_str(&text, base).map_err(error)
+    }
+
+    /// Parses and validates the text of a configuration, resolving relative paths inside against
+    /// `base_dir`: everything [`Config::load`] does but reading the file. Reads no file itself
+    /// (the files the configuration names are read when they are used).
+    pub fn parse_str(text: &str, base_dir: &Path) -> Result<Config, String> {
+        let mut config = Config::parse(text)?;
+        config.resolve_paths(base_dir);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses the text of a configuration (no validation, no path resolution).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let deserializer = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_owned();
+            let location = inner
+                .span()
+                .map(|span| {
+                    let line = text
+                        .get(..span.start)
+                        .map_or(0, |t| t.lines().count().max(1));
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            if path == "." {
+                format!("{message}{location}")
+            } else {
+                format!("{path}: {message}{location}")
+            }
+        })?;
+        config.default_sip_tls(text);
+        Ok(config)
+    }
+
+    /// SIP has no STARTTLS, so a SIP listener without a `tls` key gets `none`, not the
+    /// STARTTLS default of the mail protocols. (serde cannot tell "absent" from "starttls"
+    /// after the fact, so the text is looked at again.)
+    fn default_sip_tls(&mut self, text: &str) {
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return;
+        };
+        let raw = table
+            .get("listener")
+            .and_then(toml::Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (listener, raw) in self.listener.iter_mut().zip(raw) {
+            if listener.protocol == ListenerProtocol::Sip && raw.get("tls").is_none() {
+                listener.tls = ListenerTls::None;
+            }
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.directory {
+            DirectoryConfig::File { path } => resolve(path),
+            DirectoryConfig::Ldap(ldap) => {
+                if let Some(file) = &mut ldap.ca_file {
+                    resolve(file);
+                }
+                if let Some(file) = &mut ldap.service_password_file {
+                    resolve(file);
+                }
+            }
+        }
+        match &mut self.location {
+            LocationConfig::File { path } => resolve(path),
+            LocationConfig::Etcd(etcd) => {
+                if let Some(file) = &mut etcd.password_file {
+                    resolve(file);
+                }
+                if let Some(file) = &mut etcd.ca_file {
+                    resolve(file);
+                }
+            }
+        }
+        if let Some(tls) = &mut self.tls {
+            resolve(&mut tls.certificate);
+            resolve(&mut tls.key);
+        }
+        if let Some(backend_tls) = &mut self.backend_tls {
+            resolve(&mut backend_tls.ca_file);
+        }
+        for server in &mut self.server {
+            if let Some(file) = &mut server.login.master_password_file {
+                resolve(file);
+            }
+        }
+        if let Some(http) = &mut self.http {
+            resolve(&mut http.cookie_keys);
+        }
+        if let Some(file) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
+            resolve(file);
+        }
+        if let Some(file) = self
+            .health
+            .as_mut()
+            .and_then(|h| h.login_password_file.as_mut())
+        {
+            resolve(file);
+        }
+    }
+
+    /// Checks everything that the types alone do not. The message names the key.
+    ///
+    /// Sections are checked in a fixed order, and the first error found is the one reported.
+    pub fn validate(&self) -> Result<(), String> {
+        let sites = node::validate(self)?;
+        let servers = servers::validate(self, &sites)?;
+        servers::validate_databases(self, &servers)?;
+        listeners::validate(self)?;
+        transport::validate(self)?;
+        self.directory.validate()?;
+        self.location.validate()?;
+        self.sip.validate()?;
+        if let Some(http) = &self.http {
+            http.validate()?;
+        }
+        self.throttle.validate()?;
+        listeners::validate_proxy_protocol(self)?;
+        if let Some(admin) = &self.admin {
+            admin.validate()?;
+        }
+        limits::validate(self)?;
+        limits::validate_timeouts(self)?;
+        if let Some(health) = &self.health {
+            health.validate()?;
+        }
+        if let Some(manager) = &self.active_manager {
+            manager.validate(self.health.is_some())?;
+        }
+        Ok(())
+    }
+
+    /// Warnings about a valid configuration that an operator should know about.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let DirectoryConfig::Ldap(ldap) = &self.directory {
+            warnings.extend(ldap.warnings());
+        }
+        for (i, listener) in self.listener.iter().enumerate() {
+            let loopback = listener.address.ip().is_loopback();
+            if listener.allow_plaintext_auth && !loopback && listener.tls != ListenerTls::Implicit {
+                warnings.push(format!(
+                    "listener[{i}].allow_plaintext_auth: passwords may cross the network in clear text on {}",
+                    listener.address
+                ));
+            }
+        }
+        for (i, server) in self.server.iter().enumerate() {
+            if server.login.master_password.is_some() {
+                warnings.push(format!(
+                    "server[{i}].login.master_password: prefer master_password_file, so the secret is not in the configuration"
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// Reads the master password of server `index` (inline or from its file).
+    pub fn master_password(&self, index: usize) -> Result<Option<Secret<String>>, String> {
+        let Some(server) = self.server.get(index) else {
+            return Ok(None);
+        };
+        let login = &server.login;
+        if let Some(password) = &login.master_password {
+            return Ok(Some(Secret::new(password.clone())));
+        }
+        match &login.master_password_file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    format!(
+                        "server[{index}].login.master_password_file: cannot read {}: {e}",
+                        file.display()
+                    )
+                })?;
+                let password = text.trim_end_matches(['\r', '\n']).to_owned();
+                if password.is_empty() {
+                    return Err(format!(
+                        "server[{index}].login.master_password_file: {} is empty",
+                        file.display()
+                    ));
+                }
+                Ok(Some(Secret::new(password)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

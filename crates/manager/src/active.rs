@@ -1,0 +1,278 @@
+//! The Active Manager at work: every node reads the store each round (maintenance flags reach
+//! its health board), and the leader plans failovers from its own probes and writes them.
+//!
+//! A round runs every `interval`, and at once when a probe changes an endpoint's state. The
+//! leader writes each move with a compare-and-swap on the database's record, fenced by its
+//! leader key; the one node that wrote it logs `database moved`, and every node's location
+//! source sees the new map and closes the sessions left on the old server.
+//!
+//! Nothing moves while the store cannot be read (the leader cannot know what it would
+//! overwrite) — and with etcd unreachable the leader's term runs out anyway.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mailfront_location::record::{MoveStamp, Records, unix_now};
+use mailfront_metrics::Metrics;
+use mailfront_model::{DatabaseName, ServerName};
+use mailfront_resolve::Resolver;
+use tokio::sync::{Notify, watch};
+
+use crate::health::Health;
+use crate::leader::{Leadership, Term};
+use crate::plan::{DatabaseView, Fleet, Move, MoveKind, Policy, ServerView, plan_failover};
+use crate::store::{Store, WriteError};
+
+/// How the Active Manager runs.
+#[derive(Clone, Debug)]
+pub struct ManagerSettings {
+    /// This node's name (logs).
+    pub node: String,
+    /// The guard rails.
+    pub policy: Policy,
+    /// How often a round runs without a probe's news.
+    pub interval: Duration,
+    /// The configured copies of each database, in activation preference order (`[[database]]`).
+    pub copies: BTreeMap<DatabaseName, Vec<ServerName>>,
+}
+
+/// The Active Manager of one node.
+pub struct ActiveManager {
+    pub(crate) store: Store,
+    pub(crate) leadership: Leadership,
+    pub(crate) resolver: Arc<Resolver>,
+    pub(crate) settings: ManagerSettings,
+    metrics: Arc<Metrics>,
+    /// What the last round said about a halt or skipped databases (said again only when it
+    /// changes, so that a long outage does not fill the log).
+    last_said: Mutex<String>,
+}
+
+impl std::fmt::Debug for ActiveManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActiveManager")
+            .field("node", &self.settings.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// When a stamped move happened.
+fn stamped_at(stamp: &MoveStamp) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(stamp.at)
+}
+
+impl ActiveManager {
+    /// An Active Manager over `store`, acting when `leadership` says so.
+    pub fn new(
+        store: Store,
+        leadership: Leadership,
+        resolver: Arc<Resolver>,
+        settings: ManagerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            leadership,
+            resolver,
+            settings,
+            metrics,
+            last_said: Mutex::new(String::new()),
+        }
+    }
+
+    /// This node's leadership.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    /// Whether this node leads the array now.
+    pub fn is_leader(&self) -> bool {
+        self.leadership.is_leader()
+    }
+
+    /// The fleet as this node sees it: every configured server (its site, its health from this
+    /// node's probes, maintenance from the store) and every database of the store.
+    pub fn fleet(&self, records: &Records) -> Fleet {
+        let topology = self.resolver.topology();
+        let board = self.resolver.health().snapshot();
+        let servers = topology
+            .servers
+            .values()
+            .map(|server| {
+                let probed = board.get(&server.name);
+                let down = probed.is_some_and(|h| !h.all_up());
+                let view = ServerView {
+                    site: server.site.clone(),
+                    health: if down { Health::Down } else { Health::Up },
+                    maintenance: records.in_maintenance(&server.name),
+                    suspect: probed.is_some_and(|h| h.looks_down()),
+                };
+                (server.name.clone(), view)
+            })
+            .collect();
+        let databases = records
+            .databases
+            .iter()
+            .map(|(name, stored)| {
+                let record = &stored.value;
+                let copies = self
+                    .settings
+                    .copies
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| record.copies.clone());
+                let last_move = record.moved.as_ref().and_then(|stamp| {
+                    MoveKind::from_word(&stamp.by).map(|kind| (kind, stamped_at(stamp)))
+                });
+                let view = DatabaseView {
+                    active: record.active.clone(),
+                    copies,
+                    hold: record.hold,
+                    last_move,
+                };
+                (name.clone(), view)
+            })
+            .collect();
+        Fleet { servers, databases }
+    }
+
+    /// Runs rounds until `shutdown`: every `interval`, and at once when `wake` is notified (a
+    /// probe saw a change).
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let mut was_leader = false;
+        loop {
+            let leader = self.is_leader();
+            if leader != was_leader {
+                self.metrics.leader.set(i64::from(leader));
+                was_leader = leader;
+            }
+            self.round().await;
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.interval) => {}
+                () = wake.notified() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: read the store, bring maintenance flags to the health board, and — as the
+    /// leader — fail over what needs it.
+    pub async fn round(&self) {
+        let records = match self.store.read().await {
+            Ok(records) => records,
+            Err(why) => {
+                if self.is_leader() {
+                    self.say(format!("the store cannot be read, nothing moves: {why}"));
+                }
+                return;
+            }
+        };
+        let health = self.resolver.health();
+        for name in self.resolver.topology().servers.keys() {
+            health.set_maintenance(name, records.in_maintenance(name));
+        }
+        let Some(term) = self.leadership.acting() else {
+            return;
+        };
+        let fleet = self.fleet(&records);
+        let plan = plan_failover(&fleet, &self.settings.policy, SystemTime::now());
+        let mut said = Vec::new();
+        if let Some(halt) = &plan.halted {
+            said.push(halt.to_string());
+        }
+        for (database, skip) in &plan.skipped {
+            said.push(format!("{database} stays on its down server: {skip}"));
+        }
+        self.say(said.join("; "));
+        for step in plan.moves {
+            let reason = self.down_reason(&step.from);
+            // Written or not, the outcome is logged; a move that failed is planned again next
+            // round from what the store says then.
+            let _ = self.apply(&records, &step, &reason, Some(&term)).await;
+        }
+    }
+
+    /// Logs `message` (a warning) if it differs from what the last round said.
+    fn say(&self, message: String) {
+        let mut last = self
+            .last_said
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *last != message {
+            if !message.is_empty() {
+                tracing::warn!(node = %self.settings.node, "active manager: {message}");
+            }
+            *last = message;
+        }
+    }
+
+    /// Why `server` counts as down: its failing endpoints.
+    fn down_reason(&self, server: &ServerName) -> String {
+        let board = self.resolver.health().snapshot();
+        let failing: Vec<&str> = board
+            .get(server)
+            .map(|h| {
+                h.endpoints
+                    .iter()
+                    .filter(|(_, up)| !**up)
+                    .map(|(protocol, _)| protocol.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!("{server} is down ({} failing)", failing.join(", "))
+    }
+
+    /// Writes one move through the compare-and-swap path, from what `records` said (a record
+    /// that changed since makes it [`WriteError::Conflict`]); with a leader's `term`, fenced.
+    /// Logs and counts it when written; returns the database's new epoch.
+    pub async fn apply(
+        &self,
+        records: &Records,
+        step: &Move,
+        reason: &str,
+        term: Option<&Term>,
+    ) -> Result<u64, WriteError> {
+        let Some(current) = records.databases.get(&step.database) else {
+            return Err(WriteError::Conflict);
+        };
+        let stamp = MoveStamp {
+            by: step.kind.as_str().to_owned(),
+            reason: reason.to_owned(),
+            at: unix_now(),
+        };
+        let record = current.value.moved_to(step.to.clone(), stamp);
+        let fence = term.and_then(|t| t.fence.as_ref());
+        let written = self
+            .store
+            .write_database(&step.database, current, &record, fence)
+            .await;
+        match &written {
+            Ok(()) => {
+                tracing::info!(
+                    node = %self.settings.node,
+                    database = %step.database,
+                    from = %step.from,
+                    to = %step.to,
+                    epoch = record.epoch,
+                    by = %step.kind.as_str(),
+                    reason = %reason,
+                    "database moved"
+                );
+                self.metrics.moved(step.kind.as_str());
+            }
+            Err(error) => tracing::warn!(
+                node = %self.settings.node,
+                database = %step.database,
+                to = %step.to,
+                %error,
+                "database not moved"
+            ),
+        }
+        written.map(|()| record.epoch)
+    }
+}

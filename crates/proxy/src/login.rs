@@ -1,0 +1,157 @@
+//! Logging a line-protocol client in: from credentials to a logged-in backend session, or a
+//! refusal.
+//!
+//! This is the middle of a session's flow (docs/architecture.md): the resolver checks the
+//! credentials and finds where the user's mailbox is served, then [`backend::open`] connects and
+//! logs in there on the user's behalf. It never sees the client's socket; it is given the
+//! credentials and answers with a [`LoggedIn`] session or a [`Refusal`], whose kind the
+//! protocol's front end turns into its own reply.
+
+use mailfront_metrics::{ProtocolLabel, seconds};
+use mailfront_model::{DatabaseName, Principal, ServerName, Source};
+use mailfront_protocol::{AuthFailure, BackendAuth, ClientInfo, Credentials};
+use mailfront_resolve::{Mailbox, Refusal};
+use mailfront_routing::{Decision, LoginMethod, RejectKind, Request, Server};
+use tokio::time::Instant;
+
+use crate::backend::{self, BackendSession};
+use crate::{LineProtocol, NodeServices};
+
+/// A user logged in at the server hosting the active copy of their database.
+#[derive(Debug)]
+pub struct LoggedIn {
+    /// The user.
+    pub principal: Principal,
+    /// The server hosting the active copy of the user's database.
+    pub server: ServerName,
+    /// The user's database.
+    pub database: DatabaseName,
+    /// The backend session, logged in.
+    pub backend: BackendSession,
+}
+
+/// What the client of a line protocol is told for a refusal of `kind` (one place for every
+/// line protocol; each front end turns the failure into its own reply).
+pub fn client_failure(kind: RejectKind) -> AuthFailure {
+    match kind {
+        RejectKind::AuthFailed => AuthFailure::BadCredentials,
+        RejectKind::AuthzidRefused => AuthFailure::AuthzidRefused,
+        RejectKind::ProtocolDisabled => AuthFailure::ProtocolDisabled,
+        RejectKind::Temporary => AuthFailure::Temporary,
+    }
+}
+
+/// Checks the credentials, resolves where the user goes, and logs in to their backend. Every
+/// refusal that is not temporary takes at least the failure delay from the start of the attempt.
+pub async fn log_in<P: LineProtocol>(
+    services: &NodeServices,
+    protocol: &P,
+    credentials: Credentials,
+    client: &ClientInfo,
+) -> Result<LoggedIn, Refusal> {
+    let started = Instant::now();
+    let result = try_log_in(services, protocol, credentials, client, started).await;
+    if let Err(refusal) = &result
+        && refusal.kind != RejectKind::Temporary
+    {
+        // A wrong password may have taken longer still, when throttled (see authenticate).
+        services.resolver.failure_delay(started).await;
+    }
+    result
+}
+
+async fn try_log_in<P: LineProtocol>(
+    services: &NodeServices,
+    protocol: &P,
+    credentials: Credentials,
+    client: &ClientInfo,
+    started: Instant,
+) -> Result<LoggedIn, Refusal> {
+    let resolver = &services.resolver;
+    let principal = resolver
+        .authenticate(
+            P::PROTOCOL,
+            client.client.ip(),
+            &credentials.authcid,
+            &credentials.password,
+            started,
+        )
+        .await?;
+    let user = principal.address.as_str();
+    if let Some(authzid) = &credentials.authzid
+        && !principal.answers_to(authzid)
+    {
+        return Err(Refusal::new(
+            RejectKind::AuthzidRefused,
+            Source::Client,
+            "authorization identity is another user",
+        )
+        .for_user(user));
+    }
+    let resolved = resolver
+        .resolve(Mailbox::User(&principal), &Request::protocol(P::PROTOCOL))
+        .await;
+    let server = match &resolved.decision {
+        Decision::Proxy { server, .. } => server.clone(),
+        Decision::Redirect { reason, .. } => {
+            // Line protocols are never redirected by the rules; refuse rather than guess.
+            return Err(Refusal::internal(format!(
+                "unexpected redirect for {}: {reason}",
+                P::PROTOCOL
+            ))
+            .for_user(user));
+        }
+        Decision::Reject { .. } => {
+            let refusal = resolved.refusal().map(|r| r.for_user(user));
+            return Err(refusal.unwrap_or_else(|| Refusal::internal("refused").for_user(user)));
+        }
+    };
+    let Some(described) = resolved.server() else {
+        return Err(Refusal::internal(format!("unknown server {server}")).for_user(user));
+    };
+    let Some(endpoint) = described.endpoints.for_protocol(P::PROTOCOL) else {
+        return Err(
+            Refusal::internal(format!("server {server} has no {} endpoint", P::PROTOCOL))
+                .for_user(user),
+        );
+    };
+    let auth = backend_auth(described, &principal, credentials);
+    let login = protocol.backend_login(auth, endpoint.tls, client.clone());
+    let asked = Instant::now();
+    let opened = backend::open(endpoint, &services.backends, login).await;
+    services
+        .metrics
+        .backend_login_latency
+        .get_or_create(&ProtocolLabel {
+            protocol: P::PROTOCOL.to_string(),
+        })
+        .observe(seconds(asked.elapsed()));
+    match opened {
+        Ok(backend) => Ok(LoggedIn {
+            database: principal.database.clone(),
+            principal,
+            server,
+            backend,
+        }),
+        Err(error) => Err(Refusal::backend(format!("backend {server}: {error}")).for_user(user)),
+    }
+}
+
+/// How to log in at `server` as `principal`: with the server's master user, or with the
+/// client's own password.
+fn backend_auth(server: &Server, principal: &Principal, credentials: Credentials) -> BackendAuth {
+    match &server.login {
+        LoginMethod::Master { master, mechanism } => BackendAuth::Master {
+            user: principal.address.clone(),
+            master: master.user.clone(),
+            password: master.password.clone(),
+            separator: master.separator.clone(),
+            mechanism: *mechanism,
+        },
+        LoginMethod::PassThrough { mechanism } => BackendAuth::PassThrough {
+            user: principal.address.clone(),
+            password: credentials.password,
+            mechanism: *mechanism,
+        },
+    }
+}

@@ -1,0 +1,296 @@
+//! Mail transfer: the SMTP listeners — inbound mail for the organisation's mailboxes (the seeds'
+//! front-end transport), and outbound mail from the mailbox servers to the relay host. No queue: a message is streamed to one
+//! backend while the client waits, and the client hears `250` only after that backend accepted
+//! it for every recipient.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailfront_metrics::ListenerLabels;
+use mailfront_model::{Cidr, Protocol};
+use mailfront_net::Stream;
+use mailfront_net::conn::{Conn, TlsRole};
+use mailfront_net::gate::Connection;
+use mailfront_net::pump::{Interrupt, Pace, pump};
+use mailfront_net::tls::SharedAcceptor;
+use mailfront_protocol::smtp::reply::Reply;
+use mailfront_protocol::smtp::transport::{
+    Envelope, TransportEvent, TransportServer, TransportSettings,
+};
+use mailfront_routing::Endpoint;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::NodeServices;
+
+mod delivery;
+mod recipients;
+
+use delivery::OpenDelivery;
+
+/// What a transport listener is for.
+#[derive(Clone, Debug)]
+pub enum TransferMode {
+    /// Mail for the organisation's mailboxes (port 25).
+    Inbound {
+        /// Domains whose recipients are looked up; any other domain is relaying (refused).
+        accepted_domains: Vec<String>,
+    },
+    /// Mail leaving the organisation, accepted only from the mailbox servers (like port 717).
+    Outbound {
+        /// Where it goes.
+        relay: Endpoint,
+        /// Who may connect.
+        allowed_sources: Vec<Cidr>,
+    },
+}
+
+/// Per-listener settings of a mail-transfer (SMTP) listener.
+#[derive(Clone)]
+pub struct MailTransferContext {
+    /// The listener's name.
+    pub name: String,
+    /// The SMTP machine's settings.
+    pub settings: TransportSettings,
+    /// TLS for STARTTLS or implicit TLS.
+    pub acceptor: Arc<SharedAcceptor>,
+    /// Inbound or outbound.
+    pub mode: TransferMode,
+    /// Longest client silence (`timeouts.smtp_idle`).
+    pub idle: Duration,
+    /// Longest wait for a backend reply or write during delivery (`timeouts.delivery`).
+    pub delivery: Duration,
+}
+
+impl std::fmt::Debug for MailTransferContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailTransferContext")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves one SMTP connection on a transport listener.
+pub async fn serve(
+    context: Arc<MailTransferContext>,
+    services: Arc<NodeServices>,
+    connection: Connection,
+) {
+    let Connection {
+        tcp,
+        client: client_addr,
+        slots: _slots,
+    } = connection;
+    let started = Instant::now();
+    let id = format!("{:016x}", rand::random::<u64>());
+    let span = tracing::info_span!("session", id = %id);
+    async move {
+        let refused = match &context.mode {
+            TransferMode::Outbound { allowed_sources, .. } => {
+                !allowed_sources.iter().any(|c| c.contains(client_addr.ip()))
+            }
+            TransferMode::Inbound { .. } => false,
+        };
+        let mut machine = if refused {
+            tracing::warn!(session = %id, client = %client_addr, listener = %context.name, "connection refused: not a mailbox server");
+            TransportServer::refuse(context.settings.clone(), "Not a mailbox server of this organisation")
+        } else {
+            TransportServer::new(context.settings.clone())
+        };
+        let mut client = Conn::new(Stream::Plain(tcp));
+        let result = run(&context, &services, &mut machine, &mut client, &id, client_addr).await;
+        client.close().await;
+        tracing::info!(
+            session = %id,
+            client = %client_addr,
+            protocol = %Protocol::Smtp,
+            listener = %context.name,
+            duration_ms = started.elapsed().as_millis() as u64,
+            result = %result,
+            "session ended"
+        );
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The pace of an SMTP session: a command must arrive whole within `smtp_idle` of the reply
+/// before it (bytes dribbled in do not move that deadline), and message content may pause for
+/// up to `smtp_idle` between reads (RFC 5321 §4.5.3.2).
+struct CommandPace {
+    idle: Duration,
+    command_deadline: Instant,
+}
+
+impl Pace<TransportServer> for CommandPace {
+    fn read_deadline(&mut self, machine: &TransportServer) -> Instant {
+        if machine.reading_content() {
+            Instant::now() + self.idle
+        } else {
+            self.command_deadline
+        }
+    }
+
+    fn write_timeout(&self) -> Duration {
+        self.idle
+    }
+
+    fn turned(&mut self) {
+        // A reply went out, or a lookup, a delivery or a handshake was made (each with its own
+        // time limit): the client's turn begins now.
+        self.command_deadline = Instant::now() + self.idle;
+    }
+}
+
+/// One SMTP session's state beside its machine: the delivery under way and its envelope.
+struct Transfer<'a> {
+    context: &'a MailTransferContext,
+    services: &'a NodeServices,
+    id: &'a str,
+    client_addr: SocketAddr,
+    open: Option<OpenDelivery>,
+    envelope: Option<Envelope>,
+}
+
+async fn run(
+    context: &MailTransferContext,
+    services: &NodeServices,
+    machine: &mut TransportServer,
+    client: &mut Conn,
+    id: &str,
+    client_addr: SocketAddr,
+) -> &'static str {
+    let acceptor = context.acceptor.get();
+    if context.settings.tls == mailfront_protocol::ClientTls::Implicit
+        && let Err(end) = client.accept_tls(acceptor.as_ref(), context.idle).await
+    {
+        return end.as_str();
+    }
+    let mut pace = CommandPace {
+        idle: context.idle,
+        command_deadline: Instant::now() + context.idle,
+    };
+    let role = TlsRole::Server(acceptor.as_ref());
+    let mut transfer = Transfer {
+        context,
+        services,
+        id,
+        client_addr,
+        open: None,
+        envelope: None,
+    };
+    let mut timed_out = false;
+    loop {
+        match pump(machine, client, role, &mut pace).await {
+            Ok(TransportEvent::Close) => {
+                transfer.abort();
+                return if timed_out { "timeout" } else { "closed" };
+            }
+            Ok(event) => transfer.handle(machine, event).await,
+            Err(Interrupt::TimedOut) => {
+                timed_out = true;
+                machine.idle_timeout();
+            }
+            Err(interrupt) => {
+                machine.client_closed();
+                transfer.abort();
+                return interrupt.into_end().map_or("client-error", |e| e.as_str());
+            }
+        }
+    }
+}
+
+impl Transfer<'_> {
+    /// Acts on one event of the SMTP machine and tells it the outcome.
+    async fn handle(&mut self, machine: &mut TransportServer, event: TransportEvent) {
+        let (context, services) = (self.context, self.services);
+        match event {
+            TransportEvent::Close => {}
+            TransportEvent::CheckRecipient(address) => {
+                let verdict = match &context.mode {
+                    TransferMode::Inbound { accepted_domains } => {
+                        recipients::resolve(services, accepted_domains, &address)
+                            .await
+                            .map(|_| ())
+                    }
+                    TransferMode::Outbound { .. } => Ok(()),
+                };
+                if let Err(reply) = &verdict {
+                    tracing::info!(session = %self.id, recipient = %address, reply = %reply.summary(), "recipient refused");
+                }
+                machine.recipient_checked(verdict);
+            }
+            TransportEvent::OpenDelivery(env) => {
+                match delivery::open(context, services, &env).await {
+                    Ok(delivery) => {
+                        self.open = Some(delivery);
+                        self.envelope = Some(env);
+                        machine.delivery_opened(Ok(()));
+                    }
+                    Err(reply) => {
+                        tracing::warn!(session = %self.id, client = %self.client_addr, from = %env.from, recipients = env.recipients.len(), reply = %reply.summary(), "message refused");
+                        machine.delivery_opened(Err(reply));
+                    }
+                }
+            }
+            TransportEvent::Content(bytes) => {
+                if let Some(delivery) = &mut self.open {
+                    delivery.write(&bytes, context.delivery).await;
+                }
+            }
+            TransportEvent::FinishDelivery => {
+                let reply = self.finish().await;
+                machine.delivery_finished(reply);
+            }
+            TransportEvent::AbortDelivery => {
+                self.abort();
+                self.envelope = None;
+            }
+        }
+    }
+
+    /// Ends the message at its server, and logs and counts the outcome.
+    async fn finish(&mut self) -> Reply {
+        let (reply, server, size) = match self.open.take() {
+            Some(delivery) => {
+                let server = delivery.server.clone();
+                let size = delivery.size;
+                (delivery.finish(self.context.delivery).await, server, size)
+            }
+            None => (Reply::no_server(), "-".to_owned(), 0),
+        };
+        let env = self.envelope.take();
+        tracing::info!(
+            session = %self.id,
+            client = %self.client_addr,
+            from = %env.as_ref().map_or("", |e| e.from.as_str()),
+            recipients = env.as_ref().map_or(0, |e| e.recipients.len()),
+            backend = %server,
+            size,
+            reply = %reply.summary(),
+            "message {}",
+            if reply.is_positive() { "delivered" } else { "not delivered" }
+        );
+        self.services
+            .metrics
+            .messages
+            .get_or_create(&ListenerLabels {
+                listener: self.context.name.clone(),
+                reason: if reply.is_positive() {
+                    "delivered".to_owned()
+                } else {
+                    format!("{}xx", reply.code / 100)
+                },
+            })
+            .inc();
+        reply
+    }
+
+    /// Drops the delivery under way, if any (the server delivers nothing).
+    fn abort(&mut self) {
+        if let Some(delivery) = self.open.take() {
+            delivery.abort();
+        }
+    }
+}

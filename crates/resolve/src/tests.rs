@@ -1,0 +1,329 @@
+//! The resolve step against the embedded file directory and an in-memory location map, and
+//! authentication's delays and throttling (tokio's paused clock).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use mailfront_directory::file::{FileDirectory, parse};
+use mailfront_directory::{AuthError, Unavailable};
+use mailfront_location::LocationMap;
+use mailfront_model::{DatabaseName, SaslMechanism, ServerName, SiteName, Version};
+use mailfront_routing::{
+    Endpoint, Endpoints, HttpRequest, LoginMethod, Node, Reason, Server, Site,
+};
+
+use super::*;
+
+const USERS: &str = r#"
+[[user]]
+address = "alice@example.com"
+aliases = ["a@example.com"]
+password = "{PLAIN}right"
+mailbox_guid = "g-alice"
+database = "DB01"
+version = "15.1"
+sip_extension = "4001"
+
+[[user]]
+address = "dave@example.com"
+password = "{PLAIN}right"
+mailbox_guid = "g-dave"
+database = "DB01"
+version = "15.1"
+protocols = ["pop3"]
+
+[[user]]
+address = "erin@example.com"
+password = "{PLAIN}right"
+mailbox_guid = "g-erin"
+database = "DB09"
+version = "15.1"
+"#;
+
+fn server(name: &str, site: &str) -> Server {
+    let endpoint = |port| {
+        Some(Endpoint {
+            host: "127.0.0.1".to_owned(),
+            port,
+            tls: mailfront_model::BackendTls::None,
+        })
+    };
+    Server {
+        name: ServerName::new(name),
+        site: SiteName::new(site),
+        version: Version::new(15, 1, 0),
+        endpoints: Endpoints {
+            imap: endpoint(143),
+            pop3: endpoint(110),
+            http: Some(format!("http://{name}.example.com/")),
+            sip: Some(format!("sip:{{user}}@{name}.example.com")),
+            ..Endpoints::default()
+        },
+        login: LoginMethod::PassThrough {
+            mechanism: SaslMechanism::Plain,
+        },
+        delivery_group: "default".to_owned(),
+    }
+}
+
+fn topology() -> Topology {
+    let site = |name: &str| Site {
+        name: SiteName::new(name),
+        external_urls: BTreeMap::new(),
+        costs: BTreeMap::new(),
+    };
+    Topology::new(
+        Node {
+            name: "cas1".to_owned(),
+            site: SiteName::new("west"),
+            version: Version::new(15, 1, 0),
+        },
+        [site("west"), site("east")],
+        [server("mbx1", "east"), server("mbx2", "west")],
+    )
+    .unwrap()
+}
+
+fn resolver_with(directory: Arc<dyn Directory>) -> Resolver {
+    let locator = Arc::new(Locator::new());
+    locator.publish(LocationMap::new([(
+        DatabaseName::new("DB01"),
+        ServerName::new("mbx1"),
+    )]));
+    Resolver::new(
+        directory,
+        locator,
+        topology(),
+        ResolverSettings {
+            auth_failure_delay: Duration::from_secs(2),
+            directory_timeout: Duration::from_millis(500),
+            throttle: ThrottleSettings::default(),
+        },
+        Arc::new(Metrics::new()),
+    )
+}
+
+fn resolver() -> Resolver {
+    resolver_with(Arc::new(FileDirectory::from_users(parse(USERS).unwrap())))
+}
+
+/// A directory that cannot be asked (the LDAP server is down).
+struct Down;
+
+#[async_trait]
+impl Directory for Down {
+    async fn authenticate(&self, _: &str, _: &Secret<Vec<u8>>) -> Result<Principal, AuthError> {
+        Err(AuthError::Unavailable("connection refused".to_owned()))
+    }
+    async fn lookup(&self, _: &str) -> Result<Option<Principal>, Unavailable> {
+        Err(Unavailable("connection refused".to_owned()))
+    }
+    async fn lookup_extension(&self, _: &str) -> Result<Option<Principal>, Unavailable> {
+        Err(Unavailable("connection refused".to_owned()))
+    }
+}
+
+fn proxied_to(resolved: &Resolved) -> Option<&str> {
+    match &resolved.decision {
+        Decision::Proxy { server, .. } => Some(server.as_str()),
+        _ => None,
+    }
+}
+
+fn refusal(resolved: &Resolved) -> Option<(RejectKind, Source)> {
+    resolved.refusal().map(|r| (r.kind, r.source))
+}
+
+#[tokio::test]
+async fn every_kind_of_mailbox_resolves_by_the_same_rules() {
+    let resolver = resolver();
+    let imap = Request::protocol(Protocol::Imap);
+    let alice = resolver.lookup("alice@example.com").await.unwrap().unwrap();
+
+    // An authenticated user: no lookup, the active copy's server.
+    let resolved = resolver.resolve(Mailbox::User(&alice), &imap).await;
+    assert_eq!(proxied_to(&resolved), Some("mbx1"));
+    assert!(resolved.principal.is_none());
+    assert_eq!(
+        resolved
+            .server()
+            .unwrap()
+            .endpoints
+            .imap
+            .as_ref()
+            .unwrap()
+            .port,
+        143
+    );
+
+    // An alias, looked up: the owner comes back with the decision.
+    let resolved = resolver
+        .resolve(Mailbox::Address("A@example.com"), &imap)
+        .await;
+    assert_eq!(proxied_to(&resolved), Some("mbx1"));
+    assert_eq!(resolved.principal.unwrap().address, "alice@example.com");
+
+    // Nobody has the name: refused as a client fault.
+    let resolved = resolver
+        .resolve(Mailbox::Address("nobody@example.com"), &imap)
+        .await;
+    assert_eq!(
+        refusal(&resolved),
+        Some((RejectKind::AuthFailed, Source::Client))
+    );
+    assert!(resolved.principal.is_none() && resolved.directory_error.is_none());
+
+    // A protocol the user may not use.
+    let resolved = resolver
+        .resolve(Mailbox::Address("dave@example.com"), &imap)
+        .await;
+    assert_eq!(
+        refusal(&resolved),
+        Some((RejectKind::ProtocolDisabled, Source::Client))
+    );
+
+    // A database the location map does not know: the locator's, temporary.
+    let resolved = resolver
+        .resolve(Mailbox::Address("erin@example.com"), &imap)
+        .await;
+    assert_eq!(
+        refusal(&resolved),
+        Some((RejectKind::Temporary, Source::Locator))
+    );
+
+    // Telephony by extension: a redirect to the active server's voice mail.
+    let sip = Request::protocol(Protocol::Sip);
+    let resolved = resolver.resolve(Mailbox::Extension("4001"), &sip).await;
+    assert!(matches!(
+        &resolved.decision,
+        Decision::Redirect { location, .. } if location == "sip:{user}@mbx1.example.com"
+    ));
+    assert_eq!(resolved.principal.unwrap().address, "alice@example.com");
+
+    // Inbound mail: decided by location only (delivery picks the server of its group).
+    let smtp = Request::protocol(Protocol::Smtp);
+    let resolved = resolver
+        .resolve(Mailbox::Address("alice@example.com"), &smtp)
+        .await;
+    assert_eq!(proxied_to(&resolved), Some("mbx1"));
+}
+
+#[tokio::test]
+async fn http_follows_the_anchor_or_nobody() {
+    let resolver = resolver();
+    let http = Request {
+        protocol: Protocol::Http,
+        http: Some(HttpRequest {
+            service: "calendar",
+            browser_app: false,
+            requested_url: "https://mail.example.com/calendar/",
+            legacy_url: None,
+        }),
+    };
+    let dave = resolver.lookup("dave@example.com").await.unwrap().unwrap();
+    // An anchor naming alice: alice's server, alice's principal.
+    let resolved = resolver
+        .resolve(
+            Mailbox::Anchor {
+                anchor: "SMTP:alice@example.com",
+                caller: &dave,
+            },
+            &http,
+        )
+        .await;
+    assert_eq!(proxied_to(&resolved), Some("mbx1"));
+    assert_eq!(resolved.principal.unwrap().address, "alice@example.com");
+    // An anchor naming nobody: the caller's own mailbox (dave may not use HTTP).
+    let resolved = resolver
+        .resolve(
+            Mailbox::Anchor {
+                anchor: "ghost@example.com",
+                caller: &dave,
+            },
+            &http,
+        )
+        .await;
+    assert_eq!(
+        refusal(&resolved),
+        Some((RejectKind::ProtocolDisabled, Source::Client))
+    );
+    // Nobody: this site's server with the service first.
+    let resolved = resolver.resolve(Mailbox::Anyone, &http).await;
+    assert_eq!(proxied_to(&resolved), Some("mbx2"));
+    assert!(matches!(
+        resolved.decision.reason(),
+        Reason::Anonymous { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_directory_that_cannot_answer_is_temporary_and_says_why() {
+    let resolver = resolver_with(Arc::new(Down));
+    let resolved = resolver
+        .resolve(
+            Mailbox::Address("alice@example.com"),
+            &Request::protocol(Protocol::Smtp),
+        )
+        .await;
+    assert_eq!(
+        refusal(&resolved),
+        Some((RejectKind::Temporary, Source::Directory))
+    );
+    assert!(
+        resolved
+            .directory_error
+            .as_deref()
+            .is_some_and(|why| why.contains("connection refused"))
+    );
+    let refused = resolver
+        .authenticate(
+            Protocol::Imap,
+            IpAddr::from([192, 0, 2, 1]),
+            "alice@example.com",
+            &Secret::new(b"right".to_vec()),
+            Instant::now(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.kind, refused.source),
+        (RejectKind::Temporary, Source::Directory)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_password_takes_the_failure_delay_and_a_right_one_does_not() {
+    let resolver = resolver();
+    let client = IpAddr::from([192, 0, 2, 7]);
+    let started = Instant::now();
+    let refused = resolver
+        .authenticate(
+            Protocol::Imap,
+            client,
+            "alice@example.com",
+            &Secret::new(b"wrong".to_vec()),
+            started,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.kind, refused.source),
+        (RejectKind::AuthFailed, Source::Client)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+
+    let started = Instant::now();
+    let principal = resolver
+        .authenticate(
+            Protocol::Imap,
+            client,
+            "a@example.com",
+            &Secret::new(b"right".to_vec()),
+            started,
+        )
+        .await
+        .unwrap();
+    assert_eq!(principal.address, "alice@example.com");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
