@@ -11,11 +11,17 @@ from __future__ import annotations
 import os
 import resource
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+if find_spec("tomli_w") is None and not os.environ.get("MAILFRONT_VENV"):
+    # Another python3 than the lab's: run the benchmark again with scripts/venv's.
+    os.execv(SCRIPTS / "venv", [str(SCRIPTS / "venv"), *sys.argv])
+sys.path.insert(0, str(SCRIPTS))
 import lab  # noqa: E402
+
+ROOT = lab.ROOT
 
 
 def raise_fd_limit() -> int:
@@ -28,11 +34,12 @@ def raise_fd_limit() -> int:
 
 class BenchLab:
     """Dovecot servers `server_names` hosting `users` (databases active as `active` says, default
-    everything on the first server) behind one mailfront built with `profile`."""
+    everything on the first server) behind one mailfront built with `profile`, its database
+    locations in the embedded map unless `location` (a `[location]` table) says otherwise."""
 
     def __init__(self, name: str, users: list[lab.User], server_names=("mbx1", "mbx2"),
                  active: dict[str, str] | None = None, profile: str | None = None,
-                 location_section: str | None = None, extra: str = ""):
+                 location: dict | None = None):
         lab.ensure_installed("dovecot", "openssl")
         raise_fd_limit()
         self.profile = profile or os.environ.get("MAILFRONT_PROFILE", "release")
@@ -48,7 +55,7 @@ class BenchLab:
         databases = sorted({u.database for u in users})
         lab.write_locations(self.locations, active or {d: server_names[0] for d in databases})
         self.imap_port, self.admin_port = lab.free_port(), lab.free_port()
-        config = lab.mailfront_config(
+        self.config = lab.write_toml(self.root / "mailfront.toml", lab.node_config(
             node="bench",
             servers=[lab.ServerEntry(n, p) for n, p in ports.items()],
             users_file=self.root / "users.toml",
@@ -56,15 +63,14 @@ class BenchLab:
             cert=cert,
             key=key,
             master_password_file=self.root / "secrets" / "master.pw",
-            listeners=[{"protocol": "imap", "address": f"127.0.0.1:{self.imap_port}", "tls": "none",
-                        "allow_plaintext_auth": True}],
-            location_section=location_section,
-            extra='[reload]\ninterval = "50ms"\n'
-                  "[limits]\nmax_connections_per_client = 1000000\nmax_connections = 1000000\n"
-                  f'[admin]\naddress = "127.0.0.1:{self.admin_port}"\n' + extra,
-        )
-        self.config = self.root / "mailfront.toml"
-        self.config.write_text(config)
+            listeners=[lab.listener(None, "imap", self.imap_port, "none", allow_plaintext_auth=True)],
+            location=location,
+            sections={
+                "reload": {"interval": "50ms"},
+                "limits": {"max_connections_per_client": 1000000, "max_connections": 1000000},
+                "admin": {"address": f"127.0.0.1:{self.admin_port}"},
+            },
+        ))
         self.mailfront = lab.Mailfront(self.binary, self.config, self.root / "mailfront.log")
 
     def __enter__(self) -> "BenchLab":

@@ -2,8 +2,8 @@
 """Failover latency: how long after a location change the last affected session is closed.
 
 Opens N logged-in IMAP sessions for alice (database DB01, active on mbx1) through mailfront to a
-real Dovecot, then moves DB01 to mbx2 — by a write to etcd (`--store etcd`, the default when
-scripts/lab_etcd.py is available) or an edit of the embedded location map (`--store file`) —
+real Dovecot, then moves DB01 to mbx2 — by a write to a real etcd (`--store etcd`, the default;
+scripts/lab/etcd.py) or an edit of the embedded location map (`--store file`) —
 and measures, on the client side, the time from just before the write to the moment every
 session has seen BYE or end of stream. Repeats R times and prints medians.
 
@@ -23,6 +23,8 @@ import sys
 import time
 
 from benchlab import BenchLab, lab
+
+import lab.etcd  # noqa: E402  (scripts/ is on sys.path through benchlab)
 
 
 def open_sessions(port: int, count: int) -> list[socket.socket]:
@@ -82,25 +84,23 @@ def main() -> int:
     args = parser.parse_args()
 
     etcd = None
-    location_section = None
+    location = None
     if args.store == "etcd":
-        import lab_etcd
-
-        etcd = lab_etcd.Etcd(lab.reset_dir(lab.lab_root("bench-failover-etcd")), lab.free_port(), lab.free_port())
+        etcd = lab.etcd.Etcd(lab.reset_dir(lab.lab_root("bench-failover-etcd")), lab.free_port(), lab.free_port())
         etcd.start()
-        etcd.put("/mailfront/databases/DB01", "mbx1")
-        location_section = f'[location]\nbackend = "etcd"\nendpoints = ["{etcd.endpoint}"]\n'
+        etcd.put_active("DB01", "mbx1")
+        location = etcd.location_config()
     results = []
     try:
         with BenchLab("bench-failover", [lab.User("alice@example.com", "DB01")], profile=args.profile,
-                      location_section=location_section) as bench:
+                      location=location) as bench:
             active = "mbx1"
             for run in range(args.repeat):
                 sessions = open_sessions(bench.imap_port, args.sessions)
                 target = "mbx2" if active == "mbx1" else "mbx1"
                 start = time.monotonic()
                 if etcd:
-                    etcd.put("/mailfront/databases/DB01", target)
+                    etcd.put_active("DB01", target)
                 else:
                     lab.write_locations(bench.locations, {"DB01": target})
                 last = wait_all_closed(sessions, timeout=120)

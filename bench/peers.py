@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import imaplib
 import json
-import os
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -38,34 +35,20 @@ from pathlib import Path
 
 from benchlab import ROOT, fd_hard_limit, lab, raise_fd_limit
 
+import lab.dovecot  # noqa: E402  (scripts/ is on sys.path through benchlab)
+
 DOMAIN = "example.com"
 DATABASE = "DB01"
 SERVER = "mbx1"
-NGINX = "/usr/sbin/nginx"
+NGINX = lab.COMMANDS["nginx"]
 HAPROXY = lab.COMMANDS["haproxy"]
 ALL_PEERS = ("direct", "mailfront", "nginx", "dovecot-proxy", "haproxy")
 
-# The packages the peers need beyond scripts/lab.py's kinds (dovecot, openssl, haproxy): the
-# command or module file that shows each is there. Also in scripts/test's package list.
-BENCH_PACKAGES = {
-    "nginx": "/usr/sbin/nginx",
-    "libnginx-mod-mail": "/usr/lib/nginx/modules/ngx_mail_module.so",
-}
 
 
 def ensure_installed() -> None:
-    lab.ensure_installed("dovecot", "openssl", "haproxy")
-    missing = [p for p, path in BENCH_PACKAGES.items() if not Path(path).exists()]
-    if not missing:
-        return
-    if not lab.IS_ROOT:
-        raise SystemExit("missing packages: " + " ".join(missing)
-                         + "\ninstall them with: sudo apt-get install --no-install-recommends " + " ".join(missing))
-    lab.log("installing " + " ".join(missing))
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    """The peers' packages (also in scripts/test's package list)."""
+    lab.ensure_installed("dovecot", "openssl", "haproxy", "nginx")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,74 +83,13 @@ def per_process_session_ceiling() -> int:
 # Processes
 
 
-def wait_tls_greeting(port: int, prefix: bytes = b"* OK", timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no attempt"
-    context = insecure_context()
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
-                with context.wrap_socket(raw) as s:
-                    s.settimeout(2)
-                    data = s.recv(512)
-                    if data.startswith(prefix):
-                        return
-                    last = f"greeting {data[:60]!r}"
-        except (OSError, ssl.SSLError) as e:
-            last = str(e)
-        time.sleep(0.05)
-    raise TimeoutError(f"no TLS greeting {prefix!r} on port {port} within {timeout}s ({last})")
+def wait_tls_greeting(port: int) -> None:
+    lab.wait_for_greeting(port, b"* OK", tls=lab.insecure_tls())
 
 
-def wait_http(url: str, timeout: float = 20.0, context: ssl.SSLContext | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no attempt"
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2, context=context) as response:
-                if response.status == 200:
-                    return
-                last = f"status {response.status}"
-        except OSError as e:
-            last = str(e)
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout}s ({last})")
-
-
-def insecure_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class Foreground:
-    """A server run in the foreground as our child (nginx with `daemon off`, haproxy -db), its
-    output in a log file."""
-
-    def __init__(self, argv: list[str], log_path: Path):
-        self.argv = argv
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                            start_new_session=True)
-
-    def check_alive(self, what: str) -> None:
-        if self.process is None or self.process.poll() is not None:
-            raise RuntimeError(f"{what} exited: {self.log_tail()}")
-
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        lab.stop_child(self.process)
-        self.process = None
+def nginx_temp_paths(directory: Path) -> str:
+    """The lines of an nginx `http {}` block that keep its temporary files in `directory`."""
+    return "".join(f"    {kind}_temp_path {directory};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
 
 
 def command_version(argv: list[str], pick=lambda text: text.splitlines()[0]) -> str:
@@ -183,10 +105,10 @@ def command_version(argv: list[str], pick=lambda text: text.splitlines()[0]) -> 
 
 
 class Backend(lab.Dovecot):
-    """The one Dovecot mailbox server every peer talks to (scripts/lab.py's, with TLS), tuned for
+    """The one Dovecot mailbox server every peer talks to (the lab's, with TLS), tuned for
     load the same way for everyone: high-performance login processes, imap processes that serve
     many sessions each (a process per session would make every login a fork and cap the
-    sessions at the process limit), info logging off. Its own sections merge with lab.py's."""
+    sessions at the process limit), info logging off. Its own sections merge with the lab's."""
 
     def __init__(self, root: Path, users: list[lab.User], tls: lab.Tls, imap_client_limit: int = 50):
         ports = lab.Ports(*(lab.free_port() for _ in range(4)), imaps=lab.free_port())
@@ -259,17 +181,18 @@ class ForegroundPeer(Peer):
     """A peer that is one foreground server process (nginx, HAProxy): its configuration is
     checked with `check_flags`, then it must greet on both IMAP ports."""
 
-    server: Foreground
+    server: lab.Child
+    argv: list[str]
     check_flags: list[str] = []
 
     def start(self) -> None:
-        check = subprocess.run(self.server.argv + self.check_flags, capture_output=True, text=True)
+        check = subprocess.run(self.argv + self.check_flags, capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"{self.name} {' '.join(self.check_flags)} failed: {check.stdout}{check.stderr}")
-        self.server.start()
+        self.server.spawn(self.argv)
         lab.wait_for_greeting(self.imap, b"* OK")
         wait_tls_greeting(self.imaps)
-        self.server.check_alive(self.name)
+        self.server.check_alive()
 
     def stop(self) -> None:
         self.server.stop()
@@ -306,6 +229,22 @@ class Direct(Peer):
         return self.backend.version()
 
 
+class QuietMailfront(lab.Mailfront):
+    """A node with `log.level = warn`, which hides "mailfront ready": ready when it greets on
+    its IMAP port."""
+
+    def __init__(self, binary: Path, config: Path, log_path: Path, imap: int):
+        super().__init__(binary, config, log_path)
+        self.imap = imap
+
+    def ready(self) -> bool | str:
+        try:
+            lab.wait_for_greeting(self.imap, b"* OK", timeout=0.5)
+            return True
+        except TimeoutError as e:
+            return str(e)
+
+
 class Mailfront(Peer):
     name = "mailfront"
 
@@ -317,19 +256,12 @@ class Mailfront(Peer):
         self.imap, self.imaps, self.smtp, self.admin = (lab.free_port() for _ in range(4))
         self.https = Http(lab.free_port(), "/static/index.html")
         users_file = self.dir / "users.toml"
-        users_file.write_text("\n".join(
-            f'[[user]]\naddress = "{u.address}"\npassword = "{{PLAIN}}{u.password}"\n'
-            f'mailbox_guid = "00000000-0000-4000-8000-{i + 1:012d}"\ndatabase = "{u.database}"\n'
-            f'version = "{u.version}"\n' for i, u in enumerate(users)))
+        lab.write_users(users_file, users)  # {PLAIN} passwords
         locations = self.dir / "locations.toml"
         lab.write_locations(locations, {DATABASE: SERVER})
-        cookie_keys = self.dir / "cookie-keys.toml"
-        cookie_keys.write_text(subprocess.run([str(binary), "cookie-key", "--id", "1"], capture_output=True,
-                                              text=True, check=True).stdout)
-        cookie_keys.chmod(0o600)
+        cookie_keys = lab.write_cookie_keys(binary, self.dir / "cookie-keys.toml")
         server = lab.ServerEntry(SERVER, backend.ports, method=login_method, http=web.url)
-        self.config = self.dir / "mailfront.toml"
-        self.config.write_text(lab.mailfront_config(
+        self.config = lab.write_toml(self.dir / "mailfront.toml", lab.node_config(
             node="bench",
             servers=[server],
             users_file=users_file,
@@ -338,42 +270,26 @@ class Mailfront(Peer):
             key=key,
             master_password_file=root / "secrets" / "master.pw",
             listeners=[
-                {"protocol": "imap", "address": f"127.0.0.1:{self.imap}", "tls": "none",
-                 "allow_plaintext_auth": True},
-                {"protocol": "imap", "address": f"127.0.0.1:{self.imaps}", "tls": "implicit"},
-                {"protocol": "smtp", "address": f"127.0.0.1:{self.smtp}"},
-                {"protocol": "https", "address": f"127.0.0.1:{self.https.port}", "tls": "implicit"},
+                lab.listener(None, "imap", self.imap, "none", allow_plaintext_auth=True),
+                lab.listener(None, "imap", self.imaps, "implicit"),
+                lab.listener(None, "smtp", self.smtp),
+                lab.listener(None, "https", self.https.port, "implicit"),
             ],
-            throttle_section='[throttle]\ntrusted_networks = ["127.0.0.0/8"]\n',
-            extra=f"""[log]
-level = "warn"
-
-[limits]
-max_connections_per_client = 1000000
-max_connections = 1000000
-
-[timeouts]
-shutdown_grace = "1s"
-
-[admin]
-address = "127.0.0.1:{self.admin}"
-
-[transport]
-accepted_domains = ["{DOMAIN}"]
-
-[http]
-cookie_keys = "{cookie_keys}"
-identity_header = "X-Remote-User"
-
-[[http.service]]
-name = "static"
-path = "/static/"
-backend_path = "/"
-auth = ["basic"]
-""",
+            throttle={"trusted_networks": ["127.0.0.0/8"]},
+            sections={
+                "log": {"level": "warn"},
+                "limits": {"max_connections_per_client": 1000000, "max_connections": 1000000},
+                "timeouts": {"shutdown_grace": "1s"},
+                "admin": {"address": f"127.0.0.1:{self.admin}"},
+                "transport": {"accepted_domains": [DOMAIN]},
+                "http": {
+                    "cookie_keys": cookie_keys,
+                    "identity_header": "X-Remote-User",
+                    "service": [{"name": "static", "path": "/static/", "backend_path": "/", "auth": ["basic"]}],
+                },
+            },
         ))
-        self.log_path = self.dir / "mailfront.log"
-        self.process: subprocess.Popen | None = None
+        self.node = QuietMailfront(binary, self.config, self.dir / "mailfront.log", self.imap)
         self.description = (f"target/release/mailfront: mail sessions on one single-threaded worker per core "
                             f"(2), accepting and HTTPS on tokio's multi-threaded runtime; users file with {{PLAIN}} passwords; backend login `{login_method}`"
                             + (" (the user's own password, like every other proxy here)" if login_method == "passthrough"
@@ -383,32 +299,16 @@ auth = ["basic"]
                             "log.level = warn; limits.max_connections and max_connections_per_client lifted.")
 
     def start(self) -> None:
-        check = subprocess.run([str(self.binary), "check", "--config", str(self.config)], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise RuntimeError(f"mailfront check failed:\n{check.stdout}{check.stderr}")
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen([str(self.binary), "serve", "--config", str(self.config)],
-                                            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-        # log.level = warn hides "mailfront ready": wait for the greeting instead.
-        deadline = time.monotonic() + 20
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mailfront exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                lab.wait_for_greeting(self.imap, b"* OK", timeout=0.5)
-                break
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise
+        self.node.check()
+        self.node.start()
         wait_tls_greeting(self.imaps)
 
     def stop(self) -> None:
-        lab.stop_child(self.process)
-        self.process = None
+        self.node.stop()
 
     def root_pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+        assert self.node.pid is not None
+        return self.node.pid
 
     def version(self) -> str:
         revision = command_version(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
@@ -443,12 +343,7 @@ events {{
 }}
 http {{
     access_log off;
-    client_body_temp_path {self.dir}/tmp;
-    proxy_temp_path {self.dir}/tmp;
-    fastcgi_temp_path {self.dir}/tmp;
-    uwsgi_temp_path {self.dir}/tmp;
-    scgi_temp_path {self.dir}/tmp;
-    map_hash_max_size 262144;
+{nginx_temp_paths(self.dir / "tmp")}    map_hash_max_size 262144;
     map_hash_bucket_size 128;
     map "$http_auth_user:$http_auth_pass" $mail_auth_status {{
         default "Invalid login or password";
@@ -484,7 +379,7 @@ mail {{
 """)
         (self.dir / "tmp").mkdir(exist_ok=True)
         self.argv = [NGINX, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(conf)]
-        self.server = Foreground(self.argv, self.dir / "stdio.log")
+        self.server = lab.Child(self.name, self.dir / "stdio.log")
         self.description = ("Debian's nginx with libnginx-mod-mail: `worker_processes 2`, `worker_rlimit_nofile` "
                             "at the hard limit; `mail { server { listen; protocol imap; } }` plus an `ssl` "
                             "server; auth_http on a unix socket served by nginx's own http{} block (a `map` "
@@ -511,30 +406,15 @@ class DovecotProxy(lab.Dovecot):
         d = self.dir
         for sub in ("run", "state"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        uid, gid, owner = lab.mail_owner()
+        uid, gid, _ = lab.mail_owner()
         b = self.backend.ports
         (d / "users").write_text("".join(
             f"{u.address}:{{PLAIN}}{u.password}::::::proxy=y host=127.0.0.1 port={b.imap}\n" for u in self.users))
-        internal = "dovecot" if lab.IS_ROOT else owner
-        login_user = "dovenull" if lab.IS_ROOT else owner
         assert self.tls is not None
-        (d / "dovecot.conf").write_text(f"""# written by bench/peers.py: Dovecot as an IMAP proxy
-instance_name = dovecot-proxy
-base_dir = {d}/run
-state_dir = {d}/state
-protocols = imap
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{self.tls.cert}
-ssl_key = <{self.tls.key}
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-log_path = {d}/dovecot.log
-info_log_path = /dev/null
-default_internal_user = {internal}
-default_login_user = {login_user}
-first_valid_uid = 0
+        (d / "dovecot.conf").write_text(
+            "# written by bench/peers.py: Dovecot as an IMAP proxy\n"
+            + self.common_settings("imap", ssl=True)
+            + f"""info_log_path = /dev/null
 default_client_limit = 100000
 passdb {{
   driver = passwd-file
@@ -544,30 +424,14 @@ userdb {{
   driver = static
   args = uid={uid} gid={gid} home={d}/home/%u
 }}
-service imap-login {{
-  chroot =
-  service_count = 0
-  process_min_avail = 2
-  process_limit = 2
-  client_limit = {max(100, per_process_session_ceiling() - 100)}
-  vsz_limit = 4G
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {self.ports.imap}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {self.ports.imaps}
-    ssl = yes
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-service ipc {{
-  chroot =
-}}
-""")
+"""
+            + lab.dovecot.service("imap-login", "service_count = 0", "process_min_avail = 2", "process_limit = 2",
+                              f"client_limit = {max(100, per_process_session_ceiling() - 100)}", "vsz_limit = 4G",
+                              chroot=False, listeners=lab.dovecot.inet_listener("imap", self.ports.imap)
+                              + lab.dovecot.inet_listener("imaps", self.ports.imaps, ssl=True))
+            + lab.dovecot.service("anvil", chroot=False)
+            + lab.dovecot.service("ipc", chroot=False)
+        )
 
 
 class DovecotProxyPeer(Peer):
@@ -644,7 +508,7 @@ backend web
     server web 127.0.0.1:{web.http}
 """)
         self.argv = [HAPROXY, "-db", "-f", str(conf)]
-        self.server = Foreground(self.argv, self.dir / "haproxy.log")
+        self.server = lab.Child(self.name, self.dir / "haproxy.log")
         self.description = ("HAProxy in TCP mode straight to the backend's IMAP port (no authentication: "
                             "the floor cost of a user-space relay), `nbthread 2`, `maxconn` at what the "
                             "descriptor limit allows; TLS terminated on `bind … ssl crt` frontends (IMAP "
@@ -676,12 +540,7 @@ events {{
 }}
 http {{
     access_log off;
-    client_body_temp_path {self.dir}/tmp;
-    proxy_temp_path {self.dir}/tmp;
-    fastcgi_temp_path {self.dir}/tmp;
-    uwsgi_temp_path {self.dir}/tmp;
-    scgi_temp_path {self.dir}/tmp;
-    keepalive_requests 1000000;
+{nginx_temp_paths(self.dir / "tmp")}    keepalive_requests 1000000;
     keepalive_timeout 300s;
     server {{
         listen 127.0.0.1:{self.http};
@@ -694,16 +553,15 @@ http {{
 }}
 """)
         self.argv = [NGINX, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(conf)]
-        self.server = Foreground(self.argv, self.dir / "stdio.log")
+        self.server = lab.Child("the static web server", self.dir / "stdio.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http}/"
 
     def start(self) -> None:
-        self.server.start()
-        wait_http(f"{self.url}index.html")
-        self.server.check_alive("the static web server")
+        self.server.spawn(self.argv)
+        self.server.wait_ready(lambda: lab.http_ok(f"{self.url}index.html"), interval=0.05)
 
     def stop(self) -> None:
         self.server.stop()
@@ -813,7 +671,7 @@ class Peers:
 def check_imap(port: int, tls: bool, user: lab.User) -> dict:
     """One LOGIN, SELECT, NOOP, LOGOUT; returns what TLS was negotiated, if any."""
     if tls:
-        client = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=insecure_context(), timeout=15)
+        client = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=lab.insecure_tls(), timeout=15)
     else:
         client = imaplib.IMAP4("127.0.0.1", port, timeout=15)
     info = {}
@@ -836,7 +694,7 @@ def check_https(port: int, path: str, tls: bool, user: lab.User | None) -> None:
     if user is not None:
         token = base64.b64encode(f"{user.address}:{user.password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=15, context=insecure_context() if tls else None) as response:
+    with urllib.request.urlopen(request, timeout=15, context=lab.insecure_tls() if tls else None) as response:
         if response.status != 200 or not response.read().startswith(b"mailfront bench"):
             raise RuntimeError(f"{scheme} :{port}{path}: status {response.status}")
 
