@@ -81,14 +81,14 @@ pub enum AdminAction {
     Databases,
     /// Every mailbox server: its endpoints' health, maintenance, active databases.
     Servers,
-    /// Switch a database over to another server (refused for a server that is down, in
-    /// maintenance or without a copy, unless --force).
+    /// Switch a database over to another server (refused for a server that is down or in
+    /// maintenance unless --force, and always for one without a copy).
     Move {
         /// The database.
         database: String,
         /// The server to activate it on.
         server: String,
-        /// Move even to a server that is down, in maintenance, or holds no copy.
+        /// Move even to a server that is down or in maintenance (never to one without a copy).
         #[arg(long)]
         force: bool,
     },

@@ -189,8 +189,8 @@ impl ActiveManager {
         Ok(reports)
     }
 
-    /// Switches `database` over to `to` (`force`: even to a server that is down, in
-    /// maintenance, or holds no copy).
+    /// Switches `database` over to `to` (`force`: even to a server that is down or in
+    /// maintenance; never to one that holds no copy).
     pub async fn move_database(
         &self,
         database: &DatabaseName,

@@ -157,16 +157,13 @@ impl fmt::Display for Skip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Skip::OnHold => f.write_str("the database is on hold"),
-            Skip::HeldDown { until } => {
-                let left = until
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default()
-                    .as_secs();
-                write!(
-                    f,
-                    "it was moved automatically within the hold-down time ({left} s left)"
-                )
-            }
+            // The end of the hold-down, not the time left: the line must read the same every
+            // round, or the Active Manager would log it again every round.
+            Skip::HeldDown { until } => write!(
+                f,
+                "it was moved automatically within the hold-down time (until {})",
+                humantime::format_rfc3339_seconds(*until)
+            ),
             Skip::NoCopies => f.write_str("no copies are configured ([[database]] copies)"),
             Skip::NoHealthyCopy => f.write_str("no other copy is up and out of maintenance"),
         }
@@ -307,7 +304,8 @@ pub enum MoveRefused {
     UnknownServer(ServerName),
     /// The database is already active there.
     AlreadyActive,
-    /// The server holds no copy of the database (`--force` overrides).
+    /// The server holds no copy of the database: its users would find an empty mailbox there
+    /// (`--force` does not override this; add the server to the database's `copies` first).
     NotACopy,
     /// The server is down (`--force` overrides).
     ServerDown,
@@ -322,7 +320,8 @@ impl fmt::Display for MoveRefused {
             MoveRefused::UnknownServer(s) => write!(f, "no server {s} in the configuration"),
             MoveRefused::AlreadyActive => f.write_str("the database is already active there"),
             MoveRefused::NotACopy => f.write_str(
-                "that server holds no copy of the database (use --force to move anyway)",
+                "that server holds no copy of the database (its users would find an empty \
+                 mailbox there); add it to the database's [[database]] copies first",
             ),
             MoveRefused::ServerDown => {
                 f.write_str("that server is down (use --force to move anyway)")
@@ -352,10 +351,12 @@ pub fn check_move(
     if &view.active == to {
         return Err(MoveRefused::AlreadyActive);
     }
+    // Not even forced: a server without a copy has none of the database's mail. (A database
+    // without configured copies may go anywhere: mailfront does not know where its copies are.)
+    if !view.copies.is_empty() && !view.copies.contains(to) {
+        return Err(MoveRefused::NotACopy);
+    }
     if !force {
-        if !view.copies.is_empty() && !view.copies.contains(to) {
-            return Err(MoveRefused::NotACopy);
-        }
         if server.health == Health::Down {
             return Err(MoveRefused::ServerDown);
         }

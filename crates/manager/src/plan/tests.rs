@@ -312,7 +312,7 @@ fn failback_is_never_automatic() {
 }
 
 #[test]
-fn operator_moves_are_checked_and_force_overrides() {
+fn operator_moves_are_checked_and_force_overrides_all_but_a_missing_copy() {
     let fleet = fleet(
         &[
             ("mbx1", "w", true, false),
@@ -346,7 +346,24 @@ fn operator_moves_are_checked_and_force_overrides() {
         (forced.to.as_str(), forced.kind),
         ("mbx2", MoveKind::Switchover)
     );
-    assert!(check("mbx4", true).is_ok());
+    // A server without a copy has none of the mail: not even forced.
+    assert_eq!(check("mbx4", true), Err(MoveRefused::NotACopy));
+    // Without configured copies mailfront cannot know: the operator decides.
+    let mut unconfigured = fleet.clone();
+    if let Some(db01) = unconfigured.databases.get_mut(&db) {
+        db01.copies.clear();
+    }
+    assert!(check_move(&unconfigured, &db, &ServerName::new("mbx4"), false).is_ok());
+}
+
+#[test]
+fn a_held_down_database_is_described_the_same_every_round() {
+    // The Active Manager logs what it skips only when the words change.
+    let until = SystemTime::now() + Duration::from_secs(600);
+    let first = Skip::HeldDown { until }.to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(Skip::HeldDown { until }.to_string(), first);
+    assert!(first.contains("until 20"), "{first}");
 }
 
 #[test]
