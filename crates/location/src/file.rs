@@ -263,6 +263,14 @@ pub struct FileSource {
     validate: Arc<Validator>,
 }
 
+impl std::fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSource")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FileSource {
     /// Loads the file (an error here stops start-up: there is no last good map yet), publishes
     /// it, and starts polling for changes every `interval`.

@@ -91,6 +91,7 @@ impl RunningNode {
             http: core.http.clone(),
             rules: Arc::clone(&core.rules),
             location_file: core.location_file.clone(),
+            manager: Arc::clone(&core.manager),
         };
         let reloader = Arc::new(Reloader::new(path.to_owned(), config.clone(), swappable));
         let mut background = core.background;
@@ -221,8 +222,12 @@ impl Core {
         ))];
         let state = Arc::new(NodeState::new());
         let http = build::http_front_door(config, &services, &state)?;
-        let (manager, election) =
-            build::active_manager(config, &services.resolver, &services.metrics)?;
+        let (manager, election) = build::active_manager(
+            config,
+            &services.resolver,
+            &services.metrics,
+            location_file.as_ref(),
+        )?;
         background.extend(election);
         let wake = Arc::new(Notify::new());
         let prober = start_probes(config, &services, &wake, &mut background)?;

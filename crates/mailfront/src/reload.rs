@@ -1,7 +1,8 @@
 //! Hot reload: on SIGHUP, on an admin request, or when the configuration file, the certificate,
 //! its key or the cookie key file changes, the configuration is read and checked again and what
 //! can change under a running node is swapped in at once: the topology (servers, sites,
-//! databases), the client certificate, and the cookie keys.
+//! databases — the Active Manager's copies with them), the client certificate, and the cookie
+//! keys.
 //!
 //! A new configuration is all or nothing: if anything in it is wrong (a parse error, a bad
 //! certificate, a server removed while the location map still makes it active…), the old one
@@ -24,6 +25,7 @@ use mailfront_http::HttpFrontDoor;
 use mailfront_http::cookie::CookieKeys;
 use mailfront_location::Locator;
 use mailfront_location::file::FileSource;
+use mailfront_manager::active::ActiveManager;
 use mailfront_metrics::{Metrics, OutcomeLabel};
 use mailfront_net::tls::SharedAcceptor;
 use mailfront_resolve::Resolver;
@@ -67,6 +69,7 @@ pub struct Reloader {
     http: Option<Arc<HttpFrontDoor>>,
     rules: Arc<ArcSwap<LocationRules>>,
     location_file: Option<Arc<FileSource>>,
+    manager: Arc<ActiveManager>,
     status: Mutex<ReloadStatus>,
     /// Hashes of the certificate and key, and of the cookie key file, in force (to report
     /// what a reload changed).
@@ -101,6 +104,8 @@ pub struct Swappable {
     pub rules: Arc<ArcSwap<LocationRules>>,
     /// The location file source, when locations come from a file.
     pub location_file: Option<Arc<FileSource>>,
+    /// The Active Manager (the databases' configured copies).
+    pub manager: Arc<ActiveManager>,
 }
 
 /// Sections compared by their debug form; a change to any needs a restart.
@@ -168,6 +173,7 @@ impl Reloader {
             http: parts.http,
             rules: parts.rules,
             location_file: parts.location_file,
+            manager: parts.manager,
             status: Mutex::new(ReloadStatus {
                 loaded_at: Some(SystemTime::now()),
                 last_error: None,
@@ -298,6 +304,7 @@ impl Reloader {
         }
         self.resolver.set_topology(topology);
         self.rules.store(Arc::new(rules));
+        self.manager.set_copies(build::copies(&new));
         if let Some(source) = &self.location_file
             && let Err(e) = source.reload()
         {

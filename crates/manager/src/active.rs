@@ -9,14 +9,16 @@
 //! Nothing moves while the store cannot be read (the leader cannot know what it would
 //! overwrite) — and with etcd unreachable the leader's term runs out anyway.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use mailfront_location::record::{MoveStamp, Records, unix_now};
 use mailfront_metrics::Metrics;
-use mailfront_model::{DatabaseName, ServerName};
+use mailfront_model::{DatabaseName, Protocol, ServerName, SiteName};
 use mailfront_resolve::Resolver;
+use mailfront_resolve::health::ServerHealth;
 use tokio::sync::{Notify, watch};
 
 use crate::health::Health;
@@ -33,8 +35,12 @@ pub struct ManagerSettings {
     pub policy: Policy,
     /// How often a round runs without a probe's news.
     pub interval: Duration,
-    /// The configured copies of each database, in activation preference order (`[[database]]`).
+    /// The configured copies of each database, in activation preference order (`[[database]]`)
+    /// at start; a reload replaces them ([`ActiveManager::set_copies`]).
     pub copies: BTreeMap<DatabaseName, Vec<ServerName>>,
+    /// The endpoints whose failure makes a server down for failover (`failover_on`): a server
+    /// whose HTTP service alone fails keeps its databases unless HTTP is listed.
+    pub failover_on: BTreeSet<Protocol>,
 }
 
 /// The Active Manager of one node.
@@ -43,6 +49,8 @@ pub struct ActiveManager {
     pub(crate) leadership: Leadership,
     pub(crate) resolver: Arc<Resolver>,
     pub(crate) settings: ManagerSettings,
+    /// The configured copies in force (reloadable).
+    copies: ArcSwap<BTreeMap<DatabaseName, Vec<ServerName>>>,
     metrics: Arc<Metrics>,
     /// What the last round said about a halt or skipped databases (said again only when it
     /// changes, so that a long outage does not fill the log).
@@ -54,6 +62,25 @@ impl std::fmt::Debug for ActiveManager {
         f.debug_struct("ActiveManager")
             .field("node", &self.settings.node)
             .finish_non_exhaustive()
+    }
+}
+
+/// A server as failover sees it: down when an endpoint of `failover_on` is down; suspect when
+/// the last probe of one of them failed.
+fn server_view(
+    site: SiteName,
+    probed: Option<&ServerHealth>,
+    maintenance: bool,
+    failover_on: &BTreeSet<Protocol>,
+) -> ServerView {
+    let counted = |protocol: &Protocol| failover_on.contains(protocol);
+    let down = probed.is_some_and(|h| h.endpoints.iter().any(|(p, up)| counted(p) && !up));
+    let failing = probed.is_some_and(|h| h.failing.iter().any(counted));
+    ServerView {
+        site,
+        health: if down { Health::Down } else { Health::Up },
+        maintenance,
+        suspect: down || failing,
     }
 }
 
@@ -75,10 +102,17 @@ impl ActiveManager {
             store,
             leadership,
             resolver,
+            copies: ArcSwap::from_pointee(settings.copies.clone()),
             settings,
             metrics,
             last_said: Mutex::new(String::new()),
         }
+    }
+
+    /// Replaces the configured copies (a reload changed `[[database]]`): the next round and the
+    /// next operator command rank copies by these.
+    pub fn set_copies(&self, copies: BTreeMap<DatabaseName, Vec<ServerName>>) {
+        self.copies.store(Arc::new(copies));
     }
 
     /// This node's leadership.
@@ -100,25 +134,22 @@ impl ActiveManager {
             .servers
             .values()
             .map(|server| {
-                let probed = board.get(&server.name);
-                let down = probed.is_some_and(|h| !h.all_up());
-                let view = ServerView {
-                    site: server.site.clone(),
-                    health: if down { Health::Down } else { Health::Up },
-                    maintenance: records.in_maintenance(&server.name),
-                    suspect: probed.is_some_and(|h| h.looks_down()),
-                };
+                let view = server_view(
+                    server.site.clone(),
+                    board.get(&server.name),
+                    records.in_maintenance(&server.name),
+                    &self.settings.failover_on,
+                );
                 (server.name.clone(), view)
             })
             .collect();
+        let configured = self.copies.load();
         let databases = records
             .databases
             .iter()
             .map(|(name, stored)| {
                 let record = &stored.value;
-                let copies = self
-                    .settings
-                    .copies
+                let copies = configured
                     .get(name)
                     .cloned()
                     .unwrap_or_else(|| record.copies.clone());
@@ -206,6 +237,13 @@ impl ActiveManager {
         if *last != message {
             if !message.is_empty() {
                 tracing::warn!(node = %self.settings.node, "active manager: {message}");
+            } else {
+                // The warning before this one no longer holds: say so, or the last word in the
+                // log would still be that something is stuck.
+                tracing::info!(
+                    node = %self.settings.node,
+                    "active manager: nothing is held back any more"
+                );
             }
             *last = message;
         }
@@ -274,5 +312,36 @@ impl ActiveManager {
             ),
         }
         written.map(|()| record.epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probed(endpoints: &[(Protocol, bool)], failing: &[Protocol]) -> ServerHealth {
+        ServerHealth {
+            endpoints: endpoints.iter().copied().collect(),
+            maintenance: false,
+            failing: failing.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn only_the_endpoints_failover_counts_make_a_server_down() {
+        let on: BTreeSet<Protocol> = [Protocol::Imap, Protocol::Pop3].into();
+        let view = |h: Option<&ServerHealth>| {
+            let v = server_view(SiteName::new("w"), h, false, &on);
+            (v.health, v.suspect)
+        };
+        assert_eq!(view(None), (Health::Up, false));
+        let http_down = probed(&[(Protocol::Imap, true), (Protocol::Http, false)], &[]);
+        assert_eq!(view(Some(&http_down)), (Health::Up, false));
+        let imap_down = probed(&[(Protocol::Imap, false), (Protocol::Http, true)], &[]);
+        assert_eq!(view(Some(&imap_down)), (Health::Down, true));
+        let pop3_failing = probed(&[(Protocol::Pop3, true)], &[Protocol::Pop3]);
+        assert_eq!(view(Some(&pop3_failing)), (Health::Up, true));
+        let http_failing = probed(&[(Protocol::Http, true)], &[Protocol::Http]);
+        assert_eq!(view(Some(&http_failing)), (Health::Up, false));
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use mailfront_location::etcd::records::{EtcdRecords, Fence, WriteError as EtcdWriteError};
-use mailfront_location::file::{LocationFileError, read_records, write_records};
+use mailfront_location::file::{FileSource, LocationFileError, read_records, write_records};
 use mailfront_location::record::{DatabaseRecord, Records, ServerRecord, Stored};
 use mailfront_model::{DatabaseName, ServerName};
 
@@ -33,16 +33,20 @@ pub enum Store {
     File {
         /// The location file.
         path: PathBuf,
+        /// The source that feeds this node's locator from the file: told after every write, so
+        /// that this node routes by a move at once rather than at its next poll.
+        source: Option<std::sync::Arc<FileSource>>,
         /// One write at a time from this node (read, compare, write back).
         lock: tokio::sync::Mutex<()>,
     },
 }
 
 impl Store {
-    /// The store in the location file at `path`.
-    pub fn file(path: PathBuf) -> Self {
+    /// The store in the location file at `path`, feeding `source` (if this node routes by it).
+    pub fn file(path: PathBuf, source: Option<std::sync::Arc<FileSource>>) -> Self {
         Store::File {
             path,
+            source,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -69,7 +73,7 @@ impl Store {
                 .write_database(database, expected.revision, record, fence)
                 .await
                 .map_err(from_etcd),
-            Store::File { path, lock } => {
+            Store::File { path, lock, source } => {
                 let _one = lock.lock().await;
                 let mut records = read_records(path).map_err(unavailable)?;
                 let Some(current) = records.databases.get_mut(database) else {
@@ -79,7 +83,9 @@ impl Store {
                     return Err(WriteError::Conflict);
                 }
                 current.value = record.clone();
-                write_records(path, &records).map_err(unavailable)
+                write_records(path, &records).map_err(unavailable)?;
+                reread(source.as_deref());
+                Ok(())
             }
         }
     }
@@ -96,7 +102,7 @@ impl Store {
                 .write_server(server, expected.map_or(0, |e| e.revision), record)
                 .await
                 .map_err(from_etcd),
-            Store::File { path, lock } => {
+            Store::File { path, lock, .. } => {
                 let _one = lock.lock().await;
                 let mut records = read_records(path).map_err(unavailable)?;
                 let current = records.servers.get(server).map(|s| &s.value);
@@ -111,6 +117,16 @@ impl Store {
                 write_records(path, &records).map_err(unavailable)
             }
         }
+    }
+}
+
+/// Publishes the file just written to this node's locator. The write is done either way; a file
+/// the source refuses now would be refused by its next poll too, and the poller logs that.
+fn reread(source: Option<&FileSource>) {
+    if let Some(source) = source
+        && let Err(error) = source.reload()
+    {
+        tracing::warn!(%error, "the location file just written does not load");
     }
 }
 

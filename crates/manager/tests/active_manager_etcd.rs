@@ -94,6 +94,7 @@ fn member(etcd: &Etcd, name: &str) -> Member {
         },
         interval: Duration::from_millis(200),
         copies: BTreeMap::from([(DatabaseName::new("DB01"), copies)]),
+        failover_on: [Protocol::Imap].into(),
     };
     let manager = Arc::new(ActiveManager::new(
         Store::Etcd(records),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailfront_location::etcd::records::EtcdRecords;
+use mailfront_location::file::FileSource;
 use mailfront_manager::active::{ActiveManager, ManagerSettings};
 use mailfront_manager::health::Thresholds;
 use mailfront_manager::leader::{Election, Leadership, elect};
@@ -34,6 +35,7 @@ pub fn active_manager(
     config: &Config,
     resolver: &Arc<Resolver>,
     metrics: &Arc<Metrics>,
+    location_file: Option<&Arc<FileSource>>,
 ) -> Result<(Arc<ActiveManager>, Option<JoinHandle<()>>), String> {
     let (manager_config, automatic) = settings_of(config);
     let (store, leadership, election) = match &config.location {
@@ -43,7 +45,8 @@ pub fn active_manager(
             } else {
                 Leadership::never()
             };
-            (Store::file(path.clone()), leadership, None)
+            let store = Store::file(path.clone(), location_file.cloned());
+            (store, leadership, None)
         }
         LocationConfig::Etcd(etcd) => {
             let records = Arc::new(
@@ -74,6 +77,7 @@ pub fn active_manager(
             .as_ref()
             .map_or(Duration::from_secs(2), |h| h.interval),
         copies: copies(config),
+        failover_on: manager_config.failover_on.iter().copied().collect(),
     };
     let manager = ActiveManager::new(
         store,
@@ -86,7 +90,7 @@ pub fn active_manager(
 }
 
 /// The configured copies of each database, in activation preference order.
-fn copies(config: &Config) -> BTreeMap<DatabaseName, Vec<ServerName>> {
+pub fn copies(config: &Config) -> BTreeMap<DatabaseName, Vec<ServerName>> {
     config
         .database
         .iter()

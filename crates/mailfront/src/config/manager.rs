@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mailfront_model::Protocol;
 use serde::Deserialize;
 
 /// How endpoints are probed.
@@ -98,6 +99,10 @@ pub struct ActiveManagerConfig {
     /// A database moved automatically is not moved automatically again within this time.
     #[serde(with = "humantime_serde")]
     pub hold_down: Duration,
+    /// The endpoints whose failure moves a server's databases away (default: the mail
+    /// protocols, `imap`, `pop3`, `submission` and `smtp` — the delivery endpoint). A server
+    /// whose HTTP service alone fails keeps its databases unless `http` is listed.
+    pub failover_on: Vec<Protocol>,
     /// The etcd election key.
     pub election_key: String,
     /// The etcd prefix of the servers' records (maintenance).
@@ -110,6 +115,12 @@ impl Default for ActiveManagerConfig {
             enabled: true,
             lease_ttl: Duration::from_secs(5),
             hold_down: Duration::from_secs(600),
+            failover_on: vec![
+                Protocol::Imap,
+                Protocol::Pop3,
+                Protocol::Submission,
+                Protocol::Smtp,
+            ],
             election_key: "/mailfront/leader".to_owned(),
             servers_prefix: "/mailfront/servers/".to_owned(),
         }
@@ -128,6 +139,19 @@ impl ActiveManagerConfig {
         }
         if self.lease_ttl < Duration::from_secs(2) {
             return Err("active_manager.lease_ttl: must be at least 2s".to_owned());
+        }
+        if self.failover_on.is_empty() {
+            return Err(
+                "active_manager.failover_on: name at least one endpoint (imap, pop3, submission, \
+                 smtp, http), or set active_manager.enabled = false"
+                    .to_owned(),
+            );
+        }
+        if self.failover_on.contains(&Protocol::Sip) {
+            return Err(
+                "active_manager.failover_on: sip is never probed (SIP is redirected, not proxied)"
+                    .to_owned(),
+            );
         }
         if self.election_key.is_empty() || !self.election_key.starts_with('/') {
             return Err("active_manager.election_key: must start with `/`".to_owned());

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use mailfront_model::Protocol;
+
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -347,6 +349,37 @@ fn address_ranges_are_parsed_at_load_and_errors_name_the_entry() {
         assert!(
             error.starts_with(expected),
             "expected `{expected}`, got `{error}`"
+        );
+    }
+}
+
+#[test]
+fn failover_counts_the_mail_endpoints_unless_told_otherwise() {
+    let with = |manager: &str| {
+        let text = format!("{MINIMAL}\n[health]\n\n[active_manager]\n{manager}\n");
+        Config::parse(&text).and_then(|config| config.validate().map(|()| config))
+    };
+    let config = with("").expect("defaults are valid");
+    let manager = config.active_manager.expect("the table is there");
+    assert_eq!(
+        manager.failover_on,
+        [
+            Protocol::Imap,
+            Protocol::Pop3,
+            Protocol::Submission,
+            Protocol::Smtp
+        ]
+    );
+    let config = with("failover_on = [\"imap\", \"http\"]").expect("valid");
+    assert_eq!(
+        config.active_manager.map(|m| m.failover_on),
+        Some(vec![Protocol::Imap, Protocol::Http])
+    );
+    for bad in ["failover_on = []", "failover_on = [\"sip\"]"] {
+        let error = with(bad).expect_err(bad);
+        assert!(
+            error.starts_with("active_manager.failover_on"),
+            "{bad}: {error}"
         );
     }
 }
