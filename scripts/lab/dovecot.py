@@ -4,7 +4,9 @@ systemd) from a configuration written here, serving mail from shared database fo
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,6 +195,44 @@ userdb {{
         if pid is None:
             return
         stop_pid(pid)
+
+    def processes(self) -> list[int]:
+        """Every live process of this instance: its master daemonised into a session of its own,
+        so they are the processes of that session (those it forks while being signalled too)."""
+        master = self.pid()
+        if not master:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # After the command: state, ppid, pgrp, session.
+            if len(fields) > 3 and fields[3] == str(master) and fields[0] != "Z":
+                found.append(int(entry))
+        return found
+
+    def signal(self, sig: int) -> None:
+        """Sends `sig` to every process of this instance (SIGSTOP: up, but silent)."""
+        for pid in self.processes():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """A crash: SIGKILL to every process (master, login and mail processes), again until none
+        is left (a master may fork while it is being killed)."""
+        deadline = time.monotonic() + timeout
+        while self.processes():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: processes left after SIGKILL: {self.processes()}")
+            self.signal(signal.SIGKILL)
+            time.sleep(0.02)
 
     def log_text(self) -> str:
         return read_text(self.dir / "dovecot.log")

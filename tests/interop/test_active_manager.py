@@ -15,6 +15,7 @@ import smtplib
 import subprocess
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -119,47 +120,14 @@ class Fleet:
         return next(n for n in self.nodes if n is not leader and n.process.running())
 
 
-def processes_of(server: lab.Dovecot) -> list[int]:
-    """Every live process of a Dovecot instance: its master daemonised into a session of its
-    own, so they are the processes of that session (those it forks while being killed too)."""
-    master = server.pid()
-    if not master:
-        return []
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command: state, ppid, pgrp, session.
-        if len(fields) > 3 and fields[3] == str(master) and fields[0] != "Z":
-            found.append(int(entry))
-    return found
-
-
 def kill_server(*servers: lab.Dovecot) -> None:
-    """SIGKILLs every process of each Dovecot instance (master, login and mail processes) at once,
-    again until none is left (a master may fork while it is being killed)."""
+    """A crash of each server, all at once: SIGKILL to every process, again until none is left."""
     def remaining():
-        pids = [pid for server in servers for pid in processes_of(server)]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        pids = [pid for server in servers for pid in server.processes()]
+        for server in servers:
+            server.signal(signal.SIGKILL)
         return not pids
     wait_until(remaining, 10, "the servers dead")
-
-
-def signal_server(server: lab.Dovecot, sig: int) -> None:
-    for pid in processes_of(server):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:  # a login process that ended meanwhile
-            pass
 
 
 def imap_login(port: int, user: str) -> imaplib.IMAP4:
@@ -238,7 +206,7 @@ def fleet(lab_env):
             if node.process:
                 node.process.stop()
         for server in servers.values():
-            signal_server(server, signal.SIGCONT) if server.pid() else None
+            server.signal(signal.SIGCONT)
             server.stop()
         etcd.resume() if etcd.running() else None
         etcd.stop()
@@ -260,7 +228,7 @@ def healthy(fleet):
     fleet.etcd.resume()
     for server in fleet.servers.values():
         if server.pid() and lab.alive(server.pid()):
-            signal_server(server, signal.SIGCONT)
+            server.signal(signal.SIGCONT)
         else:
             server.start()
     for node in fleet.nodes:
@@ -320,6 +288,8 @@ def test_a_dead_server_fails_over_by_itself(healthy):
     client.logout()
     assert backend_of(entry, "alice@example.com", offset) == "amx2"
     assert written_after < DETECT + 3, f"moved {written_after:.2f}s after the kill"
+    print(f"\nfailover: DB01 written to amx2 {written_after:.2f}s after amx1 was killed "
+          f"(probes every {INTERVAL}s, fall {FALL})")
     # Failback is never automatic: amx1 comes back, DB01 stays on amx2.
     fleet.servers["amx1"].start()
     wait_until(lambda: all(_server_up(n, "amx1") for n in fleet.nodes), 10, "amx1 up again")
@@ -340,7 +310,20 @@ def _server_up(node: Node, server: str) -> bool:
                                  for s in body["servers"])
 
 
-def test_a_database_without_copies_stays_and_the_log_says_why(healthy):
+def set_copies(fleet: Fleet, database: str, copies: list[str] | None) -> None:
+    """Rewrites every node's `[[database]]` entry for `database` and reloads it."""
+    for node in fleet.nodes:
+        settings = tomllib.loads(node.config.read_text())
+        entries = [d for d in settings.get("database", []) if d["name"] != database]
+        if copies:
+            entries.append({"name": database, "copies": copies})
+        settings["database"] = entries
+        lab.write_toml(node.config, settings)
+        status, body = node.api("POST", "/reload")
+        assert status == 200, body
+
+
+def test_a_database_without_copies_stays_says_why_once_and_moves_once_copies_are_reloaded(healthy):
     fleet = healthy
     leader = fleet.leader()
     offset = len(leader.log())
@@ -353,6 +336,17 @@ def test_a_database_without_copies_stays_and_the_log_says_why(healthy):
     with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
         imap_login(fleet.nodes[1].imap, "dan@example.com")
     assert time.monotonic() - started < 1.0
+    # Said once, not every round.
+    time.sleep(INTERVAL * 5)
+    assert leader.log()[offset:].count("DB04 stays on its down server") == 1
+    # The operator configures copies and reloads: no restart, the next round moves it.
+    try:
+        set_copies(fleet, "DB04", ["amx3", "amx1", "amx2"])
+        wait_until(lambda: fleet.active("DB04")[0] != "amx3", DETECT + 5, "DB04 moved after the reload")
+        assert fleet.active("DB04") == ("amx2", 1)  # amx2 hosts fewer databases than amx1
+        leader.process.wait_ready(lambda: "nothing is held back any more" in leader.log()[offset:], 5)
+    finally:
+        set_copies(fleet, "DB04", None)
 
 
 def test_a_killed_leader_is_replaced_within_the_lease_and_the_new_one_fails_over(healthy):
@@ -505,9 +499,9 @@ def _untagged_bye(client: imaplib.IMAP4) -> bytes | None:
 def test_a_silent_server_counts_as_down_and_a_flapping_one_is_not_bounced(healthy):
     fleet = healthy
     before = fleet.offsets()
-    signal_server(fleet.servers["amx1"], signal.SIGSTOP)  # up, but its greeting never comes
+    fleet.servers["amx1"].signal(signal.SIGSTOP)  # up, but its greeting never comes
     wait_until(lambda: fleet.active("DB01")[0] == "amx2", DETECT + 5, "DB01 moved off the silent server")
-    signal_server(fleet.servers["amx1"], signal.SIGCONT)
+    fleet.servers["amx1"].signal(signal.SIGCONT)
     wait_until(lambda: all(_server_up(n, "amx1") for n in fleet.nodes), 10, "amx1 answers again")
     # DB01's new server now fails too: within the hold-down, DB01 is not moved again.
     leader = fleet.leader()
@@ -561,11 +555,17 @@ def test_admin_command_line(healthy):
     assert fleet.active("DB02") == ("amx1", 1)
     refused = run("move", "DB03", "amx2")
     assert refused.returncode != 0 and "holds no copy" in refused.stderr, refused.stderr
+    # Not even forced: amx2 has none of DB03's mail.
     forced = run("move", "DB03", "amx2", "--force")
-    assert forced.returncode == 0, forced.stderr
-    assert fleet.active("DB03") == ("amx2", 1)
+    assert forced.returncode != 0 and "holds no copy" in forced.stderr, forced.stderr
+    assert fleet.active("DB03") == ("amx1", 0)
     assert run("maintenance", "amx3", "on").returncode == 0
     servers = {s["server"]: s for s in json.loads(run("servers").stdout)["servers"]}
     assert servers["amx3"]["maintenance"]
+    refused = run("move", "DB03", "amx3")
+    assert refused.returncode != 0 and "maintenance" in refused.stderr, refused.stderr
+    forced = run("move", "DB03", "amx3", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert fleet.active("DB03") == ("amx3", 1)
     assert run("hold", "DB01", "on").returncode == 0
     assert json.loads(run("databases").stdout)["databases"][0]["hold"]

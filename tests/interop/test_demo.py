@@ -54,8 +54,14 @@ def demo():
     assert output and output[-1].strip() == "mailfront demo ready", "".join(output)
     yield process
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        # SIGTERM first: the demo stops what it started (mailfront and Dovecot run in sessions
+        # of their own, out of reach of a SIGKILL of the demo's group).
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def sip_invite(uri: str) -> str:
@@ -164,6 +170,30 @@ def test_demo_contract(demo):
 
     bad = subprocess.run([str(DEMO), "switchover", "DB01", "mbx7"], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "unknown server" in bad.stderr
+
+    # A crash: mbx2 (both databases are active there now) is killed; the Active Manager sees it
+    # down and moves both to mbx1 by itself; alice logs in again and finds her mail.
+    offset = len(log_path.read_text())
+    done = subprocess.run([str(DEMO), "fail", "mbx2"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 15
+    while not all(re.search(rf"database moved .*database={db} from=mbx2 to=mbx1", log_path.read_text()[offset:])
+                  for db in ("DB01", "DB02")):
+        assert time.monotonic() < deadline, "the Active Manager never moved DB01 and DB02:\n" + log_path.read_text()[offset:]
+        time.sleep(0.05)
+    client = login_alice()
+    client.select("INBOX")
+    typ, data = client.search(None, "SUBJECT", f'"{subject}"')
+    assert typ == "OK" and data[0], "alice's mail did not follow her to mbx1"
+    client.logout()
+    assert backend_of_last_session(log_path.read_text(), "alice@example.com") == "mbx1"
+    done = subprocess.run([str(DEMO), "restore", "mbx2"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 15
+    while not re.search(r"backend up .*server=mbx2 protocol=imap", log_path.read_text()[offset:]):
+        assert time.monotonic() < deadline, "mailfront never saw mbx2 up again"
+        time.sleep(0.05)
+    assert lab.read_locations(lab.lab_root("demo") / "locations.toml") == {"DB01": "mbx1", "DB02": "mbx1"}
 
     # A clean stop on SIGTERM: everything it started is gone.
     dovecot_pids = [int((lab.lab_root("demo") / n / "run" / "master.pid").read_text()) for n in ("mbx1", "mbx2")]
