@@ -1,11 +1,12 @@
-//! The command line: `serve`, `check`, `route`, `admin`, `hash-password`, `cookie-key`.
+//! The command line: `serve`, `check`, `init`, `route`, `admin`, `hash-password`, `cookie-key`,
+//! `manpage`, `completions`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use mailfront_location::Locator;
 use mailfront_metrics::Metrics;
 use mailfront_model::{Principal, Protocol};
@@ -18,6 +19,7 @@ use crate::admin_client::{self, AdminAction, AdminTarget};
 use crate::app;
 use crate::build;
 use crate::config::{Config, LogFormat};
+use crate::init;
 
 /// mailfront: a stateless Client Access Server for mail.
 #[derive(Debug, Parser)]
@@ -40,6 +42,16 @@ enum Command {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Write a starter configuration into a folder: the configuration, users file, location map,
+    /// a self-signed certificate and a cookie key. Only missing files are written; `check`
+    /// passes on the result.
+    Init {
+        /// The folder (made if needed), e.g. /etc/mailfront.
+        dir: PathBuf,
+        /// The node's name (default: this machine's host name).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Explain where a user would be routed, and why.
     Route {
@@ -73,6 +85,13 @@ enum Command {
         #[arg(long, short, default_value = "SHA512-CRYPT")]
         scheme: Scheme,
     },
+    /// Print the manual page (roff), e.g. `mailfront manpage | man -l -`.
+    Manpage,
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -81,6 +100,17 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Init { dir, node } => init_command(&dir, node),
+        Command::Manpage => manpage(),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "mailfront",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Route {
             config,
             user,
@@ -148,8 +178,10 @@ fn serve(path: PathBuf) -> ExitCode {
             }
         };
         tracing::info!(node = %node.reloader.config().node.name, listeners = node.bound.len(), "mailfront ready");
+        crate::systemd::ready();
         wait_for_signal().await;
         tracing::info!("shutting down");
+        crate::systemd::stopping();
         node.stop().await;
         ExitCode::SUCCESS
     })
@@ -174,17 +206,29 @@ async fn wait_for_signal() {
 }
 
 fn check(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
-        Ok(config) => config,
-        Err(e) => return fail(e),
-    };
-    let topology = match build::topology(&config) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("{}: {e}", path.display())),
-    };
+    match check_config(&path) {
+        Ok((summary, warnings)) => {
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: OK ({summary})", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Everything `check` checks: the configuration, the users (file, or LDAP reachable), the
+/// location map, the certificate and backend trust. A one-line summary and the warnings, or the
+/// first error (naming the file).
+pub fn check_config(path: &std::path::Path) -> Result<(String, Vec<String>), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let at = |e: String| format!("{}: {e}", path.display());
+    let topology = build::topology(&config).map_err(at)?;
     let mut warnings = config.warnings();
-    let users = match build::load_directory_file(&config) {
-        Ok(Some(users)) => {
+    let runtime = runtime().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let users = match build::load_directory_file(&config).map_err(at)? {
+        Some(users) => {
             for address in users.plaintext_passwords() {
                 warnings.push(format!(
                     "directory: {address} has a {{PLAIN}} password; store a hash (mailfront hash-password)"
@@ -192,48 +236,56 @@ fn check(path: PathBuf) -> ExitCode {
             }
             format!("{} users", users.len())
         }
-        Ok(None) => {
-            let runtime = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("cannot start the runtime: {e}")),
-            };
-            match runtime.block_on(build::probe_directory(&config)) {
-                Ok(_) => "LDAP directory reachable".to_owned(),
-                // Unreachable now is not a configuration error: say it, but pass.
-                Err(e) if e.starts_with("directory.url") => {
-                    warnings.push(e);
-                    "LDAP directory not reachable".to_owned()
-                }
-                Err(e) => return fail(format!("{}: {e}", path.display())),
+        None => match runtime.block_on(build::probe_directory(&config)) {
+            Ok(_) => "LDAP directory reachable".to_owned(),
+            // Unreachable now is not a configuration error: say it, but pass.
+            Err(e) if e.starts_with("directory.url") => {
+                warnings.push(e);
+                "LDAP directory not reachable".to_owned()
             }
-        }
-        Err(e) => return fail(format!("{}: {e}", path.display())),
+            Err(e) => return Err(at(e)),
+        },
     };
-    let map = match runtime()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(build::load_locations(&config)))
-    {
-        Ok((map, rejected)) => {
-            warnings.extend(rejected);
-            map
-        }
-        Err(e) => return fail(format!("{}: {e}", path.display())),
-    };
-    if let Err(e) = build::acceptor(&config).and_then(|_| build::connector(&config)) {
-        return fail(format!("{}: {e}", path.display()));
-    }
-    for warning in &warnings {
-        eprintln!("warning: {warning}");
-    }
-    println!(
-        "{}: OK ({} servers, {}, {} databases located, {} listeners)",
-        path.display(),
+    let (map, rejected) = runtime
+        .block_on(build::load_locations(&config))
+        .map_err(at)?;
+    warnings.extend(rejected);
+    build::acceptor(&config)
+        .and_then(|_| build::connector(&config))
+        .map_err(at)?;
+    let summary = format!(
+        "{} servers, {}, {} databases located, {} listeners",
         topology.servers.len(),
         users,
         map.iter().count(),
         config.listener.len()
     );
-    ExitCode::SUCCESS
+    Ok((summary, warnings))
+}
+
+fn init_command(dir: &std::path::Path, node: Option<String>) -> ExitCode {
+    let node = node.unwrap_or_else(init::host_name);
+    match init::init(dir, &node) {
+        Ok(report) => {
+            for path in &report.created {
+                println!("created {}", path.display());
+            }
+            for path in &report.kept {
+                println!("kept    {} (it exists)", path.display());
+            }
+            print!("{}", init::next_steps(dir));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn manpage() -> ExitCode {
+    let page = clap_mangen::Man::new(Cli::command());
+    match page.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
 }
 
 fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
