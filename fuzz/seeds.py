@@ -124,25 +124,25 @@ CHUNKING = 4
 
 
 def transport():
-    write("smtp_transport", "inbound-data", framed(NONE | CHUNKING, pick_seed(BYTES),
+    write("smtp_receiver", "inbound-data", framed(NONE | CHUNKING, pick_seed(BYTES),
         b"EHLO mx.example.org\r\nMAIL FROM:<bob@example.org> SIZE=120 BODY=8BITMIME\r\n"
         b"RCPT TO:<alice@example.com>\r\nRCPT TO:<carol@example.com>\r\nDATA\r\n"
         b"From: bob@example.org\r\nSubject: hi\r\n\r\n..leading dot\r\nbare\nlf\r\n.\r\nQUIT\r\n"))
-    write("smtp_transport", "inbound-bdat", framed(NONE | CHUNKING, pick_seed(WHOLE),
+    write("smtp_receiver", "inbound-bdat", framed(NONE | CHUNKING, pick_seed(WHOLE),
         b"EHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.com>\r\nBDAT 5\r\nhelloBDAT 7 LAST\r\n"
         b"\r\n.\r\nxyRSET\r\nMAIL FROM:<c@d>\r\nRCPT TO:<a@example.com>\r\nBDAT 0 LAST\r\nQUIT\r\n"))
-    write("smtp_transport", "smuggling", framed(STARTTLS | CHUNKING, pick_seed(BYTES),
+    write("smtp_receiver", "smuggling", framed(STARTTLS | CHUNKING, pick_seed(BYTES),
         b"EHLO x\r\nSTARTTLS\r\nEHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<v@example.com>\r\nDATA\r\n"
         b"body\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nforged\r\n.\r\n"))
-    write("smtp_transport", "limits", framed(IMPLICIT | SMALL, pick_seed(WHOLE),
+    write("smtp_receiver", "limits", framed(IMPLICIT | SMALL, pick_seed(WHOLE),
         b"HELO x\r\nMAIL FROM:<a@b> SIZE=999999\r\nMAIL FROM:<a@b>\r\nRCPT TO:<1@example.com>\r\n"
         b"RCPT TO:<2@example.com>\r\nRCPT TO:<3@example.com>\r\nDATA\r\n" + b"x" * 210 +
         b"\r\n.\r\nBDAT 3\r\nabcVRFY x\r\nQUIT\r\n"))
-    write("smtp_transport", "structured-data", framed(DATA_MODE | NONE, pick_seed(BYTES),
+    write("smtp_receiver", "structured-data", framed(DATA_MODE | NONE, pick_seed(BYTES),
         b"Subject: x\r\n\r\n.\r\n..\r\nend\r\n.\r\nQUIT\r\n"))
-    write("smtp_transport", "structured-data-shapes", framed(DATA_MODE | NONE, pick_seed(WHOLE),
+    write("smtp_receiver", "structured-data-shapes", framed(DATA_MODE | NONE, pick_seed(WHOLE),
         b"a\n.\nb\r.\rc\n.\r\nd\r\n.\ne\r.\r\n\r\n.\r\n"))
-    write("smtp_transport", "structured-bdat", framed(BDAT_MODE | NONE, pick_seed(WHOLE),
+    write("smtp_receiver", "structured-bdat", framed(BDAT_MODE | NONE, pick_seed(WHOLE),
         b"binary\x00data\r\n.\r\nnot the end\r\n"))
 
 

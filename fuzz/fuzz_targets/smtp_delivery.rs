@@ -15,7 +15,7 @@ use mailfront_protocol::smtp::command::{Body, MailParams};
 use mailfront_protocol::smtp::delivery::{
     DeliveryClient, DeliveryEvent, DeliveryProtocol, verdict,
 };
-use mailfront_protocol::smtp::transport::Envelope;
+use mailfront_protocol::smtp::receiver::Envelope;
 
 fuzz_target!(|data: &[u8]| {
     let input = Input::new(data);

@@ -3,10 +3,8 @@
 //! the driver of the front-end transport machine.
 
 use mailfront_protocol::smtp::data::{DataDecoder, DotStuffer};
+use mailfront_protocol::smtp::receiver::{Envelope, Receiver, ReceiverEvent, ReceiverSettings};
 use mailfront_protocol::smtp::reply::Reply;
-use mailfront_protocol::smtp::transport::{
-    Envelope, TransportEvent, TransportServer, TransportSettings,
-};
 use mailfront_protocol::{ClientTls, Machine, Step};
 
 use crate::{Input, assert_crlf_lines, find};
@@ -119,14 +117,14 @@ pub fn assert_stuffing_round_trip(content: &[u8], pieces: &[&[u8]]) {
 /// What the flag bits choose for the transport: bits 0–1 TLS, bit 2 chunking, bit 3 small
 /// limits, bits 4–5 the mode (0–1 raw stream, 2 one DATA transaction then the stream, 3 one BDAT
 /// transfer whose chunks the PRNG cuts).
-pub fn transport_settings(flags: u8) -> TransportSettings {
+pub fn transport_settings(flags: u8) -> ReceiverSettings {
     let tls = match flags & 3 {
         0 | 3 => ClientTls::StartTls,
         1 => ClientTls::None,
         _ => ClientTls::Implicit,
     };
     let small = flags & 8 != 0;
-    TransportSettings {
+    ReceiverSettings {
         tls,
         hostname: "mx.fuzz".to_owned(),
         max_message_size: if small { 200 } else { 35 * 1024 * 1024 },
@@ -216,7 +214,7 @@ pub fn drive_transport(input: Input<'_>) {
     }
     let structured = mode >= 2;
 
-    let mut server = TransportServer::new(settings.clone());
+    let mut server = Receiver::new(settings.clone());
     let mut fed = 0usize;
     let mut tls_done = settings.tls == ClientTls::Implicit;
     let mut must_read = false;
@@ -276,7 +274,7 @@ pub fn drive_transport(input: Input<'_>) {
                 server.tls_established();
                 must_read = true;
             }
-            Step::Event(TransportEvent::CheckRecipient(to)) => {
+            Step::Event(ReceiverEvent::CheckRecipient(to)) => {
                 assert!(!to.is_empty());
                 assert!(
                     !to.chars().any(char::is_control),
@@ -290,7 +288,7 @@ pub fn drive_transport(input: Input<'_>) {
                 first_check = false;
                 server.recipient_checked(verdict);
             }
-            Step::Event(TransportEvent::OpenDelivery(envelope)) => {
+            Step::Event(ReceiverEvent::OpenDelivery(envelope)) => {
                 assert_eq!(
                     delivery,
                     Delivery::None,
@@ -315,7 +313,7 @@ pub fn drive_transport(input: Input<'_>) {
                     server.delivery_opened(Err(Reply::new(451, "4.4.0 No server available")));
                 }
             }
-            Step::Event(TransportEvent::Content(bytes)) => {
+            Step::Event(ReceiverEvent::Content(bytes)) => {
                 let Delivery::Open {
                     content, pieces, ..
                 } = &mut delivery
@@ -330,7 +328,7 @@ pub fn drive_transport(input: Input<'_>) {
                     "content past max_message_size handed over"
                 );
             }
-            Step::Event(TransportEvent::FinishDelivery) => {
+            Step::Event(ReceiverEvent::FinishDelivery) => {
                 let Delivery::Open {
                     data,
                     content,
@@ -358,7 +356,7 @@ pub fn drive_transport(input: Input<'_>) {
                 delivery = Delivery::None;
                 server.delivery_finished(reply);
             }
-            Step::Event(TransportEvent::AbortDelivery) => {
+            Step::Event(ReceiverEvent::AbortDelivery) => {
                 assert!(
                     matches!(delivery, Delivery::Open { .. }),
                     "abort without an open delivery: {delivery:?}"
@@ -366,11 +364,11 @@ pub fn drive_transport(input: Input<'_>) {
                 delivery = Delivery::None;
                 opening = None;
             }
-            Step::Event(TransportEvent::Close) => {
+            Step::Event(ReceiverEvent::Close) => {
                 assert_eq!(delivery, Delivery::None, "closed with a delivery open");
                 for _ in 0..2 {
                     server.feed(b"MAIL FROM:<x@y>\r\nDATA\r\n");
-                    assert_eq!(server.next_step(), Step::Event(TransportEvent::Close));
+                    assert_eq!(server.next_step(), Step::Event(ReceiverEvent::Close));
                 }
                 break;
             }

@@ -8,8 +8,8 @@ use crate::imap::framing::Framer;
 use crate::line::LineReader;
 use crate::machine::{Machine, Step, Steps};
 use crate::smtp::delivery::DeliveryEvent;
+use crate::smtp::receiver::ReceiverEvent;
 use crate::smtp::reply::ReplyReader;
-use crate::smtp::transport::TransportEvent;
 use crate::{BackendFailure, BackendLogin, FrontEvent, LoginEvent};
 
 /// A buffer of bytes received from the peer and not yet consumed: the framers and readers of
@@ -148,9 +148,9 @@ impl Events for FrontEvent {
 }
 
 /// A server asks to close, again and again, however often its driver asks.
-impl Events for TransportEvent {
+impl Events for ReceiverEvent {
     fn after_end() -> Step<Self> {
-        Step::Event(TransportEvent::Close)
+        Step::Event(ReceiverEvent::Close)
     }
 }
 

@@ -10,8 +10,8 @@ use mailfront_net::gate::{ClientCounts, Gate};
 use mailfront_net::tls::SharedAcceptor;
 use mailfront_protocol::imap::ImapSettings;
 use mailfront_protocol::pop3::Pop3Settings;
+use mailfront_protocol::smtp::receiver::ReceiverSettings;
 use mailfront_protocol::smtp::submission::SubmissionSettings;
-use mailfront_protocol::smtp::transport::TransportSettings;
 use mailfront_protocol::{ClientTls, Limits};
 use mailfront_proxy::driver::ListenerContext;
 use mailfront_proxy::mail_transfer::{MailTransferContext, TransferMode};
@@ -127,7 +127,7 @@ pub fn mail_transfer_context(
 ) -> Result<MailTransferContext, String> {
     Ok(MailTransferContext {
         name: listener_name(listener),
-        settings: TransportSettings {
+        settings: ReceiverSettings {
             tls: client_tls(listener.tls),
             hostname: config.node.name.clone(),
             max_message_size: config.transport.max_message_size,

@@ -8,8 +8,8 @@ use mailfront_model::BackendTls;
 pub use mailfront_model::DeliveryProtocol;
 
 use super::command::Body;
+use super::receiver::Envelope;
 use super::reply::{Reply, ReplyReader};
-use super::transport::Envelope;
 use crate::capabilities::Capabilities;
 use crate::conversation::{Conversation, Input, Peer};
 

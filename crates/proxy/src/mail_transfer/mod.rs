@@ -14,10 +14,8 @@ use mailfront_net::conn::{Conn, TlsRole};
 use mailfront_net::gate::Connection;
 use mailfront_net::pump::{Interrupt, Pace, pump};
 use mailfront_net::tls::SharedAcceptor;
+use mailfront_protocol::smtp::receiver::{Envelope, Receiver, ReceiverEvent, ReceiverSettings};
 use mailfront_protocol::smtp::reply::Reply;
-use mailfront_protocol::smtp::transport::{
-    Envelope, TransportEvent, TransportServer, TransportSettings,
-};
 use mailfront_routing::Endpoint;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -52,7 +50,7 @@ pub struct MailTransferContext {
     /// The listener's name.
     pub name: String,
     /// The SMTP machine's settings.
-    pub settings: TransportSettings,
+    pub settings: ReceiverSettings,
     /// TLS for STARTTLS or implicit TLS.
     pub acceptor: Arc<SharedAcceptor>,
     /// Inbound or outbound.
@@ -94,9 +92,9 @@ pub async fn serve(
         };
         let mut machine = if refused {
             tracing::warn!(session = %id, client = %client_addr, listener = %context.name, "connection refused: not a mailbox server");
-            TransportServer::refuse(context.settings.clone(), "Not a mailbox server of this organisation")
+            Receiver::refuse(context.settings.clone(), "Not a mailbox server of this organisation")
         } else {
-            TransportServer::new(context.settings.clone())
+            Receiver::new(context.settings.clone())
         };
         let mut client = Conn::new(Stream::Plain(tcp));
         let result = run(&context, &services, &mut machine, &mut client, &id, client_addr).await;
@@ -123,8 +121,8 @@ struct CommandPace {
     command_deadline: Instant,
 }
 
-impl Pace<TransportServer> for CommandPace {
-    fn read_deadline(&mut self, machine: &TransportServer) -> Instant {
+impl Pace<Receiver> for CommandPace {
+    fn read_deadline(&mut self, machine: &Receiver) -> Instant {
         if machine.reading_content() {
             Instant::now() + self.idle
         } else {
@@ -156,7 +154,7 @@ struct Transfer<'a> {
 async fn run(
     context: &MailTransferContext,
     services: &NodeServices,
-    machine: &mut TransportServer,
+    machine: &mut Receiver,
     client: &mut Conn,
     id: &str,
     client_addr: SocketAddr,
@@ -183,7 +181,7 @@ async fn run(
     let mut timed_out = false;
     loop {
         match pump(machine, client, role, &mut pace).await {
-            Ok(TransportEvent::Close) => {
+            Ok(ReceiverEvent::Close) => {
                 transfer.abort();
                 return if timed_out { "timeout" } else { "closed" };
             }
@@ -203,11 +201,11 @@ async fn run(
 
 impl Transfer<'_> {
     /// Acts on one event of the SMTP machine and tells it the outcome.
-    async fn handle(&mut self, machine: &mut TransportServer, event: TransportEvent) {
+    async fn handle(&mut self, machine: &mut Receiver, event: ReceiverEvent) {
         let (context, services) = (self.context, self.services);
         match event {
-            TransportEvent::Close => {}
-            TransportEvent::CheckRecipient(address) => {
+            ReceiverEvent::Close => {}
+            ReceiverEvent::CheckRecipient(address) => {
                 let verdict = match &context.mode {
                     TransferMode::Inbound { accepted_domains } => {
                         recipients::resolve(services, accepted_domains, &address)
@@ -221,7 +219,7 @@ impl Transfer<'_> {
                 }
                 machine.recipient_checked(verdict);
             }
-            TransportEvent::OpenDelivery(env) => {
+            ReceiverEvent::OpenDelivery(env) => {
                 match delivery::open(context, services, &env).await {
                     Ok(delivery) => {
                         self.open = Some(delivery);
@@ -234,16 +232,16 @@ impl Transfer<'_> {
                     }
                 }
             }
-            TransportEvent::Content(bytes) => {
+            ReceiverEvent::Content(bytes) => {
                 if let Some(delivery) = &mut self.open {
                     delivery.write(&bytes, context.delivery).await;
                 }
             }
-            TransportEvent::FinishDelivery => {
+            ReceiverEvent::FinishDelivery => {
                 let reply = self.finish().await;
                 machine.delivery_finished(reply);
             }
-            TransportEvent::AbortDelivery => {
+            ReceiverEvent::AbortDelivery => {
                 self.abort();
                 self.envelope = None;
             }

@@ -45,8 +45,8 @@ const DEFAULT: Script<'static> = Script {
     finish: &delivered,
 };
 
-fn settings() -> TransportSettings {
-    TransportSettings {
+fn settings() -> ReceiverSettings {
+    ReceiverSettings {
         tls: ClientTls::None,
         hostname: "mx.test".into(),
         max_message_size: 100,
@@ -56,8 +56,8 @@ fn settings() -> TransportSettings {
     }
 }
 
-fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chunk: usize) -> World {
-    let mut server = TransportServer::new(settings);
+fn run_with(settings: ReceiverSettings, script: &Script<'_>, input: &[u8], chunk: usize) -> World {
+    let mut server = Receiver::new(settings);
     let mut world = World::default();
     let mut pieces = input.chunks(chunk.max(1));
     let mut open: Option<(Envelope, Vec<u8>)> = None;
@@ -69,21 +69,21 @@ fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chun
                 None => {
                     server.client_closed();
                     // Drain what closing queued (an abort).
-                    while let Step::Event(TransportEvent::AbortDelivery) = server.next_step() {
+                    while let Step::Event(ReceiverEvent::AbortDelivery) = server.next_step() {
                         world.aborted += 1;
                     }
                     return world;
                 }
             },
             Step::StartTls => server.tls_established(),
-            Step::Event(TransportEvent::Close) => {
+            Step::Event(ReceiverEvent::Close) => {
                 world.closed = true;
                 return world;
             }
-            Step::Event(TransportEvent::CheckRecipient(to)) => {
+            Step::Event(ReceiverEvent::CheckRecipient(to)) => {
                 server.recipient_checked((script.recipient)(&to))
             }
-            Step::Event(TransportEvent::OpenDelivery(envelope)) => {
+            Step::Event(ReceiverEvent::OpenDelivery(envelope)) => {
                 world.opened += 1;
                 let result = (script.open)(&envelope);
                 if result.is_ok() {
@@ -91,12 +91,12 @@ fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chun
                 }
                 server.delivery_opened(result);
             }
-            Step::Event(TransportEvent::Content(bytes)) => open
+            Step::Event(ReceiverEvent::Content(bytes)) => open
                 .as_mut()
                 .expect("content without delivery")
                 .1
                 .extend(bytes),
-            Step::Event(TransportEvent::FinishDelivery) => {
+            Step::Event(ReceiverEvent::FinishDelivery) => {
                 let (envelope, content) = open.take().expect("finish without delivery");
                 let reply = (script.finish)(&content);
                 if reply.is_positive() {
@@ -104,7 +104,7 @@ fn run_with(settings: TransportSettings, script: &Script<'_>, input: &[u8], chun
                 }
                 server.delivery_finished(reply);
             }
-            Step::Event(TransportEvent::AbortDelivery) => {
+            Step::Event(ReceiverEvent::AbortDelivery) => {
                 world.aborted += 1;
                 open = None;
             }
@@ -268,11 +268,11 @@ fn client_vanishing_mid_data_delivers_nothing() {
 
 #[test]
 fn starttls_and_refusal_at_connect() {
-    let tls = TransportSettings {
+    let tls = ReceiverSettings {
         tls: ClientTls::StartTls,
         ..settings()
     };
-    let mut server = TransportServer::new(tls);
+    let mut server = Receiver::new(tls);
     let _ = server.next_step();
     server.feed(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n");
     let Step::Send(ehlo) = server.next_step() else {
@@ -292,18 +292,18 @@ fn starttls_and_refusal_at_connect() {
         Step::Send(b"503 5.5.1 Send HELO/EHLO first\r\n".to_vec())
     );
 
-    let mut refused = TransportServer::refuse(settings(), "Not a mailbox server");
+    let mut refused = Receiver::refuse(settings(), "Not a mailbox server");
     assert_eq!(
         refused.next_step(),
         Step::Send(b"554 5.7.1 Not a mailbox server\r\n".to_vec())
     );
-    assert_eq!(refused.next_step(), Step::Event(TransportEvent::Close));
+    assert_eq!(refused.next_step(), Step::Event(ReceiverEvent::Close));
 }
 
 #[test]
 fn smuggling_is_one_message() {
     let input = b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nSubject: one\r\n\nbody\n.\nMAIL FROM:<evil@x>\nRCPT TO:<bob@example.com>\nDATA\nforged\r\n.\r\n";
-    let big = TransportSettings {
+    let big = ReceiverSettings {
         max_message_size: 10_000,
         ..settings()
     };

@@ -1,4 +1,4 @@
-//! The front-end transport (`TransportServer`): inbound SMTP with DATA and BDAT, recipient
+//! The front-end transport (`Receiver`): inbound SMTP with DATA and BDAT, recipient
 //! checks, delivery opening and finishing answered from the input, in arbitrary chunks.
 //!
 //! Raw mode feeds the payload as the client's stream. The structured modes open one

@@ -1,11 +1,11 @@
-//! The front-end transport (the seeds' Front-End Transport service): an SMTP server that
-//! accepts mail for the organisation's mailboxes and hands each message to one mailbox server
-//! while the client waits. No queue: the client hears `250` for a message only after a backend
-//! accepted it.
+//! The receiver of the front-end transport (the seeds' Front-End Transport service): an SMTP
+//! server that accepts mail for the organisation's mailboxes and hands each message to one
+//! mailbox server while the client waits. No queue: the client hears `250` for a message only
+//! after a backend accepted it.
 //!
 //! The machine decides nothing about recipients or backends; it asks its driver with
-//! [`TransportEvent::CheckRecipient`] and [`TransportEvent::OpenDelivery`], streams the content
-//! with [`TransportEvent::Content`], and relays the driver's final verdict.
+//! [`ReceiverEvent::CheckRecipient`] and [`ReceiverEvent::OpenDelivery`], streams the content
+//! with [`ReceiverEvent::Content`], and relays the driver's final verdict.
 
 use super::command::{self, Command, MailParams};
 use super::data::DataDecoder;
@@ -23,7 +23,7 @@ pub const MAX_JUNK_COMMANDS: u32 = 100;
 
 /// How a transport listener behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TransportSettings {
+pub struct ReceiverSettings {
     /// TLS on this listener.
     pub tls: ClientTls,
     /// The name in the greeting and the EHLO reply.
@@ -38,7 +38,7 @@ pub struct TransportSettings {
     pub chunking: bool,
 }
 
-impl Default for TransportSettings {
+impl Default for ReceiverSettings {
     fn default() -> Self {
         Self {
             tls: ClientTls::StartTls,
@@ -64,18 +64,18 @@ pub struct Envelope {
 
 /// What the transport machine reports to its driver through [`Step::Event`](crate::Step::Event).
 #[derive(Debug, PartialEq, Eq)]
-pub enum TransportEvent {
+pub enum ReceiverEvent {
     /// Close the connection.
     Close,
-    /// May this recipient receive mail here? Answer with [`TransportServer::recipient_checked`].
+    /// May this recipient receive mail here? Answer with [`Receiver::recipient_checked`].
     CheckRecipient(String),
     /// Content is about to arrive for this envelope: choose a backend and replay the envelope
-    /// there. Answer with [`TransportServer::delivery_opened`].
+    /// there. Answer with [`Receiver::delivery_opened`].
     OpenDelivery(Envelope),
     /// Canonical content (CRLF line endings, not dot-stuffed) for the open delivery.
     Content(Vec<u8>),
     /// The content is complete: finish the delivery and answer with
-    /// [`TransportServer::delivery_finished`].
+    /// [`Receiver::delivery_finished`].
     FinishDelivery,
     /// Drop the open delivery without delivering anything (client gone, message too large).
     AbortDelivery,
@@ -160,9 +160,9 @@ struct Transaction {
 #[derive(Debug)]
 enum Phase {
     Commands,
-    /// Waiting for [`TransportServer::recipient_checked`].
+    /// Waiting for [`Receiver::recipient_checked`].
     CheckingRecipient(String),
-    /// Waiting for [`TransportServer::delivery_opened`]; `bdat` holds the chunk command.
+    /// Waiting for [`Receiver::delivery_opened`]; `bdat` holds the chunk command.
     Opening {
         bdat: Option<(u64, bool)>,
     },
@@ -177,16 +177,16 @@ enum Phase {
         last: bool,
         discard: bool,
     },
-    /// Waiting for [`TransportServer::delivery_finished`].
+    /// Waiting for [`Receiver::delivery_finished`].
     Finishing,
 }
 
 /// The front-end transport state machine. See the [module documentation](self).
 #[derive(Debug)]
-pub struct TransportServer {
-    settings: TransportSettings,
+pub struct Receiver {
+    settings: ReceiverSettings,
     /// The client, whose bytes are read as command lines or content.
-    peer: Peer<TransportEvent, LineReader>,
+    peer: Peer<ReceiverEvent, LineReader>,
     /// What the session is doing (also once it is over: nothing).
     phase: Phase,
     helo: Option<String>,
@@ -195,9 +195,9 @@ pub struct TransportServer {
     junk_commands: u32,
 }
 
-impl TransportServer {
+impl Receiver {
     /// A new session; the greeting is the first step.
-    pub fn new(settings: TransportSettings) -> Self {
+    pub fn new(settings: ReceiverSettings) -> Self {
         let mut server = Self {
             peer: Peer::new(
                 LineReader::new(settings.max_line_length),
@@ -216,11 +216,11 @@ impl TransportServer {
 
     /// A session refused at connect (for example an unknown source on the outbound listener):
     /// the machine says `554` and closes (RFC 5321 §3.1).
-    pub fn refuse(settings: TransportSettings, text: &str) -> Self {
+    pub fn refuse(settings: ReceiverSettings, text: &str) -> Self {
         let mut server = Self::new(settings);
         server.peer.steps.clear();
         server.reply(Reply::new(554, format!("5.7.1 {text}")));
-        server.peer.finish(TransportEvent::Close);
+        server.peer.finish(ReceiverEvent::Close);
         server
     }
 
@@ -231,7 +231,7 @@ impl TransportServer {
     fn close_with(&mut self, reply: Reply) {
         self.reset_transaction();
         self.reply(reply);
-        self.peer.steps.event(TransportEvent::Close);
+        self.peer.steps.event(ReceiverEvent::Close);
         self.hang_up();
     }
 
@@ -260,7 +260,7 @@ impl TransportServer {
         self.close_with(Reply::new(421, "4.3.2 Service shutting down"));
     }
 
-    /// The answer to [`TransportEvent::CheckRecipient`]: `Err` carries the refusal to send.
+    /// The answer to [`ReceiverEvent::CheckRecipient`]: `Err` carries the refusal to send.
     pub fn recipient_checked(&mut self, verdict: Result<(), Reply>) {
         let Phase::CheckingRecipient(to) = std::mem::replace(&mut self.phase, Phase::Commands)
         else {
@@ -277,7 +277,7 @@ impl TransportServer {
         }
     }
 
-    /// The answer to [`TransportEvent::OpenDelivery`].
+    /// The answer to [`ReceiverEvent::OpenDelivery`].
     pub fn delivery_opened(&mut self, result: Result<(), Reply>) {
         let Phase::Opening { bdat } = std::mem::replace(&mut self.phase, Phase::Commands) else {
             return;
@@ -313,7 +313,7 @@ impl TransportServer {
         }
     }
 
-    /// The answer to [`TransportEvent::FinishDelivery`]: the reply for the message.
+    /// The answer to [`ReceiverEvent::FinishDelivery`]: the reply for the message.
     pub fn delivery_finished(&mut self, reply: Reply) {
         if matches!(self.phase, Phase::Finishing) {
             if reply.is_positive() {
@@ -331,7 +331,7 @@ impl TransportServer {
     /// open at the driver).
     fn reset_transaction(&mut self) {
         if self.transaction.as_ref().is_some_and(|t| t.open) {
-            self.peer.steps.event(TransportEvent::AbortDelivery);
+            self.peer.steps.event(ReceiverEvent::AbortDelivery);
         }
         self.transaction = None;
     }
@@ -426,7 +426,7 @@ impl TransportServer {
                 Some(_) => {
                     self.peer
                         .steps
-                        .event(TransportEvent::CheckRecipient(to.clone()));
+                        .event(ReceiverEvent::CheckRecipient(to.clone()));
                     self.phase = Phase::CheckingRecipient(to);
                 }
             },
@@ -499,9 +499,7 @@ impl TransportServer {
                     params: transaction.params.clone(),
                     recipients: transaction.recipients.clone(),
                 };
-                self.peer
-                    .steps
-                    .event(TransportEvent::OpenDelivery(envelope));
+                self.peer.steps.event(ReceiverEvent::OpenDelivery(envelope));
                 self.phase = Phase::Opening { bdat };
             }
         }
@@ -519,7 +517,7 @@ impl TransportServer {
             ));
             if transaction.open {
                 transaction.open = false;
-                self.peer.steps.event(TransportEvent::AbortDelivery);
+                self.peer.steps.event(ReceiverEvent::AbortDelivery);
             }
             self.phase = Phase::Chunk {
                 remaining: size,
@@ -553,7 +551,7 @@ impl TransportServer {
             return;
         }
         if last {
-            self.peer.steps.event(TransportEvent::FinishDelivery);
+            self.peer.steps.event(ReceiverEvent::FinishDelivery);
             self.phase = Phase::Finishing;
         } else {
             let size = transaction.size;
@@ -571,8 +569,8 @@ impl TransportServer {
     }
 }
 
-impl Conversation for TransportServer {
-    type Event = TransportEvent;
+impl Conversation for Receiver {
+    type Event = ReceiverEvent;
 
     fn advance(&mut self) -> bool {
         match &mut self.phase {
@@ -609,9 +607,9 @@ impl Conversation for TransportServer {
                     if let Some(t) = &mut self.transaction {
                         t.open = false;
                     }
-                    self.peer.steps.event(TransportEvent::AbortDelivery);
+                    self.peer.steps.event(ReceiverEvent::AbortDelivery);
                 } else if !discarding && !content.is_empty() {
-                    self.peer.steps.event(TransportEvent::Content(content));
+                    self.peer.steps.event(ReceiverEvent::Content(content));
                 }
                 if done {
                     if discarding {
@@ -622,7 +620,7 @@ impl Conversation for TransportServer {
                             "5.3.4 Message size exceeds fixed maximum message size",
                         ));
                     } else {
-                        self.peer.steps.event(TransportEvent::FinishDelivery);
+                        self.peer.steps.event(ReceiverEvent::FinishDelivery);
                         self.phase = Phase::Finishing;
                     }
                 }
@@ -646,7 +644,7 @@ impl Conversation for TransportServer {
                         if let Some(t) = &mut self.transaction {
                             t.size += taken.len() as u64;
                         }
-                        self.peer.steps.event(TransportEvent::Content(taken));
+                        self.peer.steps.event(ReceiverEvent::Content(taken));
                     }
                 }
                 if let Phase::Chunk { remaining: 0, .. } = self.phase {
@@ -664,7 +662,7 @@ impl Conversation for TransportServer {
         self.transaction = None;
     }
 
-    fn peer(&mut self) -> &mut Peer<TransportEvent, impl Input> {
+    fn peer(&mut self) -> &mut Peer<ReceiverEvent, impl Input> {
         &mut self.peer
     }
 }
