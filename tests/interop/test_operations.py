@@ -622,3 +622,39 @@ def test_shutdown_lets_sessions_finish_then_says_goodbye(lab_env):
     assert received.startswith(b"* BYE [UNAVAILABLE] Server shutting down"), received
     assert 1.3 < time.monotonic() - started < 5
     node.process.wait(timeout=8)
+
+
+def test_a_fresh_node_exports_every_known_series_from_the_first_scrape(lab_env):
+    """Before any login, delivery or reload, /metrics already has the series a dashboard or an
+    absent() alert needs, at zero, for the node's own protocols, servers, listeners and databases."""
+    imap, smtp, admin = lab.free_port(), lab.free_port(), lab.free_port()
+    node = start_node(lab_env, "fresh-metrics", [
+        lab.listener("fresh-imap", "imap", imap, "none", allow_plaintext_auth=True),
+        lab.listener("fresh-mx", "smtp", smtp),
+    ], {"admin": {"address": f"127.0.0.1:{admin}"}})
+    try:
+        text = urllib_get(f"http://127.0.0.1:{admin}/metrics")
+        servers = [s["name"] for s in lab_env.settings["server"]]
+        expected = [f'mailfront_sessions{{protocol="imap",backend="{s}"}} 0' for s in servers]
+        expected += [f'mailfront_logins_total{{protocol="imap",result="{r}"}} 0'
+                     for r in ("ok", "auth_failed", "authz_refused", "disabled", "temporary")]
+        expected += [f'mailfront_refused_connections_total{{listener="{l}",reason="node_full"}} 0'
+                     for l in ("fresh-imap", "fresh-mx")]
+        expected += ['mailfront_transport_messages_total{listener="fresh-mx",reason="delivered"} 0',
+                     'mailfront_relayed_bytes_total{protocol="imap",direction="backend_to_client"} 0',
+                     'mailfront_backend_login_latency_seconds_count{protocol="imap"} 0',
+                     'mailfront_throttled_logins_total{protocol="imap",result="blocked"} 0',
+                     'mailfront_config_reloads_total{result="ok"} 0',
+                     'mailfront_database_moves_total{kind="failover"} 0']
+        missing = [line for line in expected if line not in text]
+        assert not missing, f"missing from the first scrape: {missing}\n{text}"
+        # Only what this node serves: no POP3 or HTTP series.
+        assert 'protocol="pop3"' not in text and 'protocol="http"' not in text
+    finally:
+        node.stop()
+
+
+def urllib_get(url: str) -> str:
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()

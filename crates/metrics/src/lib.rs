@@ -3,6 +3,10 @@
 //! One [`Metrics`] per node, shared by every session, request and listener of the node.
 //! Label values are few and bounded (protocols, server names from the configuration, fixed
 //! result words), never user names or addresses.
+//!
+//! Every series a node can know of at start is there from the first scrape, at zero
+//! ([`Metrics::declare`]): a dashboard of a fresh node shows zeros rather than "no data", and an
+//! `absent()` alert does not fire because nobody has logged in yet.
 
 use std::time::Duration;
 
@@ -79,6 +83,54 @@ pub struct BackendLabels {
     /// The endpoint: `imap`, `pop3`, `submission`, `smtp` (the delivery endpoint, LMTP or
     /// SMTP) or `http`.
     pub protocol: String,
+}
+
+/// The outcomes of a login (`mailfront_logins_total{result}`).
+pub const LOGIN_RESULTS: [&str; 5] = [
+    "ok",
+    "auth_failed",
+    "authz_refused",
+    "disabled",
+    "temporary",
+];
+/// What throttling did to a login (`mailfront_throttled_logins_total{result}`).
+pub const THROTTLE_RESULTS: [&str; 2] = ["delayed", "blocked"];
+/// Why a connection was refused at accept (`mailfront_refused_connections_total{reason}`).
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "untrusted_proxy",
+    "proxy_header",
+    "listener_full",
+    "client_limit",
+    "node_full",
+];
+/// What became of a message on a transport listener (`mailfront_transport_messages_total`).
+pub const MESSAGE_RESULTS: [&str; 3] = ["delivered", "4xx", "5xx"];
+/// HTTP status classes (`mailfront_http_requests_total{result}`).
+pub const HTTP_RESULTS: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+/// Reload outcomes (`mailfront_config_reloads_total{result}`).
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
+/// Kinds of database moves (`mailfront_database_moves_total{kind}`).
+pub const MOVE_KINDS: [&str; 3] = ["failover", "switchover", "evacuation"];
+/// Directions of relayed bytes (`mailfront_relayed_bytes_total{direction}`).
+pub const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
+
+/// The label values a node knows when it starts, for [`Metrics::declare`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The protocols of its proxied-session listeners (`imap`, `pop3`, `submission`).
+    pub session_protocols: Vec<String>,
+    /// The protocols whose logins are throttled (the session protocols, and `http`).
+    pub login_protocols: Vec<String>,
+    /// The mailbox servers of the configuration.
+    pub servers: Vec<String>,
+    /// Every listener's name.
+    pub listeners: Vec<String>,
+    /// The names of the SMTP transport listeners (inbound and outbound).
+    pub transfer_listeners: Vec<String>,
+    /// Whether the node serves HTTPS.
+    pub http: bool,
+    /// The databases of the configuration.
+    pub databases: Vec<String>,
 }
 
 /// Registers `metric` under `name` and hands it back (a metric is a shared handle: the clone
@@ -294,6 +346,78 @@ impl Metrics {
         }
     }
 
+    /// Creates every series `known` implies, at zero, so that the first scrape shows them all.
+    /// (`get_or_create` creates the series; the read guard it returns is not needed.)
+    pub fn declare(&self, known: &Known) {
+        let pairs = |left: &[String], right: &[&str]| {
+            left.iter()
+                .flat_map(|l| right.iter().map(move |r| (l.clone(), (*r).to_owned())))
+                .collect::<Vec<_>>()
+        };
+        for (protocol, result) in pairs(&known.session_protocols, &LOGIN_RESULTS) {
+            let _ = self
+                .logins
+                .get_or_create(&ResultLabels { protocol, result });
+        }
+        for protocol in &known.session_protocols {
+            let protocol = protocol.clone();
+            let _ = self.backend_login_latency.get_or_create(&ProtocolLabel {
+                protocol: protocol.clone(),
+            });
+            for backend in &known.servers {
+                let labels = SessionLabels {
+                    protocol: protocol.clone(),
+                    backend: backend.clone(),
+                };
+                let _ = self.sessions.get_or_create(&labels);
+            }
+        }
+        for (protocol, direction) in pairs(&known.session_protocols, &DIRECTIONS) {
+            let _ = self.bytes.get_or_create(&BytesLabels {
+                protocol,
+                direction,
+            });
+        }
+        for (protocol, result) in pairs(&known.login_protocols, &THROTTLE_RESULTS) {
+            let _ = self
+                .throttled
+                .get_or_create(&ResultLabels { protocol, result });
+        }
+        for (listener, reason) in pairs(&known.listeners, &REFUSAL_REASONS) {
+            let _ = self
+                .refused_connections
+                .get_or_create(&ListenerLabels { listener, reason });
+        }
+        for (listener, reason) in pairs(&known.transfer_listeners, &MESSAGE_RESULTS) {
+            let _ = self
+                .messages
+                .get_or_create(&ListenerLabels { listener, reason });
+        }
+        if known.http {
+            for result in HTTP_RESULTS {
+                let _ = self.http_requests.get_or_create(&ResultLabels {
+                    protocol: "http".to_owned(),
+                    result: result.to_owned(),
+                });
+            }
+        }
+        for result in RELOAD_RESULTS {
+            let _ = self.config_reloads.get_or_create(&OutcomeLabel {
+                result: result.to_owned(),
+            });
+        }
+        for kind in MOVE_KINDS {
+            let _ = self.database_moves.get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            });
+        }
+        for database in &known.databases {
+            let _ = self.failovers.get_or_create(&DatabaseLabel {
+                database: database.clone(),
+            });
+        }
+    }
+
     /// Counts a database move of `kind` written by this node.
     pub fn moved(&self, kind: &str) {
         self.database_moves
@@ -409,5 +533,38 @@ mod tests {
                 .encode()
                 .contains("mailfront_sessions{protocol=\"imap\",backend=\"mbx1\"} 0")
         );
+    }
+
+    #[test]
+    fn a_fresh_node_shows_every_series_it_knows_of_at_zero() {
+        let metrics = Metrics::new();
+        let known = Known {
+            session_protocols: vec!["imap".to_owned()],
+            login_protocols: vec!["imap".to_owned(), "http".to_owned()],
+            servers: vec!["mbx1".to_owned()],
+            listeners: vec!["imaps".to_owned()],
+            transfer_listeners: vec!["mx".to_owned()],
+            http: true,
+            databases: vec!["DB01".to_owned()],
+        };
+        metrics.declare(&known);
+        let text = metrics.encode();
+        for line in [
+            "mailfront_sessions{protocol=\"imap\",backend=\"mbx1\"} 0",
+            "mailfront_logins_total{protocol=\"imap\",result=\"temporary\"} 0",
+            "mailfront_backend_login_latency_seconds_count{protocol=\"imap\"} 0",
+            "mailfront_relayed_bytes_total{protocol=\"imap\",direction=\"client_to_backend\"} 0",
+            "mailfront_throttled_logins_total{protocol=\"http\",result=\"blocked\"} 0",
+            "mailfront_refused_connections_total{listener=\"imaps\",reason=\"node_full\"} 0",
+            "mailfront_transport_messages_total{listener=\"mx\",reason=\"5xx\"} 0",
+            "mailfront_http_requests_total{protocol=\"http\",result=\"2xx\"} 0",
+            "mailfront_config_reloads_total{result=\"rejected\"} 0",
+            "mailfront_database_moves_total{kind=\"failover\"} 0",
+            "mailfront_failover_sessions_total{database=\"DB01\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        // Nothing was counted for a protocol the node does not serve.
+        assert!(!text.contains("protocol=\"pop3\""));
     }
 }

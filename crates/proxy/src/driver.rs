@@ -465,3 +465,21 @@ impl LoginPhase {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_login_outcome_is_a_declared_metric_word() {
+        // A word missing from the declared list would appear only after its first login.
+        for failure in [
+            AuthFailure::BadCredentials,
+            AuthFailure::AuthzidRefused,
+            AuthFailure::ProtocolDisabled,
+            AuthFailure::Temporary,
+        ] {
+            assert!(mailfront_metrics::LOGIN_RESULTS.contains(&failure_word(failure)));
+        }
+    }
+}

@@ -9,7 +9,7 @@ use mailfront_directory::Directory;
 use mailfront_http::cookie::CookieKeys;
 use mailfront_http::{FrontDoorParts, HttpFrontDoor};
 use mailfront_location::Locator;
-use mailfront_metrics::Metrics;
+use mailfront_metrics::{Known, Metrics};
 use mailfront_model::Secret;
 use mailfront_net::node::NodeState;
 use mailfront_net::tls::{self, TlsConnector};
@@ -20,7 +20,8 @@ use mailfront_resolve::throttle::ThrottleSettings;
 use mailfront_resolve::{Resolver, ResolverSettings};
 use mailfront_routing::Topology;
 
-use crate::config::Config;
+use crate::build::listeners::listener_name;
+use crate::config::{Config, ListenerProtocol};
 
 /// Throttling as configured; its first delay is the failure delay every refusal takes.
 pub fn throttle_settings(config: &Config) -> ThrottleSettings {
@@ -68,6 +69,7 @@ pub fn node_services(
     connector: Option<TlsConnector>,
 ) -> NodeServices {
     let metrics = Arc::new(Metrics::new());
+    metrics.declare(&known_labels(config));
     let resolver = Resolver::new(
         directory,
         Arc::clone(locator),
@@ -81,6 +83,35 @@ pub fn node_services(
         registry: Arc::new(Registry::new(Arc::clone(locator))),
         metrics,
     }
+}
+
+/// The label values the configuration implies, declared at zero from the first scrape.
+pub fn known_labels(config: &Config) -> Known {
+    let mut known = Known::default();
+    for listener in &config.listener {
+        let name = listener_name(listener);
+        match listener.protocol {
+            ListenerProtocol::Imap | ListenerProtocol::Pop3 | ListenerProtocol::Submission => {
+                let protocol = listener.protocol.as_str().to_owned();
+                if !known.session_protocols.contains(&protocol) {
+                    known.session_protocols.push(protocol);
+                }
+            }
+            ListenerProtocol::Smtp | ListenerProtocol::Outbound => {
+                known.transfer_listeners.push(name.clone());
+            }
+            ListenerProtocol::Https => known.http = true,
+            ListenerProtocol::Sip => {}
+        }
+        known.listeners.push(name);
+    }
+    known.login_protocols = known.session_protocols.clone();
+    if known.http {
+        known.login_protocols.push("http".to_owned());
+    }
+    known.servers = config.server.iter().map(|s| s.name.clone()).collect();
+    known.databases = config.database.iter().map(|d| d.name.clone()).collect();
+    known
 }
 
 /// The HTTPS front door the configuration describes, if it has an `[http]` section.
