@@ -35,11 +35,13 @@ def raise_fd_limit() -> int:
 class BenchLab:
     """Dovecot servers `server_names` hosting `users` (databases active as `active` says, default
     everything on the first server) behind one mailfront built with `profile`, its database
-    locations in the embedded map unless `location` (a `[location]` table) says otherwise."""
+    locations in the embedded map unless `location` (a `[location]` table) says otherwise;
+    `databases` (copies) and `sections` (more tables, e.g. [health]) go into its configuration."""
 
     def __init__(self, name: str, users: list[lab.User], server_names=("mbx1", "mbx2"),
                  active: dict[str, str] | None = None, profile: str | None = None,
-                 location: dict | None = None):
+                 location: dict | None = None, databases: dict[str, list[str]] | None = None,
+                 sections: dict | None = None):
         lab.ensure_installed("dovecot", "openssl")
         raise_fd_limit()
         self.profile = profile or os.environ.get("MAILFRONT_PROFILE", "release")
@@ -52,8 +54,8 @@ class BenchLab:
         lab.master_password(self.root)
         lab.write_users(self.root / "users.toml", users, self.binary)
         self.locations = self.root / "locations.toml"
-        databases = sorted({u.database for u in users})
-        lab.write_locations(self.locations, active or {d: server_names[0] for d in databases})
+        names = sorted({u.database for u in users})
+        lab.write_locations(self.locations, active or {d: server_names[0] for d in names})
         self.imap_port, self.admin_port = lab.free_port(), lab.free_port()
         self.config = lab.write_toml(self.root / "mailfront.toml", lab.node_config(
             node="bench",
@@ -65,11 +67,12 @@ class BenchLab:
             master_password_file=self.root / "secrets" / "master.pw",
             listeners=[lab.listener(None, "imap", self.imap_port, "none", allow_plaintext_auth=True)],
             location=location,
+            databases=databases,
             sections={
                 "reload": {"interval": "50ms"},
                 "limits": {"max_connections_per_client": 1000000, "max_connections": 1000000},
                 "admin": {"address": f"127.0.0.1:{self.admin_port}"},
-            },
+            } | (sections or {}),
         ))
         self.mailfront = lab.Mailfront(self.binary, self.config, self.root / "mailfront.log")
 
