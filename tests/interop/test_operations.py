@@ -658,3 +658,40 @@ def urllib_get(url: str) -> str:
     import urllib.request
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
+
+
+def test_certificates_are_chosen_by_the_name_the_client_asks_for_and_reloaded(lab_env):
+    import shutil
+    import ssl
+    root = lab.reset_dir(lab_env.root / "sni")
+    auto_cert, auto_key = lab.make_certificate(root / "auto", name="autodiscover.example.com")
+    port = lab.free_port()
+    node = start_node(lab_env, "sni-node", [lab.listener(None, "imap", port, "implicit")], {
+        "reload": {"interval": "100ms"},
+        "tls": {"sni": [{"names": ["autodiscover.example.com", "*.example.net"],
+                          "certificate": str(auto_cert), "key": str(auto_key)}]},
+    })
+    default_cert = lab_env.settings["tls"]["certificate"]
+
+    def presented(server_name: str | None) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with client_tls().wrap_socket(raw, server_hostname=server_name) as tls:
+                return tls.getpeercert(binary_form=True)
+
+    def der(path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(open(path).read())
+
+    try:
+        assert presented("autodiscover.example.com") == der(auto_cert)
+        assert presented("imap.example.net") == der(auto_cert)
+        assert presented("mail.example.com") == der(default_cert)
+        assert presented(None) == der(default_cert)
+        # A renewed certificate for the name is taken without a restart.
+        renewed_cert, renewed_key = lab.make_certificate(root / "renewed", name="autodiscover.example.com")
+        assert der(renewed_cert) != der(auto_cert)
+        shutil.copy(renewed_key, auto_key)
+        shutil.copy(renewed_cert, auto_cert)
+        wait_until(lambda: presented("autodiscover.example.com") == der(renewed_cert), 10, "the renewed certificate")
+        assert presented(None) == der(default_cert)
+    finally:
+        node.stop()

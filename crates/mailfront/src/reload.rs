@@ -142,13 +142,12 @@ fn topology_form(config: &Config) -> String {
     format!("{:?}{:?}{:?}", config.server, config.site, config.database)
 }
 
-/// The files whose change triggers a reload: the configuration, the certificate and key, the
+/// The files whose change triggers a reload: the configuration, the certificates and keys, the
 /// cookie key file.
 fn watched_paths(path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![path.to_owned()];
     if let Some(tls) = &config.tls {
-        paths.push(tls.certificate.clone());
-        paths.push(tls.key.clone());
+        paths.extend(tls.files().into_iter().cloned());
     }
     if let Some(http) = &config.http {
         paths.push(http.cookie_keys.clone());
@@ -189,7 +188,10 @@ impl Reloader {
         let certificate = config
             .tls
             .as_ref()
-            .map(|t| content_hash(&[&t.certificate, &t.key]))
+            .map(|t| {
+                let files: Vec<&Path> = t.files().into_iter().map(PathBuf::as_path).collect();
+                content_hash(&files)
+            })
             .unwrap_or_default();
         let keys = config
             .http

@@ -1,7 +1,12 @@
-//! TLS material: the server certificate clients see, and the trust used towards backends.
+//! TLS material: the server certificates clients see (chosen by SNI), and the trust used towards
+//! backends.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -84,28 +89,114 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// Loads a certificate chain and its private key (PEM) into a TLS acceptor for clients.
-pub fn server_acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+/// A certificate chain and its private key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The chain, end-entity certificate first.
+    pub certificate: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// The certificates clients see: one for the names each lists (chosen by the name the client
+/// asks for, SNI, RFC 6066), and a default for clients that name none or another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerCertificates {
+    /// For clients without SNI, or asking for a name no entry lists.
+    pub default: CertificateFiles,
+    /// Names (lowercase; `*.example.com` covers one label) and their certificate.
+    pub by_name: Vec<(Vec<String>, CertificateFiles)>,
+}
+
+impl ServerCertificates {
+    /// One certificate for every client.
+    pub fn single(certificate: &Path, key: &Path) -> Self {
+        Self {
+            default: CertificateFiles {
+                certificate: certificate.to_owned(),
+                key: key.to_owned(),
+            },
+            by_name: Vec::new(),
+        }
+    }
+}
+
+/// Loads a chain and key, checking that they belong together.
+fn certified_key(files: &CertificateFiles) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = certificates(&files.certificate)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| file_error(&files.key, format!("cannot read private key: {e}")))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key, &provider)
+        .map(Arc::new)
+        .map_err(|e| {
+            file_error(
+                &files.key,
+                format!("does not fit {}: {e}", files.certificate.display()),
+            )
+        })
+}
+
+/// Chooses the certificate by the client's SNI name: an exact name first, then a wildcard for
+/// the name's parent, then the default.
+#[derive(Debug)]
+struct ByName {
+    names: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ByName {
+    fn load(certificates: &ServerCertificates) -> Result<Self, TlsError> {
+        let mut names = HashMap::new();
+        for (listed, files) in &certificates.by_name {
+            let key = certified_key(files)?;
+            for name in listed {
+                names.insert(name.to_ascii_lowercase(), Arc::clone(&key));
+            }
+        }
+        Ok(Self {
+            names,
+            default: certified_key(&certificates.default)?,
+        })
+    }
+
+    fn choose(&self, server_name: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(name) = server_name.map(str::to_ascii_lowercase) else {
+            return &self.default;
+        };
+        let wildcard = name
+            .split_once('.')
+            .map(|(_, parent)| format!("*.{parent}"));
+        self.names
+            .get(&name)
+            .or_else(|| wildcard.and_then(|w| self.names.get(&w)))
+            .unwrap_or(&self.default)
+    }
+}
+
+impl ResolvesServerCert for ByName {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(self.choose(hello.server_name())))
+    }
+}
+
+fn server_config(certificates: &ServerCertificates) -> Result<rustls::ServerConfig, TlsError> {
     install_crypto_provider();
-    let chain = certificates(certificate)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| file_error(key, format!("cannot read private key: {e}")))?;
-    let config = rustls::ServerConfig::builder()
+    let resolver = ByName::load(certificates)?;
+    Ok(rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .with_cert_resolver(Arc::new(resolver)))
+}
+
+/// A TLS acceptor for clients presenting `certificates` (chosen by SNI).
+pub fn server_acceptor(certificates: &ServerCertificates) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(certificates)?)))
 }
 
 /// Like [`server_acceptor`], offering HTTP/2 and HTTP/1.1 by ALPN (RFC 7301) for the HTTPS
 /// front door.
-pub fn http_acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    install_crypto_provider();
-    let chain = certificates(certificate)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| file_error(key, format!("cannot read private key: {e}")))?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+pub fn http_acceptor(certificates: &ServerCertificates) -> Result<TlsAcceptor, TlsError> {
+    let mut config = server_config(certificates)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -140,4 +231,75 @@ pub fn backend_connector(ca_file: &Path) -> Result<TlsConnector, TlsError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `names`, written as PEM files in `dir` under `stem`.
+    fn self_signed(dir: &Path, stem: &str, names: &[&str]) -> CertificateFiles {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let pair = rcgen::generate_simple_self_signed(names).unwrap();
+        let files = CertificateFiles {
+            certificate: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+        };
+        std::fs::write(&files.certificate, pair.cert.pem()).unwrap();
+        std::fs::write(&files.key, pair.signing_key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn the_name_a_client_asks_for_chooses_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = self_signed(dir.path(), "mail", &["mail.example.com"]);
+        let other = self_signed(dir.path(), "auto", &["autodiscover.example.com"]);
+        let certificates = ServerCertificates {
+            default,
+            by_name: vec![(
+                vec![
+                    "autodiscover.example.com".to_owned(),
+                    "*.example.net".to_owned(),
+                ],
+                other,
+            )],
+        };
+        let chooser = ByName::load(&certificates).unwrap();
+        let picks_other = |name: Option<&str>| !Arc::ptr_eq(chooser.choose(name), &chooser.default);
+        let table = [
+            (None, false),
+            (Some("mail.example.com"), false),
+            (Some("autodiscover.example.com"), true),
+            (Some("AutoDiscover.Example.COM"), true),
+            (Some("imap.example.net"), true),
+            (Some("a.b.example.net"), false),
+            (Some("example.net"), false),
+            (Some("unknown.org"), false),
+        ];
+        for (name, other) in table {
+            assert_eq!(picks_other(name), other, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = self_signed(dir.path(), "one", &["one.example.com"]);
+        let two = self_signed(dir.path(), "two", &["two.example.com"]);
+        let crossed = CertificateFiles {
+            certificate: one.certificate,
+            key: two.key.clone(),
+        };
+        let error = ByName::load(&ServerCertificates {
+            default: crossed,
+            by_name: Vec::new(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("two.key") && error.contains("does not fit"),
+            "{error}"
+        );
+    }
 }

@@ -1,15 +1,32 @@
 //! TLS towards clients (the certificate of `[tls]`) and towards backends (`[backend_tls]`).
 
-use mailfront_net::tls::{self, TlsAcceptor, TlsConnector};
+use mailfront_net::tls::{self, CertificateFiles, ServerCertificates, TlsAcceptor, TlsConnector};
 
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
+
+/// The certificates of `[tls]`: the default and those of `[[tls.sni]]`.
+fn certificates(tls: &TlsConfig) -> ServerCertificates {
+    let mut certificates = ServerCertificates::single(&tls.certificate, &tls.key);
+    certificates.by_name = tls
+        .sni
+        .iter()
+        .map(|entry| {
+            let files = CertificateFiles {
+                certificate: entry.certificate.clone(),
+                key: entry.key.clone(),
+            };
+            (entry.names.clone(), files)
+        })
+        .collect();
+    certificates
+}
 
 /// The TLS acceptor for clients, if `[tls]` is configured.
 pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
     config
         .tls
         .as_ref()
-        .map(|t| tls::server_acceptor(&t.certificate, &t.key).map_err(|e| format!("tls: {e}")))
+        .map(|t| tls::server_acceptor(&certificates(t)).map_err(|e| format!("tls: {e}")))
         .transpose()
 }
 
@@ -18,7 +35,7 @@ pub fn http_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
     config
         .tls
         .as_ref()
-        .map(|t| tls::http_acceptor(&t.certificate, &t.key).map_err(|e| format!("tls: {e}")))
+        .map(|t| tls::http_acceptor(&certificates(t)).map_err(|e| format!("tls: {e}")))
         .transpose()
 }
 

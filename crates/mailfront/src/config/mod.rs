@@ -53,7 +53,7 @@ pub use servers::{
 };
 pub use sip::SipConfig;
 pub use throttle::ThrottleConfig;
-pub use tls::{BackendTlsConfig, TlsConfig};
+pub use tls::{BackendTlsConfig, SniCertificateConfig, TlsConfig};
 pub use transport::{OutboundConfig, RelayConfig, TransportConfig};
 
 /// A configuration that cannot be used. The message starts with the offending key.
@@ -234,6 +234,10 @@ impl Config {
         if let Some(tls) = &mut self.tls {
             resolve(&mut tls.certificate);
             resolve(&mut tls.key);
+            for entry in &mut tls.sni {
+                resolve(&mut entry.certificate);
+                resolve(&mut entry.key);
+            }
         }
         if let Some(backend_tls) = &mut self.backend_tls {
             resolve(&mut backend_tls.ca_file);
@@ -266,6 +270,9 @@ impl Config {
         let servers = servers::validate(self, &sites)?;
         servers::validate_databases(self, &servers)?;
         listeners::validate(self)?;
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         transport::validate(self)?;
         self.directory.validate()?;
         self.location.validate()?;

@@ -383,3 +383,38 @@ fn failover_counts_the_mail_endpoints_unless_told_otherwise() {
         );
     }
 }
+
+#[test]
+fn certificates_by_name_are_checked_and_their_paths_follow_the_file() {
+    let with = |entries: &str| {
+        let text = MINIMAL.replacen(
+            "key = \"tls/key.pem\"\n",
+            &format!("key = \"tls/key.pem\"\n{entries}\n"),
+            1,
+        );
+        Config::parse_str(&text, Path::new("/etc/mailfront"))
+            .and_then(|config| config.validate().map(|()| config))
+    };
+    let good = "[[tls.sni]]\nnames = [\"autodiscover.example.com\", \"*.example.net\"]\n\
+                certificate = \"tls/auto.pem\"\nkey = \"tls/auto.key\"\n";
+    let config = with(good).expect("valid");
+    let tls = config.tls.expect("[tls]");
+    assert_eq!(
+        tls.sni[0].certificate,
+        Path::new("/etc/mailfront/tls/auto.pem")
+    );
+    assert_eq!(tls.files().len(), 4);
+    let bad = [
+        "names = []",
+        "names = [\"Mail.Example.com\"]",
+        "names = [\"localhost\"]",
+        "names = [\"*\"]",
+        "names = [\"a..example.com\"]",
+        "names = [\"a.example.com\", \"a.example.com\"]",
+    ];
+    for names in bad {
+        let entry = format!("[[tls.sni]]\n{names}\ncertificate = \"a.pem\"\nkey = \"a.key\"\n");
+        let error = with(&entry).map(|_| ()).expect_err(names);
+        assert!(error.starts_with("tls.sni[0].names"), "{names}: {error}");
+    }
+}
