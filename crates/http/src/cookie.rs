@@ -14,10 +14,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
-use serde::Deserialize;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
@@ -87,19 +86,6 @@ pub enum CookieError {
     Expired,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyFile {
-    key: Vec<KeyEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyEntry {
-    id: u32,
-    secret: String,
-}
-
 /// The keys of the key file: the newest (last) seals, every listed one opens.
 ///
 /// ```toml
@@ -122,26 +108,10 @@ impl std::fmt::Debug for CookieKeys {
 impl CookieKeys {
     /// Parses a key file's text. Errors name the key (`key[1].secret: …`) and never the secret.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: KeyFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
-        if file.key.is_empty() {
-            return Err("key: the file lists no key".to_owned());
-        }
-        let mut keys: Vec<(u32, XChaCha20Poly1305)> = Vec::with_capacity(file.key.len());
-        for (i, entry) in file.key.iter().enumerate() {
-            let bytes = STANDARD
-                .decode(entry.secret.trim())
-                .map_err(|_| format!("key[{i}].secret: not base64"))?;
-            if bytes.len() != 32 {
-                return Err(format!(
-                    "key[{i}].secret: must be 32 bytes (is {})",
-                    bytes.len()
-                ));
-            }
-            if keys.iter().any(|(id, _)| *id == entry.id) {
-                return Err(format!("key[{i}].id: id {} is listed twice", entry.id));
-            }
-            keys.push((entry.id, XChaCha20Poly1305::new(Key::from_slice(&bytes))));
-        }
+        let keys = mailfront_net::keyfile::parse(text)?
+            .into_iter()
+            .map(|k| (k.id, XChaCha20Poly1305::new(Key::from_slice(&k.secret))))
+            .collect();
         Ok(Self { keys })
     }
 
@@ -154,12 +124,7 @@ impl CookieKeys {
 
     /// A new key entry for the key file, with `id`.
     pub fn generate_entry(id: u32) -> String {
-        let mut secret = [0u8; 32];
-        rand::Rng::fill(&mut rand::rngs::OsRng, &mut secret[..]);
-        format!(
-            "[[key]]\nid = {id}\nsecret = \"{}\"\n",
-            STANDARD.encode(secret)
-        )
+        mailfront_net::keyfile::generate_entry(id)
     }
 
     /// The ids, oldest first.
@@ -252,6 +217,8 @@ impl CookieKeys {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD;
+
     use super::*;
 
     fn keys(entries: &[(u32, u8)]) -> CookieKeys {

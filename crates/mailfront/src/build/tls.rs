@@ -1,10 +1,13 @@
-//! TLS towards clients (the certificate of `[tls]`) and towards backends (`[backend_tls]`).
+//! TLS towards clients (the certificates and policy of `[tls]`) and towards backends
+//! (`[backend_tls]`).
 
-use mailfront_net::tls::{self, CertificateFiles, ServerCertificates, TlsAcceptor, TlsConnector};
+use mailfront_net::tls::{
+    self, CertificateFiles, ServerCertificates, TlsAcceptor, TlsConnector, TlsPolicy,
+};
 
-use crate::config::{Config, TlsConfig};
+use crate::config::{Config, TlsConfig, TlsVersion};
 
-/// The certificates of `[tls]`: the default and those of `[[tls.sni]]`.
+/// The certificates of `[tls]` (the default and those of `[[tls.sni]]`) and its policy.
 fn certificates(tls: &TlsConfig) -> ServerCertificates {
     let mut certificates = ServerCertificates::single(&tls.certificate, &tls.key);
     certificates.by_name = tls
@@ -18,6 +21,11 @@ fn certificates(tls: &TlsConfig) -> ServerCertificates {
             (entry.names.clone(), files)
         })
         .collect();
+    certificates.policy = TlsPolicy {
+        tls13_only: tls.min_version == TlsVersion::Tls13,
+        cipher_suites: tls.cipher_suites.clone(),
+        ticket_keys: tls.ticket_keys.clone(),
+    };
     certificates
 }
 

@@ -53,7 +53,7 @@ pub use servers::{
 };
 pub use sip::SipConfig;
 pub use throttle::ThrottleConfig;
-pub use tls::{BackendTlsConfig, SniCertificateConfig, TlsConfig};
+pub use tls::{BackendTlsConfig, SniCertificateConfig, TlsConfig, TlsVersion};
 pub use transport::{OutboundConfig, RelayConfig, TransportConfig};
 
 /// A configuration that cannot be used. The message starts with the offending key.
@@ -237,6 +237,9 @@ impl Config {
             for entry in &mut tls.sni {
                 resolve(&mut entry.certificate);
                 resolve(&mut entry.key);
+            }
+            if let Some(file) = &mut tls.ticket_keys {
+                resolve(file);
             }
         }
         if let Some(backend_tls) = &mut self.backend_tls {

@@ -418,3 +418,28 @@ fn certificates_by_name_are_checked_and_their_paths_follow_the_file() {
         assert!(error.starts_with("tls.sni[0].names"), "{names}: {error}");
     }
 }
+
+#[test]
+fn the_tls_policy_is_typed_and_its_ticket_file_follows_the_config_file() {
+    let with = |lines: &str| {
+        let text = MINIMAL.replacen(
+            "key = \"tls/key.pem\"\n",
+            &format!("key = \"tls/key.pem\"\n{lines}\n"),
+            1,
+        );
+        Config::parse_str(&text, Path::new("/etc/mailfront"))
+    };
+    let config = with("min_version = \"1.3\"\nticket_keys = \"tls/tickets.toml\"").expect("valid");
+    let tls = config.tls.expect("[tls]");
+    assert_eq!(tls.min_version, TlsVersion::Tls13);
+    assert_eq!(
+        tls.ticket_keys.as_deref(),
+        Some(Path::new("/etc/mailfront/tls/tickets.toml"))
+    );
+    assert!(
+        tls.files()
+            .contains(&&PathBuf::from("/etc/mailfront/tls/tickets.toml"))
+    );
+    let error = with("min_version = \"1.1\"").map(|_| ()).unwrap_err();
+    assert!(error.starts_with("tls.min_version"), "{error}");
+}

@@ -17,6 +17,29 @@ pub struct TlsConfig {
     /// Certificates for other names.
     #[serde(default)]
     pub sni: Vec<SniCertificateConfig>,
+    /// The oldest TLS version a client may use.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// The cipher suites offered, by IANA name, in order of preference (the first the client
+    /// also offers is chosen); empty: rustls's defaults, in the client's order.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// A key file sealing TLS session tickets, the same on every node, so that a client resumes
+    /// its session on any node (same format as the cookie keys; `mailfront cookie-key` prints
+    /// an entry). Without it each node resumes its own sessions only.
+    pub ticket_keys: Option<PathBuf>,
+}
+
+/// A TLS version, as `[tls] min_version` names it.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246) and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 (RFC 8446) only.
+    #[serde(rename = "1.3")]
+    Tls13,
 }
 
 /// `[[tls.sni]]`: a certificate for the names it lists.
@@ -32,13 +55,14 @@ pub struct SniCertificateConfig {
 }
 
 impl TlsConfig {
-    /// Every file it names: the default's, then each entry's.
+    /// Every file it names: the default's, each entry's, the ticket keys.
     pub fn files(&self) -> Vec<&PathBuf> {
         let mut files = vec![&self.certificate, &self.key];
         for entry in &self.sni {
             files.push(&entry.certificate);
             files.push(&entry.key);
         }
+        files.extend(&self.ticket_keys);
         files
     }
 

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+pub mod tickets;
+
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -26,6 +28,9 @@ pub enum TlsError {
     /// rustls refused the combination (for example a key that does not match the certificate).
     #[error("{0}")]
     Rustls(#[from] rustls::Error),
+    /// The TLS policy cannot be applied (an unknown cipher suite, an unreadable ticket key file).
+    #[error("{0}")]
+    Policy(String),
 }
 
 fn file_error(path: &Path, message: impl Into<String>) -> TlsError {
@@ -99,13 +104,29 @@ pub struct CertificateFiles {
 }
 
 /// The certificates clients see: one for the names each lists (chosen by the name the client
-/// asks for, SNI, RFC 6066), and a default for clients that name none or another.
+/// asks for, SNI, RFC 6066), and a default for clients that name none or another; and the
+/// policy they are offered under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerCertificates {
     /// For clients without SNI, or asking for a name no entry lists.
     pub default: CertificateFiles,
     /// Names (lowercase; `*.example.com` covers one label) and their certificate.
     pub by_name: Vec<(Vec<String>, CertificateFiles)>,
+    /// Versions, cipher suites, session tickets.
+    pub policy: TlsPolicy,
+}
+
+/// What clients may negotiate, and how sessions resume.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// Only TLS 1.3 (otherwise TLS 1.2 and 1.3).
+    pub tls13_only: bool,
+    /// The cipher suites offered, by IANA name (`TLS13_AES_256_GCM_SHA384`, …), the first that
+    /// the client also offers chosen; empty: rustls's defaults, in the client's order.
+    pub cipher_suites: Vec<String>,
+    /// A key file (`keyfile`) sealing session tickets, shared by every node: a session resumes
+    /// on any node. None: each node resumes its own sessions only.
+    pub ticket_keys: Option<PathBuf>,
 }
 
 impl ServerCertificates {
@@ -117,6 +138,7 @@ impl ServerCertificates {
                 key: key.to_owned(),
             },
             by_name: Vec::new(),
+            policy: TlsPolicy::default(),
         }
     }
 }
@@ -180,12 +202,62 @@ impl ResolvesServerCert for ByName {
     }
 }
 
+/// The crypto provider with only the suites `names` lists, in that order.
+fn provider_with(names: &[String]) -> Result<rustls::crypto::CryptoProvider, TlsError> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    let known: Vec<&str> = provider
+        .cipher_suites
+        .iter()
+        .filter_map(|s| s.suite().as_str())
+        .collect();
+    let mut chosen = Vec::with_capacity(names.len());
+    for name in names {
+        let suite = provider
+            .cipher_suites
+            .iter()
+            .find(|s| s.suite().as_str() == Some(name.as_str()))
+            .ok_or_else(|| {
+                TlsError::Policy(format!(
+                    "cipher suite `{name}` is not one of {}",
+                    known.join(", ")
+                ))
+            })?;
+        chosen.push(*suite);
+    }
+    provider.cipher_suites = chosen;
+    Ok(provider)
+}
+
 fn server_config(certificates: &ServerCertificates) -> Result<rustls::ServerConfig, TlsError> {
     install_crypto_provider();
+    let policy = &certificates.policy;
     let resolver = ByName::load(certificates)?;
-    Ok(rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver)))
+    let versions: &[&rustls::SupportedProtocolVersion] = if policy.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider_with(
+        &policy.cipher_suites,
+    )?))
+    .with_protocol_versions(versions)
+    .map_err(|e| {
+        TlsError::Policy(format!(
+            "the cipher suites leave no way to speak the allowed TLS versions: {e}"
+        ))
+    })?
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(resolver));
+    // An operator who lists suites states a preference: ours, not the client's, decides.
+    config.ignore_client_order = !policy.cipher_suites.is_empty();
+    if let Some(path) = &policy.ticket_keys {
+        let tickets = tickets::SharedTickets::load(path).map_err(TlsError::Policy)?;
+        config.ticketer = Arc::new(tickets);
+    }
+    Ok(config)
 }
 
 /// A TLS acceptor for clients presenting `certificates` (chosen by SNI).
@@ -256,6 +328,7 @@ mod tests {
         let default = self_signed(dir.path(), "mail", &["mail.example.com"]);
         let other = self_signed(dir.path(), "auto", &["autodiscover.example.com"]);
         let certificates = ServerCertificates {
+            policy: TlsPolicy::default(),
             default,
             by_name: vec![(
                 vec![
@@ -291,15 +364,39 @@ mod tests {
             certificate: one.certificate,
             key: two.key.clone(),
         };
-        let error = ByName::load(&ServerCertificates {
-            default: crossed,
-            by_name: Vec::new(),
-        })
+        let error = ByName::load(&ServerCertificates::single(
+            &crossed.certificate,
+            &crossed.key,
+        ))
         .unwrap_err()
         .to_string();
         assert!(
             error.contains("two.key") && error.contains("does not fit"),
             "{error}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_suites_are_named_and_impossible_combinations_refused() {
+        let error = provider_with(&["TLS_RSA_WITH_RC4_128_MD5".to_owned()]).unwrap_err();
+        assert!(
+            error.to_string().contains("TLS13_AES_256_GCM_SHA384"),
+            "{error}"
+        );
+        let only13 = provider_with(&["TLS13_AES_256_GCM_SHA384".to_owned()]).unwrap();
+        assert_eq!(only13.cipher_suites.len(), 1);
+        // TLS 1.2 suites only, with TLS 1.3 required: nothing could be negotiated.
+        let provider =
+            provider_with(&["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()]).unwrap();
+        assert!(
+            rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .is_err()
         );
     }
 }
