@@ -5,6 +5,7 @@
 //!
 //! | Method | Path | Does |
 //! |---|---|---|
+//! | GET | `/` | the status page (HTML, reloads itself; with a token, Basic auth with the token as password) |
 //! | GET | `/health` | `200 OK`, or `503` while draining or before a location map is loaded |
 //! | GET | `/health/<protocol>` | the same for one protocol (`imap`, `pop3`, `submission`, `smtp`, `http`, `sip`), also `503` while the directory fails and `404` without such a listener; a JSON body says why, and which mailbox servers this node sees down (they do not make the node unhealthy) |
 //! | GET | `/metrics` | Prometheus text format |
@@ -19,9 +20,10 @@
 //! Routing a request is a pure function of the request and the node ([`Admin::answer`]), so
 //! the table of cases can be tested without sockets.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -44,6 +46,7 @@ use tokio::sync::watch;
 use crate::reload::Reloader;
 
 mod fleet;
+mod page;
 
 /// What an admin API is made of.
 pub struct AdminParts {
@@ -79,6 +82,7 @@ pub struct Admin {
     started: SystemTime,
     manager: Option<Arc<ActiveManager>>,
     protocols: Vec<Protocol>,
+    login_rates: Mutex<page::LoginRates>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -98,6 +102,8 @@ pub struct Answer {
     pub content_type: &'static str,
     /// The body.
     pub body: String,
+    /// Ask a browser for credentials (`WWW-Authenticate: Basic`), on a refused status page.
+    pub challenge: bool,
 }
 
 impl Answer {
@@ -106,6 +112,7 @@ impl Answer {
             status,
             content_type: "application/json",
             body: format!("{value}\n"),
+            challenge: false,
         }
     }
 
@@ -114,6 +121,16 @@ impl Answer {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
+            challenge: false,
+        }
+    }
+
+    fn html(body: String) -> Self {
+        Self {
+            status: StatusCode::OK,
+            content_type: "text/html; charset=utf-8",
+            body,
+            challenge: false,
         }
     }
 
@@ -170,6 +187,7 @@ impl Admin {
             started: SystemTime::now(),
             manager: parts.manager,
             protocols: parts.protocols,
+            login_rates: Mutex::new(page::LoginRates::new(Instant::now())),
         }
     }
 
@@ -177,8 +195,110 @@ impl Admin {
         let Some(token) = &self.token else {
             return true;
         };
-        mailfront_http::form::bearer_token(headers)
-            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())))
+        // A bearer token, or (for a browser on the status page) Basic with the token as password.
+        let given = mailfront_http::form::bearer_token(headers)
+            .map(String::into_bytes)
+            .or_else(|| mailfront_http::form::basic_credentials(headers).map(|(_, p)| p));
+        given.is_some_and(|given| bool::from(given.as_slice().ct_eq(token.expose().as_bytes())))
+    }
+
+    /// The status page.
+    fn page(&self) -> Answer {
+        let board = self.services.resolver.health().snapshot();
+        let map = self.locator.snapshot();
+        let mut sessions: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+        for session in self.services.registry.list(&Filter::default()) {
+            *sessions
+                .entry(session.server.to_string())
+                .or_default()
+                .entry(session.protocol.as_str().to_owned())
+                .or_default() += 1;
+        }
+        let servers = self
+            .services
+            .resolver
+            .topology()
+            .servers
+            .keys()
+            .map(|name| {
+                let health = board.get(name);
+                let endpoints = health
+                    .map(|h| {
+                        h.endpoints
+                            .iter()
+                            .map(|(protocol, up)| {
+                                let state = if h.maintenance {
+                                    "maintenance"
+                                } else if *up {
+                                    "up"
+                                } else {
+                                    "down"
+                                };
+                                (protocol.as_str().to_owned(), state.to_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let databases = map
+                    .iter()
+                    .flat_map(|m| m.iter())
+                    .filter(|(_, server)| *server == name)
+                    .map(|(database, _)| database.to_string())
+                    .collect();
+                page::ServerRow {
+                    name: name.to_string(),
+                    endpoints,
+                    sessions: sessions.remove(name.as_str()).unwrap_or_default(),
+                    databases,
+                }
+            })
+            .collect();
+        let databases = map
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(database, server)| (database.to_string(), server.to_string()))
+            .collect();
+        let mut totals = BTreeMap::new();
+        for protocol in self
+            .protocols
+            .iter()
+            .filter(|p| matches!(p, Protocol::Imap | Protocol::Pop3 | Protocol::Submission))
+        {
+            for result in mailfront_metrics::LOGIN_RESULTS {
+                let labels = mailfront_metrics::ResultLabels {
+                    protocol: protocol.as_str().to_owned(),
+                    result: result.to_owned(),
+                };
+                let count = self.services.metrics.logins.get_or_create(&labels).get();
+                *totals.entry(result.to_owned()).or_insert(0) += count;
+            }
+        }
+        let rates = self
+            .login_rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(Instant::now(), totals.clone());
+        let logins = mailfront_metrics::LOGIN_RESULTS
+            .iter()
+            .map(|result| {
+                let rate = rates.get(*result).copied().unwrap_or(0.0);
+                let total = totals.get(*result).copied().unwrap_or(0);
+                ((*result).to_owned(), rate, total)
+            })
+            .collect();
+        let view = page::PageView {
+            node: self.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime: SystemTime::now()
+                .duration_since(self.started)
+                .unwrap_or(Duration::ZERO),
+            draining: self.state.is_draining(),
+            leader: self.manager.as_ref().is_some_and(|m| m.is_leader()),
+            servers,
+            databases,
+            logins,
+        };
+        Answer::html(page::render(&view))
     }
 
     fn health(&self) -> Answer {
@@ -263,6 +383,7 @@ impl Admin {
             status: StatusCode::OK,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
             body: metrics.encode(),
+            challenge: false,
         }
     }
 
@@ -381,9 +502,13 @@ impl Admin {
             return self.protocol_health(protocol);
         }
         if !self.authorized(headers) {
-            return Answer::error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            let mut refused =
+                Answer::error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            refused.challenge = path == "/";
+            return refused;
         }
         match (method.as_str(), path) {
+            ("GET", "/") => self.page(),
             ("GET", "/metrics") => self.metrics(),
             ("GET", "/status") => self.status(),
             ("GET", "/sessions") => self.sessions(query),
@@ -399,8 +524,8 @@ impl Admin {
             },
             (
                 _,
-                "/health" | "/metrics" | "/status" | "/sessions" | "/sessions/kick" | "/drain"
-                | "/undrain" | "/reload",
+                "/" | "/health" | "/metrics" | "/status" | "/sessions" | "/sessions/kick"
+                | "/drain" | "/undrain" | "/reload",
             ) => Answer::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => Answer::error(StatusCode::NOT_FOUND, "no such admin resource"),
         }
@@ -445,6 +570,12 @@ impl Admin {
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if answer.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mailfront admin\""),
+            );
+        }
         response
     }
 }
