@@ -292,16 +292,7 @@ pub fn backend_client_config(ca_file: &Path) -> Result<rustls::ClientConfig, Tls
 /// Backends are verified like any TLS server: by the host name of their endpoint. Mailbox
 /// servers often use certificates from a private CA; that CA goes in `ca_file`.
 pub fn backend_connector(ca_file: &Path) -> Result<TlsConnector, TlsError> {
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(ca_file)? {
-        roots
-            .add(cert)
-            .map_err(|e| file_error(ca_file, format!("unusable CA certificate: {e}")))?;
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = backend_client_config(ca_file)?;
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
