@@ -29,6 +29,7 @@ import re
 import statistics
 import sys
 import time
+import urllib.request
 from datetime import datetime
 
 from benchlab import BenchLab, lab
@@ -105,7 +106,6 @@ def failover_runs(bench: BenchLab, etcd: lab.etcd.Etcd, repeat: int, timeout: fl
 
 
 def servers_state(bench: BenchLab) -> dict[str, str]:
-    import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{bench.admin_port}/servers", timeout=5) as response:
         body = json.loads(response.read())
     return {s["server"]: "up" if all(st == "up" for _, st in s["endpoints"]) else "down"
@@ -174,7 +174,6 @@ def main() -> int:
 
 
 def lab_metrics(bench: BenchLab) -> str:
-    import urllib.request
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{bench.admin_port}/metrics", timeout=5) as response:
             return response.read().decode()

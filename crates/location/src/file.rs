@@ -82,16 +82,12 @@ struct LocationFile {
 #[derive(Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 struct FileDatabase {
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::record::is_zero")]
     epoch: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     hold: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     moved: Option<MoveStamp>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// Checks a map against the rest of the configuration (for example that every server it names is

@@ -16,6 +16,12 @@ use std::collections::BTreeMap;
 use mailfront_model::{DatabaseName, ServerName};
 use serde::{Deserialize, Serialize};
 
+/// Whether an epoch is 0, the value a record without one has (serde: the field is left out
+/// when it says nothing, in the location file and in etcd alike).
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Seconds since the Unix epoch, now (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

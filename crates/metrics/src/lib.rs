@@ -360,7 +360,6 @@ impl Metrics {
                 .get_or_create(&ResultLabels { protocol, result });
         }
         for protocol in &known.session_protocols {
-            let protocol = protocol.clone();
             let _ = self.backend_login_latency.get_or_create(&ProtocolLabel {
                 protocol: protocol.clone(),
             });

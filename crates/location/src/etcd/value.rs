@@ -17,16 +17,12 @@ struct JsonValue {
     active: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     copies: Vec<String>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::record::is_zero")]
     epoch: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     hold: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     moved: Option<MoveStamp>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// At most 64 characters of a name or key from the store, escaped, for messages and logs.
