@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::XNonce;
+use chacha20poly1305::aead::{Aead, Payload};
+use mailfront_net::keyfile::Ciphers;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
@@ -94,32 +95,24 @@ pub enum CookieError {
 /// id = 1
 /// secret = "base64 of 32 random bytes"   # mailfront cookie-key --id 1
 /// ```
+#[derive(Debug)]
 pub struct CookieKeys {
-    keys: Vec<(u32, XChaCha20Poly1305)>,
-}
-
-impl std::fmt::Debug for CookieKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<u32> = self.keys.iter().map(|(id, _)| *id).collect();
-        f.debug_struct("CookieKeys").field("ids", &ids).finish()
-    }
+    keys: Ciphers,
 }
 
 impl CookieKeys {
     /// Parses a key file's text. Errors name the key (`key[1].secret: …`) and never the secret.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let keys = mailfront_net::keyfile::parse(text)?
-            .into_iter()
-            .map(|k| (k.id, XChaCha20Poly1305::new(Key::from_slice(&k.secret))))
-            .collect();
-        Ok(Self { keys })
+        Ok(Self {
+            keys: Ciphers::parse(text)?,
+        })
     }
 
     /// Reads and parses a key file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        Ok(Self {
+            keys: Ciphers::load(path)?,
+        })
     }
 
     /// A new key entry for the key file, with `id`.
@@ -129,12 +122,12 @@ impl CookieKeys {
 
     /// The ids, oldest first.
     pub fn ids(&self) -> Vec<u32> {
-        self.keys.iter().map(|(id, _)| *id).collect()
+        self.keys.ids()
     }
 
     /// Seals a session with the newest key.
     pub fn seal(&self, session: &Session, purpose: Purpose) -> String {
-        let Some((id, cipher)) = self.keys.last() else {
+        let Some((id, cipher)) = self.keys.newest() else {
             // `parse` refuses an empty file; an empty value is simply never accepted.
             return String::new();
         };
@@ -183,11 +176,7 @@ impl CookieKeys {
             .split_at_checked(NONCE_LEN)
             .ok_or(CookieError::Malformed)?;
         let id = u32::from_be_bytes(id.try_into().map_err(|_| CookieError::Malformed)?);
-        let (_, cipher) = self
-            .keys
-            .iter()
-            .find(|(key_id, _)| *key_id == id)
-            .ok_or(CookieError::UnknownKey)?;
+        let cipher = self.keys.get(id).ok_or(CookieError::UnknownKey)?;
         let plaintext = cipher
             .decrypt(
                 XNonce::from_slice(nonce),

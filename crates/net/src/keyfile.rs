@@ -11,6 +11,8 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::{Key, XChaCha20Poly1305};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -74,6 +76,58 @@ pub fn load(path: &Path) -> Result<Vec<SecretKey>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The keys of a key file as XChaCha20-Poly1305 ciphers: the newest (last) seals, every listed
+/// one opens what names its id. Cookies and TLS tickets each put their own format around them.
+pub struct Ciphers {
+    keys: Vec<(u32, XChaCha20Poly1305)>,
+}
+
+impl std::fmt::Debug for Ciphers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The ids only, never the keys.
+        f.debug_struct("Ciphers").field("ids", &self.ids()).finish()
+    }
+}
+
+impl Ciphers {
+    /// The ciphers of `keys`, in their order.
+    pub fn new(keys: Vec<SecretKey>) -> Self {
+        let keys = keys
+            .into_iter()
+            .map(|k| (k.id, XChaCha20Poly1305::new(Key::from_slice(&k.secret))))
+            .collect();
+        Self { keys }
+    }
+
+    /// Parses a key file's text ([`parse`]).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        parse(text).map(Self::new)
+    }
+
+    /// Reads and parses a key file ([`load`]).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        load(path).map(Self::new)
+    }
+
+    /// The newest key: the one that seals.
+    pub fn newest(&self) -> Option<(u32, &XChaCha20Poly1305)> {
+        self.keys.last().map(|(id, cipher)| (*id, cipher))
+    }
+
+    /// The key with `id`, to open what it sealed.
+    pub fn get(&self, id: u32) -> Option<&XChaCha20Poly1305> {
+        self.keys
+            .iter()
+            .find(|(key_id, _)| *key_id == id)
+            .map(|(_, cipher)| cipher)
+    }
+
+    /// The ids, oldest first.
+    pub fn ids(&self) -> Vec<u32> {
+        self.keys.iter().map(|(id, _)| *id).collect()
+    }
 }
 
 /// A new entry for a key file, with `id` and 32 random bytes.

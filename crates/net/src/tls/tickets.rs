@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::XNonce;
+use chacha20poly1305::aead::{Aead, Payload};
 use rustls::server::ProducesTickets;
 
 use crate::keyfile;
@@ -23,29 +23,17 @@ const NONCE_LEN: usize = 24;
 const LIFETIME_SECONDS: u32 = 6 * 60 * 60;
 
 /// Seals and opens tickets with the keys of a key file.
+#[derive(Debug)]
 pub struct SharedTickets {
-    keys: Vec<(u32, XChaCha20Poly1305)>,
-}
-
-impl std::fmt::Debug for SharedTickets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<u32> = self.keys.iter().map(|(id, _)| *id).collect();
-        f.debug_struct("SharedTickets").field("ids", &ids).finish()
-    }
+    keys: keyfile::Ciphers,
 }
 
 impl SharedTickets {
     /// The tickets of the key file at `path`.
     pub fn load(path: &Path) -> Result<Self, String> {
-        Ok(Self::from_keys(keyfile::load(path)?))
-    }
-
-    fn from_keys(keys: Vec<keyfile::SecretKey>) -> Self {
-        let keys = keys
-            .into_iter()
-            .map(|k| (k.id, XChaCha20Poly1305::new(Key::from_slice(&k.secret))))
-            .collect();
-        Self { keys }
+        Ok(Self {
+            keys: keyfile::Ciphers::load(path)?,
+        })
     }
 
     fn aad(id: u32) -> Vec<u8> {
@@ -63,10 +51,10 @@ impl ProducesTickets for SharedTickets {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let (id, cipher) = self.keys.last()?;
+        let (id, cipher) = self.keys.newest()?;
         let mut nonce = [0u8; NONCE_LEN];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut nonce[..]);
-        let aad = Self::aad(*id);
+        let aad = Self::aad(id);
         let sealed = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
@@ -83,7 +71,7 @@ impl ProducesTickets for SharedTickets {
         let id = u32::from_be_bytes(ticket.get(..4)?.try_into().ok()?);
         let nonce = ticket.get(4..4 + NONCE_LEN)?;
         let sealed = ticket.get(4 + NONCE_LEN..)?;
-        let (_, cipher) = self.keys.iter().find(|(key_id, _)| *key_id == id)?;
+        let cipher = self.keys.get(id)?;
         let aad = Self::aad(id);
         cipher
             .decrypt(
@@ -103,7 +91,13 @@ mod tests {
 
     fn tickets(ids: &[u32]) -> SharedTickets {
         let text: String = ids.iter().map(|id| keyfile::generate_entry(*id)).collect();
-        SharedTickets::from_keys(keyfile::parse(&text).unwrap())
+        from_text(&text)
+    }
+
+    fn from_text(text: &str) -> SharedTickets {
+        SharedTickets {
+            keys: keyfile::Ciphers::parse(text).unwrap(),
+        }
     }
 
     #[test]
@@ -116,10 +110,7 @@ mod tests {
         );
         // Another node with the same file: the same keys.
         let text = keyfile::generate_entry(1);
-        let (one, two) = (
-            SharedTickets::from_keys(keyfile::parse(&text).unwrap()),
-            SharedTickets::from_keys(keyfile::parse(&text).unwrap()),
-        );
+        let (one, two) = (from_text(&text), from_text(&text));
         assert!(two.decrypt(&one.encrypt(b"x").unwrap()).is_some());
         // A node with other keys (same id) opens nothing.
         assert_eq!(tickets(&[1]).decrypt(&ticket), None);
@@ -143,8 +134,8 @@ mod tests {
     fn keys_rotate_the_newest_seals_and_the_older_still_opens() {
         let text_old = keyfile::generate_entry(1);
         let text_new = format!("{text_old}{}", keyfile::generate_entry(2));
-        let before = SharedTickets::from_keys(keyfile::parse(&text_old).unwrap());
-        let after = SharedTickets::from_keys(keyfile::parse(&text_new).unwrap());
+        let before = from_text(&text_old);
+        let after = from_text(&text_new);
         let old_ticket = before.encrypt(b"old").unwrap();
         assert_eq!(after.decrypt(&old_ticket).as_deref(), Some(&b"old"[..]));
         let new_ticket = after.encrypt(b"new").unwrap();
