@@ -20,7 +20,6 @@
 //! Routing a request is a pure function of the request and the node ([`Admin::answer`]), so
 //! the table of cases can be tested without sockets.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -200,105 +199,6 @@ impl Admin {
             .map(String::into_bytes)
             .or_else(|| mailfront_http::form::basic_credentials(headers).map(|(_, p)| p));
         given.is_some_and(|given| bool::from(given.as_slice().ct_eq(token.expose().as_bytes())))
-    }
-
-    /// The status page.
-    fn page(&self) -> Answer {
-        let board = self.services.resolver.health().snapshot();
-        let map = self.locator.snapshot();
-        let mut sessions: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-        for session in self.services.registry.list(&Filter::default()) {
-            *sessions
-                .entry(session.server.to_string())
-                .or_default()
-                .entry(session.protocol.as_str().to_owned())
-                .or_default() += 1;
-        }
-        let servers = self
-            .services
-            .resolver
-            .topology()
-            .servers
-            .keys()
-            .map(|name| {
-                let health = board.get(name);
-                let endpoints = health
-                    .map(|h| {
-                        h.endpoints
-                            .iter()
-                            .map(|(protocol, up)| {
-                                let state = if h.maintenance {
-                                    "maintenance"
-                                } else if *up {
-                                    "up"
-                                } else {
-                                    "down"
-                                };
-                                (protocol.as_str().to_owned(), state.to_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let databases = map
-                    .iter()
-                    .flat_map(|m| m.iter())
-                    .filter(|(_, server)| *server == name)
-                    .map(|(database, _)| database.to_string())
-                    .collect();
-                page::ServerRow {
-                    name: name.to_string(),
-                    endpoints,
-                    sessions: sessions.remove(name.as_str()).unwrap_or_default(),
-                    databases,
-                }
-            })
-            .collect();
-        let databases = map
-            .iter()
-            .flat_map(|m| m.iter())
-            .map(|(database, server)| (database.to_string(), server.to_string()))
-            .collect();
-        let mut totals = BTreeMap::new();
-        for protocol in self
-            .protocols
-            .iter()
-            .filter(|p| matches!(p, Protocol::Imap | Protocol::Pop3 | Protocol::Submission))
-        {
-            for result in mailfront_metrics::LOGIN_RESULTS {
-                let labels = mailfront_metrics::ResultLabels {
-                    protocol: protocol.as_str().to_owned(),
-                    result: result.to_owned(),
-                };
-                let count = self.services.metrics.logins.get_or_create(&labels).get();
-                *totals.entry(result.to_owned()).or_insert(0) += count;
-            }
-        }
-        let rates = self
-            .login_rates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(Instant::now(), totals.clone());
-        let logins = mailfront_metrics::LOGIN_RESULTS
-            .iter()
-            .map(|result| {
-                let rate = rates.get(*result).copied().unwrap_or(0.0);
-                let total = totals.get(*result).copied().unwrap_or(0);
-                ((*result).to_owned(), rate, total)
-            })
-            .collect();
-        let view = page::PageView {
-            node: self.node.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            uptime: SystemTime::now()
-                .duration_since(self.started)
-                .unwrap_or(Duration::ZERO),
-            draining: self.state.is_draining(),
-            leader: self.manager.as_ref().is_some_and(|m| m.is_leader()),
-            servers,
-            databases,
-            logins,
-        };
-        Answer::html(page::render(&view))
     }
 
     fn health(&self) -> Answer {
