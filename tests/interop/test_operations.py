@@ -654,3 +654,82 @@ def test_a_fresh_node_exports_every_known_series_from_the_first_scrape(lab_env):
     finally:
         node.stop()
 
+
+def test_certificates_are_chosen_by_the_name_the_client_asks_for_and_reloaded(lab_env):
+    import shutil
+    import ssl
+    root = lab.reset_dir(lab_env.root / "sni")
+    auto_cert, auto_key = lab.make_certificate(root / "auto", name="autodiscover.example.com")
+    port = lab.free_port()
+    node = start_node(lab_env, "sni-node", [lab.listener(None, "imap", port, "implicit")], {
+        "reload": {"interval": "100ms"},
+        "tls": {"sni": [{"names": ["autodiscover.example.com", "*.example.net"],
+                          "certificate": str(auto_cert), "key": str(auto_key)}]},
+    })
+    default_cert = lab_env.settings["tls"]["certificate"]
+
+    def presented(server_name: str | None) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with client_tls().wrap_socket(raw, server_hostname=server_name) as tls:
+                return tls.getpeercert(binary_form=True)
+
+    def der(path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(open(path).read())
+
+    try:
+        assert presented("autodiscover.example.com") == der(auto_cert)
+        assert presented("imap.example.net") == der(auto_cert)
+        assert presented("mail.example.com") == der(default_cert)
+        assert presented(None) == der(default_cert)
+        # A renewed certificate for the name is taken without a restart.
+        renewed_cert, renewed_key = lab.make_certificate(root / "renewed", name="autodiscover.example.com")
+        assert der(renewed_cert) != der(auto_cert)
+        shutil.copy(renewed_key, auto_key)
+        shutil.copy(renewed_cert, auto_cert)
+        wait_until(lambda: presented("autodiscover.example.com") == der(renewed_cert), 10, "the renewed certificate")
+        assert presented(None) == der(default_cert)
+    finally:
+        node.stop()
+
+
+def test_tls_policy_minimum_version_suites_and_tickets_shared_across_nodes(lab_env):
+    import ssl
+    root = lab.reset_dir(lab_env.root / "tls-policy")
+    shared, other = root / "tickets.toml", root / "other-tickets.toml"
+    for path in (shared, other):
+        path.write_text(subprocess.run([str(lab_env.binary), "cookie-key", "--id", "1"],
+                                       capture_output=True, text=True, check=True).stdout)
+    policy = {"min_version": "1.3", "cipher_suites": ["TLS13_CHACHA20_POLY1305_SHA256", "TLS13_AES_256_GCM_SHA384"]}
+    ports = [lab.free_port() for _ in range(3)]
+    nodes = [start_node(lab_env, f"tls-policy-{i}", [lab.listener(None, "imap", port, "implicit")],
+                        {"tls": policy | {"ticket_keys": str(keys)}})
+             for i, (port, keys) in enumerate(zip(ports, (shared, shared, other)))]
+    context = client_tls()
+
+    def connect(port: int, session=None, ctx=context):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        tls = ctx.wrap_socket(raw, session=session)
+        assert tls.recv(1024).startswith(b"* OK")  # the greeting; the tickets come with it
+        return tls
+
+    try:
+        first = connect(ports[0])
+        assert first.version() == "TLSv1.3"
+        assert first.cipher()[0] == "TLS_CHACHA20_POLY1305_SHA256"
+        session = first.session
+        first.close()
+        # Another node with the same ticket keys resumes the session; one with other keys cannot.
+        second = connect(ports[1], session)
+        assert second.session_reused, "a node sharing the ticket keys did not resume the session"
+        second.close()
+        third = connect(ports[2], session)
+        assert not third.session_reused
+        third.close()
+        # A TLS 1.2 client is refused by a node whose minimum is 1.3.
+        old = client_tls()
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            connect(ports[0], ctx=old)
+    finally:
+        for node in nodes:
+            node.stop()
