@@ -4,8 +4,9 @@ Each protocol's module holds a table of `Case` rows: what a hostile client sends
 bytes the server must answer, up to a clean close. `run_table` plays every row of a table at
 once (in threads, so that the timeouts some rows wait for overlap), each on its own connection;
 each row's test then checks its own outcome: the reply, the close, the time it took, and the log
-lines mailfront wrote about that connection (found by the client's port, so concurrent rows never
-see each other's lines).
+lines mailfront wrote about that connection (found by the client's address and the session it
+opened, so concurrent rows never see each other's lines, even when a later row's connection
+reuses an earlier row's port).
 
 There is deliberately no conftest.py in this folder: a second module called `conftest` would
 shadow tests/interop/conftest.py for the sibling test files that `from conftest import …` when
@@ -21,6 +22,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import pytest
 
@@ -111,8 +113,16 @@ class Outcome:
     transcript: bytes = b""
     closed: bool = False  # the server closed (FIN; or RST, after our unread bytes)
     elapsed: float = 0.0  # first byte sent -> close (or give-up)
-    client: str = ""  # "127.0.0.1:54321", as mailfront's log writes the client
+    client: str = ""  # "127.0.0.1:54321", as mailfront's log writes the client (a `Client`)
     error: str = ""  # a failure of the harness itself (never expected)
+
+
+class Client(str):
+    """A client address as mailfront logs it (`127.0.0.1:54321`), with the wall-clock time just
+    before it connected: ports are reused, so the address alone names every connection that ever
+    had it — the time picks this one's session."""
+
+    connected_at: float | None = None
 
 
 class Conversation:
@@ -121,9 +131,11 @@ class Conversation:
     def __init__(self, port: int, *, source: str = "127.0.0.1", implicit_tls: bool = False,
                  timeout: float = 10.0):
         self.deadline = time.monotonic() + timeout
+        connected_at = time.time()
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
         host, cport = raw.getsockname()[:2]
-        self.client = f"{host}:{cport}"
+        self.client = Client(f"{host}:{cport}")
+        self.client.connected_at = connected_at
         self.sock: socket.socket = raw
         self.buffer = b""
         self.closed = False
@@ -272,9 +284,37 @@ def matches(expected: bytes | re.Pattern, got: bytes) -> bool:
 # --- what mailfront logged --------------------------------------------------------------------
 
 
+SESSION_ID = re.compile(r"session(?:\{id=|=)([0-9a-f]+)")
+
+
 def lines_for(log: str, client: str) -> list[str]:
-    """Log lines about one connection (`client=127.0.0.1:54321`)."""
-    return [line for line in log.splitlines() if re.search(rf"client={re.escape(client)}(\s|$|}})", line)]
+    """Log lines about one connection (`client=127.0.0.1:54321`). The kernel reuses a closed
+    connection's port at once, so one address may name several connections: for a `Client`
+    only lines logged after it connected count, and of the sessions among them the first is its
+    own; for a bare address (a request already answered), the latest session."""
+    connected_at = getattr(client, "connected_at", None)
+    mine = [line for line in log.splitlines() if re.search(rf"client={re.escape(client)}(\s|$|}})", line)]
+    if connected_at is not None:
+        mine = [line for line in mine if logged_at(line) >= connected_at]
+    sessions = list(dict.fromkeys(s for s in map(session_of, mine) if s is not None))
+    if not sessions:
+        return mine  # HTTP and SIP log requests, not sessions
+    session = sessions[0] if connected_at is not None else sessions[-1]
+    return [line for line in log.splitlines() if session_of(line) == session]
+
+
+def session_of(line: str) -> str | None:
+    found = SESSION_ID.search(line)
+    return found.group(1) if found else None
+
+
+def logged_at(line: str) -> float:
+    """The wall-clock time at the start of a log line (`2026-12-03T19:20:33.657853Z …`)."""
+    stamp = line.split(" ", 1)[0]
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("inf")
 
 
 def wait_for_line(log_fn, client: str, what: str = "session ended", timeout: float = 5.0) -> list[str]:
