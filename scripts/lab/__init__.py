@@ -11,7 +11,7 @@ One module per job:
     base          the checkout, scratch folders, the log line
     packages      Debian packages, installed with apt-get when missing
     processes     child processes, stopping, process trees, free ports, waiting for greetings
-    certificates  self-signed and CA-signed certificates
+    certificates  self-signed and CA-signed certificates, client certificates, OCSP responses
     users         the lab's users (one record for Dovecot, mailfront and LDAP)
     dovecot       Dovecot mailbox servers
     mailfront     the binary, a node's process, its configuration (dicts written with tomli-w)
@@ -30,7 +30,7 @@ It needs tomli-w (tests/interop/requirements.txt): run it with the Python of `sc
 
 # Re-exported for the callers (`lab.free_port()`, …).
 from .base import IS_ROOT, ROOT, atomic_write, lab_root, log, reset_dir
-from .certificates import Tls, make_ca_signed, make_certificate
+from .certificates import Tls, make_ca_signed, make_certificate, make_client_certificate, make_ocsp_response
 from .dovecot import MASTER_USER, Dovecot, Ports, mail_owner, master_password
 from .mailfront import (LAB_THROTTLE, Mailfront, ServerEntry, build_mailfront, hash_for, http_config, listener,
                         mailfront_binary, node_config, read_locations, read_toml, write_cookie_keys,

@@ -71,9 +71,11 @@ class Dovecot:
     folder (`<lab>/db/<database>/<user>`), so that two servers model two copies of a database."""
 
     def __init__(self, lab: Path, name: str, ports: Ports, users: list[User], tls: Tls | None = None,
-                 relay_port: int = 0):
+                 relay_port: int = 0, client_ca: Path | None = None):
         self.name = name
         self.tls = tls
+        # With a CA: every login (the master user's too) needs a client certificate it signed.
+        self.client_ca = client_ca
         # Where Dovecot's submission service relays outgoing mail (mailfront's outbound listener).
         self.relay_port = relay_port
         self.dir = lab / name
@@ -88,6 +90,9 @@ class Dovecot:
         d = self.dir
         _, _, owner = mail_owner()
         ssl_lines = f"yes\nssl_cert = <{self.tls.cert}\nssl_key = <{self.tls.key}" if ssl and self.tls else "no"
+        if ssl and self.tls and self.client_ca:
+            ssl_lines += (f"\nssl_ca = <{self.client_ca}\nssl_verify_client_cert = yes\nssl_require_crl = no"
+                          "\nauth_ssl_require_client_cert = yes")
         return f"""instance_name = {self.name}
 base_dir = {d}/run
 state_dir = {d}/state

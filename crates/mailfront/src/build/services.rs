@@ -12,7 +12,7 @@ use mailfront_location::Locator;
 use mailfront_metrics::{Known, Metrics};
 use mailfront_model::Secret;
 use mailfront_net::node::NodeState;
-use mailfront_net::tls::{self, TlsConnector};
+use mailfront_net::tls::TlsConnector;
 use mailfront_proxy::NodeServices;
 use mailfront_proxy::backend::{BackendTimeouts, Backends};
 use mailfront_proxy::registry::Registry;
@@ -124,13 +124,7 @@ pub fn http_front_door(
         return Ok(None);
     };
     let keys = CookieKeys::load(&http.cookie_keys).map_err(|e| format!("http.cookie_keys: {e}"))?;
-    let backend_tls = config
-        .backend_tls
-        .as_ref()
-        .map(|t| {
-            tls::backend_client_config(&t.ca_file).map_err(|e| format!("backend_tls.ca_file: {e}"))
-        })
-        .transpose()?;
+    let backend_tls = super::tls::backend_client_config(config)?;
     let parts = FrontDoorParts {
         resolver: Arc::clone(&services.resolver),
         metrics: Arc::clone(&services.metrics),

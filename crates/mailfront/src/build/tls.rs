@@ -2,14 +2,16 @@
 //! (`[backend_tls]`).
 
 use mailfront_net::tls::{
-    self, CertificateFiles, ServerCertificates, TlsAcceptor, TlsConnector, TlsPolicy,
+    self, BackendTrust, CertificateFiles, ClientConfig, ServerCertificates, TlsAcceptor,
+    TlsConnector, TlsPolicy,
 };
 
-use crate::config::{Config, TlsConfig, TlsVersion};
+use crate::config::{BackendTlsConfig, Config, TlsConfig, TlsVersion};
 
 /// The certificates of `[tls]` (the default and those of `[[tls.sni]]`) and its policy.
 fn certificates(tls: &TlsConfig) -> ServerCertificates {
     let mut certificates = ServerCertificates::single(&tls.certificate, &tls.key);
+    certificates.default.ocsp = tls.ocsp.clone();
     certificates.by_name = tls
         .sni
         .iter()
@@ -17,6 +19,7 @@ fn certificates(tls: &TlsConfig) -> ServerCertificates {
             let files = CertificateFiles {
                 certificate: entry.certificate.clone(),
                 key: entry.key.clone(),
+                ocsp: entry.ocsp.clone(),
             };
             (entry.names.clone(), files)
         })
@@ -47,13 +50,27 @@ pub fn http_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
         .transpose()
 }
 
-/// The TLS connector towards backends, if `[backend_tls]` is configured.
-pub fn connector(config: &Config) -> Result<Option<TlsConnector>, String> {
+/// How `[backend_tls]` says to speak TLS to backends.
+fn backend_trust(config: &BackendTlsConfig) -> BackendTrust {
+    BackendTrust {
+        ca_file: config.ca_file.clone(),
+        verify_name: config.verify_name.clone(),
+        client: config.certificate.clone().zip(config.key.clone()),
+    }
+}
+
+/// The TLS client configuration towards backends, if `[backend_tls]` is configured.
+pub fn backend_client_config(config: &Config) -> Result<Option<ClientConfig>, String> {
     config
         .backend_tls
         .as_ref()
         .map(|t| {
-            tls::backend_connector(&t.ca_file).map_err(|e| format!("backend_tls.ca_file: {e}"))
+            tls::backend_client_config(&backend_trust(t)).map_err(|e| format!("backend_tls: {e}"))
         })
         .transpose()
+}
+
+/// The TLS connector towards backends, if `[backend_tls]` is configured.
+pub fn connector(config: &Config) -> Result<Option<TlsConnector>, String> {
+    Ok(backend_client_config(config)?.map(|c| TlsConnector::from(std::sync::Arc::new(c))))
 }

@@ -234,9 +234,15 @@ impl Config {
         if let Some(tls) = &mut self.tls {
             resolve(&mut tls.certificate);
             resolve(&mut tls.key);
+            if let Some(file) = &mut tls.ocsp {
+                resolve(file);
+            }
             for entry in &mut tls.sni {
                 resolve(&mut entry.certificate);
                 resolve(&mut entry.key);
+                if let Some(file) = &mut entry.ocsp {
+                    resolve(file);
+                }
             }
             if let Some(file) = &mut tls.ticket_keys {
                 resolve(file);
@@ -244,6 +250,12 @@ impl Config {
         }
         if let Some(backend_tls) = &mut self.backend_tls {
             resolve(&mut backend_tls.ca_file);
+            for file in [&mut backend_tls.certificate, &mut backend_tls.key]
+                .into_iter()
+                .flatten()
+            {
+                resolve(file);
+            }
         }
         for server in &mut self.server {
             if let Some(file) = &mut server.login.master_password_file {
@@ -273,6 +285,9 @@ impl Config {
         let servers = servers::validate(self, &sites)?;
         servers::validate_databases(self, &servers)?;
         listeners::validate(self)?;
+        if let Some(backend_tls) = &self.backend_tls {
+            backend_tls.validate()?;
+        }
         if let Some(tls) = &self.tls {
             tls.validate()?;
         }

@@ -443,3 +443,49 @@ fn the_tls_policy_is_typed_and_its_ticket_file_follows_the_config_file() {
     let error = with("min_version = \"1.1\"").map(|_| ()).unwrap_err();
     assert!(error.starts_with("tls.min_version"), "{error}");
 }
+
+#[test]
+fn ocsp_responses_are_watched_files_that_follow_the_config_file() {
+    let text = MINIMAL.replacen(
+        "key = \"tls/key.pem\"\n",
+        "key = \"tls/key.pem\"\nocsp = \"tls/mail.ocsp\"\n\n[[tls.sni]]\nnames = [\"auto.example.com\"]\n\
+         certificate = \"a.pem\"\nkey = \"a.key\"\nocsp = \"a.ocsp\"\n",
+        1,
+    );
+    let config = Config::parse_str(&text, Path::new("/etc/mailfront")).expect("valid");
+    let tls = config.tls.expect("[tls]");
+    assert_eq!(
+        tls.ocsp.as_deref(),
+        Some(Path::new("/etc/mailfront/tls/mail.ocsp"))
+    );
+    for file in ["/etc/mailfront/tls/mail.ocsp", "/etc/mailfront/a.ocsp"] {
+        assert!(tls.files().contains(&&PathBuf::from(file)), "{file}");
+    }
+}
+
+#[test]
+fn backend_tls_client_certificates_and_names_are_checked() {
+    let with = |lines: &str| {
+        let text = format!("{MINIMAL}\n[backend_tls]\nca_file = \"ca.pem\"\n{lines}\n");
+        Config::parse_str(&text, Path::new("/etc/mailfront"))
+            .and_then(|config| config.validate().map(|()| config))
+    };
+    let config = with("verify_name = \"mbx.internal\"\ncertificate = \"c.pem\"\nkey = \"c.key\"")
+        .expect("valid");
+    let backend = config.backend_tls.expect("[backend_tls]");
+    assert_eq!(
+        backend.key.as_deref(),
+        Some(Path::new("/etc/mailfront/c.key"))
+    );
+    with("verify_name = \"10.0.0.7\"").expect("an address is a name too");
+    let rows = [
+        ("certificate = \"c.pem\"", "backend_tls.key"),
+        ("key = \"c.key\"", "backend_tls.certificate"),
+        ("verify_name = \"*.internal\"", "backend_tls.verify_name"),
+        ("verify_name = \"Mbx.Internal\"", "backend_tls.verify_name"),
+    ];
+    for (lines, key) in rows {
+        let error = with(lines).map(|_| ()).expect_err(lines);
+        assert!(error.starts_with(key), "{lines}: {error}");
+    }
+}

@@ -14,6 +14,9 @@ pub struct TlsConfig {
     pub certificate: PathBuf,
     /// Private key (PEM).
     pub key: PathBuf,
+    /// A DER-encoded OCSP response for the certificate, stapled to handshakes; reloaded when
+    /// it changes (refresh it from cron with `openssl ocsp … -respout`).
+    pub ocsp: Option<PathBuf>,
     /// Certificates for other names.
     #[serde(default)]
     pub sni: Vec<SniCertificateConfig>,
@@ -52,15 +55,20 @@ pub struct SniCertificateConfig {
     pub certificate: PathBuf,
     /// Private key (PEM).
     pub key: PathBuf,
+    /// A DER-encoded OCSP response for the certificate, stapled to handshakes.
+    pub ocsp: Option<PathBuf>,
 }
 
 impl TlsConfig {
-    /// Every file it names: the default's, each entry's, the ticket keys.
+    /// Every file it names: the default's, each entry's (certificates, keys, OCSP responses),
+    /// the ticket keys.
     pub fn files(&self) -> Vec<&PathBuf> {
         let mut files = vec![&self.certificate, &self.key];
+        files.extend(&self.ocsp);
         for entry in &self.sni {
             files.push(&entry.certificate);
             files.push(&entry.key);
+            files.extend(&entry.ocsp);
         }
         files.extend(&self.ticket_keys);
         files
@@ -106,10 +114,41 @@ fn is_host_pattern(name: &str) -> bool {
         })
 }
 
-/// `[backend_tls]`: trust towards backends.
+/// `[backend_tls]`: TLS towards backends (mailbox servers, the outbound relay).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTlsConfig {
     /// CA certificates (PEM) that backend certificates must chain to.
     pub ca_file: PathBuf,
+    /// The name every backend certificate must carry, instead of each endpoint's host: for
+    /// servers sharing one internal certificate, or endpoints given by IP address.
+    pub verify_name: Option<String>,
+    /// A client certificate chain (PEM) for backends that require one (mutual TLS).
+    pub certificate: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl BackendTlsConfig {
+    /// Checks that a client certificate comes with its key and that `verify_name` is a name.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        match (&self.certificate, &self.key) {
+            (Some(_), None) => {
+                return Err("backend_tls.key: needed with backend_tls.certificate".into());
+            }
+            (None, Some(_)) => {
+                return Err("backend_tls.certificate: needed with backend_tls.key".into());
+            }
+            _ => {}
+        }
+        if let Some(name) = &self.verify_name {
+            let is_address = name.parse::<std::net::IpAddr>().is_ok();
+            if !is_address && (name.starts_with("*.") || !is_host_pattern(name)) {
+                return Err(format!(
+                    "backend_tls.verify_name: `{name}` is not a lowercase host name or an IP address"
+                ));
+            }
+        }
+        Ok(())
+    }
 }

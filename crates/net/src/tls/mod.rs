@@ -10,8 +10,11 @@ use rustls::sign::CertifiedKey;
 
 pub mod tickets;
 
+pub use rustls::ClientConfig;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// TLS material that cannot be used.
@@ -101,6 +104,10 @@ pub struct CertificateFiles {
     pub certificate: PathBuf,
     /// Its private key.
     pub key: PathBuf,
+    /// A DER-encoded OCSP response for the end-entity certificate, stapled to every handshake
+    /// (RFC 6066 `status_request`); kept fresh by whoever writes the file (`openssl ocsp …
+    /// -respout`), which is reloaded like the certificate.
+    pub ocsp: Option<PathBuf>,
 }
 
 /// The certificates clients see: one for the names each lists (chosen by the name the client
@@ -136,6 +143,7 @@ impl ServerCertificates {
             default: CertificateFiles {
                 certificate: certificate.to_owned(),
                 key: key.to_owned(),
+                ocsp: None,
             },
             by_name: Vec::new(),
             policy: TlsPolicy::default(),
@@ -149,14 +157,28 @@ fn certified_key(files: &CertificateFiles) -> Result<Arc<CertifiedKey>, TlsError
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| file_error(&files.key, format!("cannot read private key: {e}")))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    CertifiedKey::from_der(chain, key, &provider)
-        .map(Arc::new)
-        .map_err(|e| {
-            file_error(
-                &files.key,
-                format!("does not fit {}: {e}", files.certificate.display()),
-            )
-        })
+    let mut certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        file_error(
+            &files.key,
+            format!("does not fit {}: {e}", files.certificate.display()),
+        )
+    })?;
+    certified.ocsp = files.ocsp.as_deref().map(ocsp_response).transpose()?;
+    Ok(Arc::new(certified))
+}
+
+/// Reads a stapled OCSP response. Only its shape is checked (a DER `SEQUENCE`): a PEM or empty
+/// file, the usual mistakes, would otherwise be sent to every client as garbage.
+fn ocsp_response(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let der = std::fs::read(path)
+        .map_err(|e| file_error(path, format!("cannot read OCSP response: {e}")))?;
+    if der.first() != Some(&0x30) || der.len() < 8 {
+        return Err(file_error(
+            path,
+            "not a DER-encoded OCSP response (write one with `openssl ocsp … -respout FILE`)",
+        ));
+    }
+    Ok(der)
 }
 
 /// Chooses the certificate by the client's SNI name: an exact name first, then a wildcard for
@@ -273,27 +295,118 @@ pub fn http_acceptor(certificates: &ServerCertificates) -> Result<TlsAcceptor, T
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A TLS client configuration for backends that trusts the CA certificates in `ca_file`.
-pub fn backend_client_config(ca_file: &Path) -> Result<rustls::ClientConfig, TlsError> {
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(ca_file)? {
-        roots
-            .add(cert)
-            .map_err(|e| file_error(ca_file, format!("unusable CA certificate: {e}")))?;
-    }
-    Ok(rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+/// How mailfront speaks TLS to backends (mailbox servers, the outbound relay): whom it trusts,
+/// the name their certificates must carry, and the certificate it presents if they ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendTrust {
+    /// CA certificates (PEM) that backend certificates must chain to.
+    pub ca_file: PathBuf,
+    /// The name every backend certificate must carry, instead of each endpoint's host (for
+    /// servers sharing one internal certificate, or endpoints given by address). The endpoint's
+    /// host is still sent as SNI.
+    pub verify_name: Option<String>,
+    /// A client certificate and key presented to backends that require one (mutual TLS).
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
-/// A TLS connector for backends that trusts the CA certificates in `ca_file` (PEM).
+impl BackendTrust {
+    /// Trust in the CAs of `ca_file`, each backend verified by its endpoint's host, no client
+    /// certificate.
+    pub fn ca(ca_file: &Path) -> Self {
+        Self {
+            ca_file: ca_file.to_owned(),
+            verify_name: None,
+            client: None,
+        }
+    }
+}
+
+/// A TLS client configuration for backends.
 ///
-/// Backends are verified like any TLS server: by the host name of their endpoint. Mailbox
-/// servers often use certificates from a private CA; that CA goes in `ca_file`.
-pub fn backend_connector(ca_file: &Path) -> Result<TlsConnector, TlsError> {
-    let config = backend_client_config(ca_file)?;
-    Ok(TlsConnector::from(Arc::new(config)))
+/// Backends are verified like any TLS server: by a name their certificate must carry (the
+/// endpoint's host, or `verify_name`), chaining to the CAs of `ca_file`. Mailbox servers often
+/// use certificates from a private CA; that CA goes in `ca_file`.
+pub fn backend_client_config(trust: &BackendTrust) -> Result<rustls::ClientConfig, TlsError> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(&trust.ca_file)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error(&trust.ca_file, format!("unusable CA certificate: {e}")))?;
+    }
+    let builder = match &trust.verify_name {
+        None => rustls::ClientConfig::builder().with_root_certificates(roots),
+        Some(name) => {
+            let name = ServerName::try_from(name.clone())
+                .map_err(|_| TlsError::Policy(format!("`{name}` is not a valid TLS name")))?;
+            let webpki = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| TlsError::Policy(format!("backend trust: {e}")))?;
+            rustls::ClientConfig::builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(FixedName { webpki, name }))
+        }
+    };
+    match &trust.client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((certificate, key)) => {
+            let chain = self::certificates(certificate)?;
+            let der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| file_error(key, format!("cannot read private key: {e}")))?;
+            builder.with_client_auth_cert(chain, der).map_err(|e| {
+                file_error(key, format!("does not fit {}: {e}", certificate.display()))
+            })
+        }
+    }
+}
+
+/// A TLS connector for backends (see [`backend_client_config`]).
+pub fn backend_connector(trust: &BackendTrust) -> Result<TlsConnector, TlsError> {
+    Ok(TlsConnector::from(Arc::new(backend_client_config(trust)?)))
+}
+
+/// Verifies a backend's certificate as the web PKI verifier does, but for one configured name
+/// whatever host was dialled.
+#[derive(Debug)]
+struct FixedName {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for FixedName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _dialled: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +420,7 @@ mod tests {
         let files = CertificateFiles {
             certificate: dir.join(format!("{stem}.pem")),
             key: dir.join(format!("{stem}.key")),
+            ocsp: None,
         };
         std::fs::write(&files.certificate, pair.cert.pem()).unwrap();
         std::fs::write(&files.key, pair.signing_key.serialize_pem()).unwrap();
@@ -354,6 +468,7 @@ mod tests {
         let crossed = CertificateFiles {
             certificate: one.certificate,
             key: two.key.clone(),
+            ocsp: None,
         };
         let error = ByName::load(&ServerCertificates::single(
             &crossed.certificate,
@@ -365,6 +480,29 @@ mod tests {
             error.contains("two.key") && error.contains("does not fit"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn an_ocsp_response_is_stapled_and_a_wrong_file_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = self_signed(dir.path(), "mail", &["mail.example.com"]);
+        let response = dir.path().join("mail.ocsp");
+        // The outer SEQUENCE of an OCSPResponse with responseStatus `successful` (no bytes).
+        std::fs::write(&response, [0x30, 0x06, 0x0a, 0x01, 0x00, 0xa0, 0x01, 0x00]).unwrap();
+        files.ocsp = Some(response.clone());
+        let key = certified_key(&files).unwrap();
+        assert_eq!(
+            key.ocsp.as_deref(),
+            Some(&std::fs::read(&response).unwrap()[..])
+        );
+        for wrong in [&b""[..], b"-----BEGIN OCSP RESPONSE-----\n"] {
+            std::fs::write(&response, wrong).unwrap();
+            let error = certified_key(&files).unwrap_err().to_string();
+            assert!(
+                error.contains("mail.ocsp") && error.contains("DER"),
+                "{error}"
+            );
+        }
     }
 }
 
