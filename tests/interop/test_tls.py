@@ -197,3 +197,54 @@ def test_backend_tls_verify_name_and_client_certificate(lab_env, internal, row):
                        "Dovecot refusing the login without a client certificate")
     finally:
         node.stop()
+
+
+def test_the_admin_api_over_tls_wants_a_client_certificate_beyond_health(lab_env):
+    """`[admin] tls` + `client_ca`: the health page answers anyone (load balancers), everything
+    else only a client with a certificate from that CA; a certificate from another CA fails the
+    handshake; `mailfront admin` trusts the node's own certificate and shows the operator's."""
+    import http.client
+    root = lab.reset_dir(lab_env.root / "admin-mtls")
+    ours = lab.make_ca_signed(root / "ours", name="admin.internal")
+    theirs = lab.make_ca_signed(root / "theirs", name="admin.internal")
+    operator = lab.make_client_certificate(ours, "operator")
+    stranger = lab.make_client_certificate(theirs, "stranger")
+    port = lab.free_port()
+    node = start_node(lab_env, "admin-mtls", [lab.listener(None, "imap", lab.free_port(), "implicit")],
+                      {"admin": {"address": f"127.0.0.1:{port}", "tls": True, "client_ca": str(ours.ca)}})
+
+    def call(path: str, certificate: tuple | None = None) -> tuple[int, str]:
+        context = client_tls()
+        if certificate:
+            context.load_cert_chain(*map(str, certificate))
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=15, context=context)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            connection.close()
+
+    def admin(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(lab_env.binary), "admin", "--config", str(node.config), *args],
+                              capture_output=True, text=True, timeout=30)
+
+    try:
+        assert call("/health")[0] == 200
+        status, body = call("/status")
+        assert status == 403 and "client certificate" in body, body
+        status, body = call("/status", operator)
+        assert status == 200 and '"node"' in body, body
+        with pytest.raises((ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)):
+            call("/status", stranger)
+        # Plain HTTP gets no answer from a TLS listener.
+        with pytest.raises((http.client.HTTPException, ConnectionResetError)):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            connection.request("GET", "/health")
+            connection.getresponse()
+        out = admin("status")
+        assert out.returncode == 1 and "--certificate" in out.stderr, out.stderr
+        out = admin("--certificate", str(operator[0]), "--key", str(operator[1]), "status")
+        assert out.returncode == 0 and '"admin-mtls"' in out.stdout, out.stderr
+    finally:
+        node.stop()

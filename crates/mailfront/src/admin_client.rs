@@ -5,9 +5,14 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use mailfront_net::tls::{
+    self, ClientConfig,
+    rustls::{ClientConnection, StreamOwned, pki_types::ServerName},
+};
 
 use crate::config::Config;
 
@@ -192,6 +197,12 @@ pub struct AdminTarget {
     /// A file holding the bearer token (default: from the configuration).
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for an admin listener that requires one (`admin.client_ca`).
+    #[arg(long, requires = "key")]
+    certificate: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "certificate")]
+    key: Option<std::path::PathBuf>,
 }
 
 /// An admin call that failed: the message for the operator.
@@ -234,8 +245,9 @@ pub fn run(target: &AdminTarget, action: &AdminAction) -> Result<String, AdminEr
         (Some(file), _) | (None, Some(file)) => Some(read_token(file)?),
         (None, None) => None,
     };
+    let tls = client_tls(config.as_ref(), target)?;
     let (method, path) = route(action);
-    let (status, body) = request(address, method, &path, token.as_deref())?;
+    let (status, body) = request(address, tls, method, &path, token.as_deref())?;
     if (200..300).contains(&status) {
         Ok(body)
     } else {
@@ -246,15 +258,44 @@ pub fn run(target: &AdminTarget, action: &AdminAction) -> Result<String, AdminEr
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; the status and the body.
+/// TLS towards the admin listener when the configuration has it speak TLS (`admin.tls`): the
+/// node's own certificate (`[tls] certificate`) is the one trusted, and the client certificate
+/// of `--certificate`/`--key` shown if given.
+fn client_tls(
+    config: Option<&Config>,
+    target: &AdminTarget,
+) -> Result<Option<Arc<ClientConfig>>, AdminError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let (Some(admin), Some(server)) = (&config.admin, &config.tls) else {
+        return Ok(None);
+    };
+    if !admin.tls {
+        return Ok(None);
+    }
+    let client = target.certificate.clone().zip(target.key.clone());
+    if admin.client_ca.is_some() && client.is_none() {
+        return Err(AdminError(
+            "the admin listener requires a client certificate (admin.client_ca): give --certificate and --key"
+                .to_owned(),
+        ));
+    }
+    tls::pinned_client_config(&server.certificate, client.as_ref())
+        .map(|c| Some(Arc::new(c)))
+        .map_err(|e| AdminError(format!("admin TLS: {e}")))
+}
+
+/// One HTTP/1.1 request with `Connection: close` (over TLS with `tls`); the status and the body.
 fn request(
     address: SocketAddr,
+    tls: Option<Arc<ClientConfig>>,
     method: &str,
     path: &str,
     token: Option<&str>,
 ) -> Result<(u16, String), AdminError> {
     let fail = |e: std::io::Error| AdminError(format!("admin API at {address}: {e}"));
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).map_err(fail)?;
+    let stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).map_err(fail)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(fail)?;
@@ -265,11 +306,28 @@ fn request(
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).map_err(fail)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(fail)?;
+    let raw = match tls {
+        None => exchange(stream, &head),
+        Some(config) => {
+            let connection = ClientConnection::new(config, ServerName::from(address.ip()))
+                .map_err(|e| AdminError(format!("admin API at {address}: {e}")))?;
+            exchange(StreamOwned::new(connection, stream), &head)
+        }
+    }
+    .map_err(fail)?;
     parse_response(&raw)
         .ok_or_else(|| AdminError(format!("admin API at {address}: not an HTTP answer")))
+}
+
+/// Writes `head` and reads the answer to the end.
+fn exchange(mut stream: impl Read + Write, head: &str) -> std::io::Result<Vec<u8>> {
+    stream.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        // A server closing TCP without TLS's close_notify after a complete answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        result => result.map(|_| raw),
+    }
 }
 
 /// Splits an HTTP/1.1 answer into status and body (`Content-Length` or read to close; the

@@ -88,6 +88,7 @@ impl RunningNode {
             metrics: Arc::clone(&core.services.metrics),
             mail_tls: Arc::clone(&core.mail_tls),
             http_tls: Arc::clone(&core.http_tls),
+            admin_tls: Arc::clone(&core.admin_tls),
             http: core.http.clone(),
             rules: Arc::clone(&core.rules),
             location_file: core.location_file.clone(),
@@ -107,6 +108,7 @@ impl RunningNode {
             clients: Arc::clone(&clients),
             reloader: Arc::clone(&reloader),
             token: None,
+            client_certificates: false,
             manager: Some(Arc::clone(&core.manager)),
             protocols: config
                 .listener
@@ -114,7 +116,7 @@ impl RunningNode {
                 .map(|l| l.protocol.protocol())
                 .collect(),
         };
-        let admin = start_admin(config, parts, &shutdown_rx).await?;
+        let admin = start_admin(config, parts, &core.admin_tls, &shutdown_rx).await?;
         let admin = admin.map(|(address, task)| {
             background.push(task);
             address
@@ -189,6 +191,7 @@ struct Core {
     rules: Arc<ArcSwap<LocationRules>>,
     mail_tls: Arc<SharedAcceptor>,
     http_tls: Arc<SharedAcceptor>,
+    admin_tls: Arc<SharedAcceptor>,
     services: Arc<NodeServices>,
     state: Arc<NodeState>,
     http: Option<Arc<HttpFrontDoor>>,
@@ -204,6 +207,7 @@ impl Core {
         let rules = Arc::new(ArcSwap::from_pointee(LocationRules::from_config(config)));
         let mail_tls = Arc::new(SharedAcceptor::new(build::acceptor(config)?));
         let http_tls = Arc::new(SharedAcceptor::new(build::http_acceptor(config)?));
+        let admin_tls = Arc::new(SharedAcceptor::new(build::admin_acceptor(config)?));
         let connector = build::connector(config)?;
         let directory = build::directory(config, true)?;
         let locator = Arc::new(Locator::new());
@@ -242,6 +246,7 @@ impl Core {
             rules,
             mail_tls,
             http_tls,
+            admin_tls,
             services,
             state,
             http,
@@ -552,6 +557,7 @@ where
 async fn start_admin(
     config: &Config,
     mut parts: AdminParts,
+    tls: &Arc<SharedAcceptor>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<(SocketAddr, JoinHandle<()>)>, String> {
     let Some(admin_config) = &config.admin else {
@@ -562,6 +568,7 @@ async fn start_admin(
         .as_ref()
         .map(|file| build::admin_token(file))
         .transpose()?;
+    parts.client_certificates = admin_config.client_ca.is_some();
     let socket = TcpListener::bind(admin_config.address).await.map_err(|e| {
         format!(
             "admin.address: cannot listen on {}: {e}",
@@ -570,7 +577,13 @@ async fn start_admin(
     })?;
     let address = socket.local_addr().unwrap_or(admin_config.address);
     let api = Arc::new(Admin::new(parts));
-    let task = tokio::spawn(admin::serve(api, socket, shutdown.clone()));
-    tracing::info!(%address, token = admin_config.token_file.is_some(), "admin listener");
+    let task = tokio::spawn(admin::serve(api, socket, Arc::clone(tls), shutdown.clone()));
+    tracing::info!(
+        %address,
+        token = admin_config.token_file.is_some(),
+        tls = admin_config.tls,
+        client_certificates = admin_config.client_ca.is_some(),
+        "admin listener"
+    );
     Ok(Some((address, task)))
 }

@@ -66,6 +66,7 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     mail_tls: Arc<SharedAcceptor>,
     http_tls: Arc<SharedAcceptor>,
+    admin_tls: Arc<SharedAcceptor>,
     http: Option<Arc<HttpFrontDoor>>,
     rules: Arc<ArcSwap<LocationRules>>,
     location_file: Option<Arc<FileSource>>,
@@ -98,6 +99,8 @@ pub struct Swappable {
     pub mail_tls: Arc<SharedAcceptor>,
     /// The acceptor of HTTPS listeners.
     pub http_tls: Arc<SharedAcceptor>,
+    /// The acceptor of the admin listener (when it speaks TLS).
+    pub admin_tls: Arc<SharedAcceptor>,
     /// The HTTPS front door (its cookie keys), if configured.
     pub http: Option<Arc<HttpFrontDoor>>,
     /// The rules location maps are checked against.
@@ -152,6 +155,7 @@ fn watched_paths(path: &Path, config: &Config) -> Vec<PathBuf> {
     if let Some(http) = &config.http {
         paths.push(http.cookie_keys.clone());
     }
+    paths.extend(config.admin.as_ref().and_then(|a| a.client_ca.clone()));
     paths
 }
 
@@ -169,6 +173,7 @@ impl Reloader {
             metrics: parts.metrics,
             mail_tls: parts.mail_tls,
             http_tls: parts.http_tls,
+            admin_tls: parts.admin_tls,
             http: parts.http,
             rules: parts.rules,
             location_file: parts.location_file,
@@ -189,7 +194,9 @@ impl Reloader {
             .tls
             .as_ref()
             .map(|t| {
-                let files: Vec<&Path> = t.files().into_iter().map(PathBuf::as_path).collect();
+                let mut files: Vec<&Path> = t.files().into_iter().map(PathBuf::as_path).collect();
+                // The admin listener's client CAs are reloaded with the certificates.
+                files.extend(config.admin.as_ref().and_then(|a| a.client_ca.as_deref()));
                 content_hash(&files)
             })
             .unwrap_or_default();
@@ -282,6 +289,7 @@ impl Reloader {
         }
         let mail_acceptor = build::acceptor(&new)?;
         let http_acceptor = build::http_acceptor(&new)?;
+        let admin_acceptor = build::admin_acceptor(&new)?;
         let keys = match (&new.http, &self.http) {
             (Some(http), Some(_)) => Some(
                 CookieKeys::load(&http.cookie_keys)
@@ -320,6 +328,9 @@ impl Reloader {
         if self.mail_tls.is_some() && mail_acceptor.is_some() {
             self.mail_tls.set(mail_acceptor);
             self.http_tls.set(http_acceptor);
+            if self.admin_tls.is_some() && admin_acceptor.is_some() {
+                self.admin_tls.set(admin_acceptor);
+            }
             if loaded.0 != certificate_hash {
                 report.applied.push("certificate".to_owned());
             }

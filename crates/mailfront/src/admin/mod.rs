@@ -1,7 +1,8 @@
 //! The admin listener: health for load balancers, metrics for Prometheus, and the operator's
-//! controls (sessions, maintenance, reload). HTTP/1.1, plain text on loopback by default; when
-//! it listens elsewhere, every request but `/health` must carry `Authorization: Bearer <token>`
-//! (the token file is required then, see `admin.token_file`).
+//! controls (sessions, maintenance, reload). HTTP/1.1, plain text on loopback by default, HTTPS
+//! with `admin.tls`. When it listens elsewhere, every request but the health pages must carry
+//! `Authorization: Bearer <token>` (`admin.token_file`) or come with a client certificate
+//! signed by `admin.client_ca` (mutual TLS), or both when both are configured.
 //!
 //! | Method | Path | Does |
 //! |---|---|---|
@@ -35,6 +36,7 @@ use mailfront_manager::active::ActiveManager;
 use mailfront_model::{Protocol, Secret};
 use mailfront_net::gate::ClientCounts;
 use mailfront_net::node::NodeState;
+use mailfront_net::tls::{self, SharedAcceptor};
 use mailfront_proxy::NodeServices;
 use mailfront_proxy::registry::{Filter, SessionInfo, StopReason};
 use serde_json::{Value, json};
@@ -63,6 +65,9 @@ pub struct AdminParts {
     pub reloader: Arc<Reloader>,
     /// The bearer token every request but the health pages must carry, if any.
     pub token: Option<Secret<String>>,
+    /// Whether every request but the health pages must come with a client certificate (the
+    /// listener's TLS acceptor verifies it).
+    pub client_certificates: bool,
     /// The Active Manager (views and commands of the fleet).
     pub manager: Option<Arc<ActiveManager>>,
     /// The protocols of the node's bound listeners (per-protocol health pages).
@@ -78,6 +83,7 @@ pub struct Admin {
     clients: Arc<ClientCounts>,
     reloader: Arc<Reloader>,
     token: Option<Secret<String>>,
+    client_certificates: bool,
     started: SystemTime,
     manager: Option<Arc<ActiveManager>>,
     protocols: Vec<Protocol>,
@@ -183,6 +189,7 @@ impl Admin {
             clients: parts.clients,
             reloader: parts.reloader,
             token: parts.token,
+            client_certificates: parts.client_certificates,
             started: SystemTime::now(),
             manager: parts.manager,
             protocols: parts.protocols,
@@ -190,15 +197,31 @@ impl Admin {
         }
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// Whether a request may go beyond the health pages: with the client certificate the
+    /// configuration asks for, and the token. The refusal says what is missing.
+    fn authorized(&self, headers: &HeaderMap, caller: Caller) -> Result<(), Answer> {
+        if self.client_certificates && !caller.client_certificate {
+            return Err(Answer::error(
+                StatusCode::FORBIDDEN,
+                "a client certificate signed by admin.client_ca is required",
+            ));
+        }
         let Some(token) = &self.token else {
-            return true;
+            return Ok(());
         };
         // A bearer token, or (for a browser on the status page) Basic with the token as password.
         let given = mailfront_http::form::bearer_token(headers)
             .map(String::into_bytes)
             .or_else(|| mailfront_http::form::basic_credentials(headers).map(|(_, p)| p));
-        given.is_some_and(|given| bool::from(given.as_slice().ct_eq(token.expose().as_bytes())))
+        if given.is_some_and(|given| bool::from(given.as_slice().ct_eq(token.expose().as_bytes())))
+        {
+            Ok(())
+        } else {
+            Err(Answer::error(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required",
+            ))
+        }
     }
 
     fn health(&self) -> Answer {
@@ -391,7 +414,14 @@ impl Admin {
     }
 
     /// Answers one request (no I/O but a reload's file reads).
-    pub fn answer(&self, method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Answer {
+    pub fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        caller: Caller,
+    ) -> Answer {
         let reading = method == Method::GET || method == Method::HEAD;
         if path == "/health" && reading {
             return self.health();
@@ -401,10 +431,8 @@ impl Admin {
         {
             return self.protocol_health(protocol);
         }
-        if !self.authorized(headers) {
-            let mut refused =
-                Answer::error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-            refused.challenge = path == "/";
+        if let Err(mut refused) = self.authorized(headers, caller) {
+            refused.challenge = path == "/" && refused.status == StatusCode::UNAUTHORIZED;
             return refused;
         }
         match (method.as_str(), path) {
@@ -432,9 +460,16 @@ impl Admin {
     }
 
     /// Answers a request for the fleet (the Active Manager's views and commands).
-    async fn fleet(&self, method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Answer {
-        if !self.authorized(headers) {
-            return Answer::error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    async fn fleet(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        caller: Caller,
+    ) -> Answer {
+        if let Err(refused) = self.authorized(headers, caller) {
+            return refused;
         }
         match &self.manager {
             Some(manager) => fleet::answer(manager, method, path, query).await,
@@ -445,21 +480,25 @@ impl Admin {
         }
     }
 
-    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        caller: Caller,
+    ) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let query = request.uri().query().unwrap_or("").to_owned();
         let headers = request.headers().clone();
         let answer = if fleet::PATHS.contains(&path.as_str()) {
-            self.fleet(&method, &path, &query, &headers).await
+            self.fleet(&method, &path, &query, &headers, caller).await
         } else {
             // A reload reads files: keep it off the async threads.
             let admin = Arc::clone(&self);
-            tokio::task::spawn_blocking(move || admin.answer(&method, &path, &query, &headers))
-                .await
-                .unwrap_or_else(|_| {
-                    Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-                })
+            tokio::task::spawn_blocking(move || {
+                admin.answer(&method, &path, &query, &headers, caller)
+            })
+            .await
+            .unwrap_or_else(|_| Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
         };
         let mut response = Response::new(Full::new(Bytes::from(answer.body)));
         *response.status_mut() = answer.status;
@@ -480,8 +519,21 @@ impl Admin {
     }
 }
 
-/// Serves the admin API on `listener` until `shutdown` turns true.
-pub async fn serve(admin: Arc<Admin>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// What the connection tells about who is calling.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    /// The client presented a certificate the listener's CAs signed.
+    pub client_certificate: bool,
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns true: HTTPS when `tls` holds an
+/// acceptor, else plain HTTP.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: TcpListener,
+    tls: Arc<SharedAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (tcp, peer): (_, SocketAddr) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -495,21 +547,44 @@ pub async fn serve(admin: Arc<Admin>, listener: TcpListener, mut shutdown: watch
             },
         };
         let admin = Arc::clone(&admin);
+        let acceptor = tls.get();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let admin = Arc::clone(&admin);
-                async move { Ok::<_, std::convert::Infallible>(admin.handle(request).await) }
-            });
-            let result = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-            if let Err(error) = result {
-                tracing::debug!(client = %peer, %error, "admin connection ended with an error");
+            let Some(acceptor) = acceptor else {
+                return serve_connection(admin, tcp, peer, Caller::default()).await;
+            };
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let caller = Caller {
+                        client_certificate: tls::presented_client_certificate(&stream),
+                    };
+                    serve_connection(admin, stream, peer, caller).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(client = %peer, %error, "admin: TLS handshake failed");
+                }
+                Err(_) => tracing::debug!(client = %peer, "admin: no TLS handshake within 10s"),
             }
         });
+    }
+}
+
+/// Serves the requests of one admin connection.
+async fn serve_connection<IO>(admin: Arc<Admin>, io: IO, peer: SocketAddr, caller: Caller)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let admin = Arc::clone(&admin);
+        async move { Ok::<_, std::convert::Infallible>(admin.handle(request, caller).await) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(error) = result {
+        tracing::debug!(client = %peer, %error, "admin connection ended with an error");
     }
 }
 

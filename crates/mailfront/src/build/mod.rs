@@ -28,5 +28,5 @@ pub use services::{
     admin_token, backends, http_front_door, node_services, resolver_settings, throttle_settings,
 };
 pub use sources::{directory, load_directory_file, load_locations, probe_directory};
-pub use tls::{acceptor, connector, http_acceptor};
+pub use tls::{acceptor, admin_acceptor, connector, http_acceptor};
 pub use topology::{LocationRules, live_validator, location_validator, topology};

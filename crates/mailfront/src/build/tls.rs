@@ -50,6 +50,20 @@ pub fn http_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
         .transpose()
 }
 
+/// The TLS acceptor of the admin listener, if `[admin] tls` is on: the certificates of `[tls]`,
+/// and client certificates verified against `[admin] client_ca`.
+pub fn admin_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
+    let (Some(admin), Some(t)) = (&config.admin, &config.tls) else {
+        return Ok(None);
+    };
+    if !admin.tls {
+        return Ok(None);
+    }
+    tls::admin_acceptor(&certificates(t), admin.client_ca.as_deref())
+        .map(Some)
+        .map_err(|e| format!("admin: {e}"))
+}
+
 /// How `[backend_tls]` says to speak TLS to backends.
 fn backend_trust(config: &BackendTlsConfig) -> BackendTrust {
     BackendTrust {

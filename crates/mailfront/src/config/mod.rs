@@ -265,8 +265,13 @@ impl Config {
         if let Some(http) = &mut self.http {
             resolve(&mut http.cookie_keys);
         }
-        if let Some(file) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
-            resolve(file);
+        if let Some(admin) = &mut self.admin {
+            for file in [&mut admin.token_file, &mut admin.client_ca]
+                .into_iter()
+                .flatten()
+            {
+                resolve(file);
+            }
         }
         if let Some(file) = self
             .health
@@ -301,7 +306,7 @@ impl Config {
         self.throttle.validate()?;
         listeners::validate_proxy_protocol(self)?;
         if let Some(admin) = &self.admin {
-            admin.validate()?;
+            admin.validate(self.tls.is_some())?;
         }
         limits::validate(self)?;
         limits::validate_timeouts(self)?;

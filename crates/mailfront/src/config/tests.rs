@@ -489,3 +489,41 @@ fn backend_tls_client_certificates_and_names_are_checked() {
         assert!(error.starts_with(key), "{lines}: {error}");
     }
 }
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token_or_client_certificates_over_tls() {
+    let with = |admin: &str, tls: bool| {
+        let base = if tls {
+            MINIMAL.to_owned()
+        } else {
+            let start = MINIMAL.find("[tls]").expect("[tls] in MINIMAL");
+            let end = MINIMAL[start..]
+                .find("\n\n")
+                .map_or(MINIMAL.len(), |e| start + e);
+            // The listener (last in MINIMAL) without TLS either.
+            format!("{}{}tls = \"none\"\n", &MINIMAL[..start], &MINIMAL[end..])
+        };
+        let text = format!("{base}\n[admin]\n{admin}\n");
+        Config::parse_str(&text, Path::new("/etc/mailfront"))
+            .and_then(|config| config.validate().map(|()| config))
+    };
+    let config = with(
+        "address = \"0.0.0.0:9090\"\ntls = true\nclient_ca = \"admin-ca.pem\"",
+        true,
+    )
+    .expect("client certificates stand in for a token");
+    let admin = config.admin.expect("[admin]");
+    assert_eq!(
+        admin.client_ca.as_deref(),
+        Some(Path::new("/etc/mailfront/admin-ca.pem"))
+    );
+    let rows = [
+        ("address = \"0.0.0.0:9090\"", true, "admin.token_file"),
+        ("client_ca = \"admin-ca.pem\"", true, "admin.client_ca"),
+        ("tls = true", false, "admin.tls"),
+    ];
+    for (lines, tls, key) in rows {
+        let error = with(lines, tls).map(|_| ()).expect_err(lines);
+        assert!(error.starts_with(key), "{lines}: {error}");
+    }
+}

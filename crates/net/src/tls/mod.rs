@@ -1,5 +1,5 @@
-//! TLS material: the server certificates clients see (chosen by SNI), and the trust used towards
-//! backends.
+//! TLS material: the server certificates clients see (chosen by SNI) and the policy they are
+//! offered under; the client side ([`client`]: trust towards backends, the admin client's pin).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod client;
 pub mod tickets;
 
+pub use client::{BackendTrust, backend_client_config, backend_connector, pinned_client_config};
+/// rustls itself, for the blocking clients that drive a connection by hand.
+pub use rustls;
 pub use rustls::ClientConfig;
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// TLS material that cannot be used.
@@ -253,7 +255,13 @@ fn provider_with(names: &[String]) -> Result<rustls::crypto::CryptoProvider, Tls
     Ok(provider)
 }
 
-fn server_config(certificates: &ServerCertificates) -> Result<rustls::ServerConfig, TlsError> {
+/// The server configuration for `certificates`; with `client_ca`, client certificates are asked
+/// for and, when presented, must chain to it (a client presenting none is let through: the
+/// caller decides what it may do).
+fn server_config(
+    certificates: &ServerCertificates,
+    client_ca: Option<&Path>,
+) -> Result<rustls::ServerConfig, TlsError> {
     install_crypto_provider();
     let policy = &certificates.policy;
     let resolver = ByName::load(certificates)?;
@@ -271,7 +279,7 @@ fn server_config(certificates: &ServerCertificates) -> Result<rustls::ServerConf
             "the cipher suites leave no way to speak the allowed TLS versions: {e}"
         ))
     })?
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_verifier(client_ca)?)
     .with_cert_resolver(Arc::new(resolver));
     // An operator who lists suites states a preference: ours, not the client's, decides.
     config.ignore_client_order = !policy.cipher_suites.is_empty();
@@ -282,131 +290,62 @@ fn server_config(certificates: &ServerCertificates) -> Result<rustls::ServerConf
     Ok(config)
 }
 
+/// Client certificates verified against the CAs of `client_ca`, optional in the handshake;
+/// without a file, none asked for.
+fn client_verifier(
+    client_ca: Option<&Path>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let Some(file) = client_ca else {
+        return Ok(rustls::server::WebPkiClientVerifier::no_client_auth());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(file)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error(file, format!("unusable CA certificate: {e}")))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| file_error(file, format!("cannot verify clients with it: {e}")))
+}
+
 /// A TLS acceptor for clients presenting `certificates` (chosen by SNI).
 pub fn server_acceptor(certificates: &ServerCertificates) -> Result<TlsAcceptor, TlsError> {
-    Ok(TlsAcceptor::from(Arc::new(server_config(certificates)?)))
+    Ok(TlsAcceptor::from(Arc::new(server_config(
+        certificates,
+        None,
+    )?)))
+}
+
+/// A TLS acceptor for the admin listener (HTTP/1.1): `certificates`, and with `client_ca`
+/// client certificates asked for and verified (see [`presented_client_certificate`]).
+pub fn admin_acceptor(
+    certificates: &ServerCertificates,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, TlsError> {
+    let mut config = server_config(certificates, client_ca)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Whether the client of an accepted connection presented a certificate. The acceptor's
+/// verifier has checked any certificate presented (an invalid one fails the handshake), so
+/// presented means verified.
+pub fn presented_client_certificate<IO>(stream: &tokio_rustls::server::TlsStream<IO>) -> bool {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .is_some_and(|chain| !chain.is_empty())
 }
 
 /// Like [`server_acceptor`], offering HTTP/2 and HTTP/1.1 by ALPN (RFC 7301) for the HTTPS
 /// front door.
 pub fn http_acceptor(certificates: &ServerCertificates) -> Result<TlsAcceptor, TlsError> {
-    let mut config = server_config(certificates)?;
+    let mut config = server_config(certificates, None)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// How mailfront speaks TLS to backends (mailbox servers, the outbound relay): whom it trusts,
-/// the name their certificates must carry, and the certificate it presents if they ask.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendTrust {
-    /// CA certificates (PEM) that backend certificates must chain to.
-    pub ca_file: PathBuf,
-    /// The name every backend certificate must carry, instead of each endpoint's host (for
-    /// servers sharing one internal certificate, or endpoints given by address). The endpoint's
-    /// host is still sent as SNI.
-    pub verify_name: Option<String>,
-    /// A client certificate and key presented to backends that require one (mutual TLS).
-    pub client: Option<(PathBuf, PathBuf)>,
-}
-
-impl BackendTrust {
-    /// Trust in the CAs of `ca_file`, each backend verified by its endpoint's host, no client
-    /// certificate.
-    pub fn ca(ca_file: &Path) -> Self {
-        Self {
-            ca_file: ca_file.to_owned(),
-            verify_name: None,
-            client: None,
-        }
-    }
-}
-
-/// A TLS client configuration for backends.
-///
-/// Backends are verified like any TLS server: by a name their certificate must carry (the
-/// endpoint's host, or `verify_name`), chaining to the CAs of `ca_file`. Mailbox servers often
-/// use certificates from a private CA; that CA goes in `ca_file`.
-pub fn backend_client_config(trust: &BackendTrust) -> Result<rustls::ClientConfig, TlsError> {
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(&trust.ca_file)? {
-        roots
-            .add(cert)
-            .map_err(|e| file_error(&trust.ca_file, format!("unusable CA certificate: {e}")))?;
-    }
-    let builder = match &trust.verify_name {
-        None => rustls::ClientConfig::builder().with_root_certificates(roots),
-        Some(name) => {
-            let name = ServerName::try_from(name.clone())
-                .map_err(|_| TlsError::Policy(format!("`{name}` is not a valid TLS name")))?;
-            let webpki = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
-                .build()
-                .map_err(|e| TlsError::Policy(format!("backend trust: {e}")))?;
-            rustls::ClientConfig::builder()
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(FixedName { webpki, name }))
-        }
-    };
-    match &trust.client {
-        None => Ok(builder.with_no_client_auth()),
-        Some((certificate, key)) => {
-            let chain = self::certificates(certificate)?;
-            let der = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| file_error(key, format!("cannot read private key: {e}")))?;
-            builder.with_client_auth_cert(chain, der).map_err(|e| {
-                file_error(key, format!("does not fit {}: {e}", certificate.display()))
-            })
-        }
-    }
-}
-
-/// A TLS connector for backends (see [`backend_client_config`]).
-pub fn backend_connector(trust: &BackendTrust) -> Result<TlsConnector, TlsError> {
-    Ok(TlsConnector::from(Arc::new(backend_client_config(trust)?)))
-}
-
-/// Verifies a backend's certificate as the web PKI verifier does, but for one configured name
-/// whatever host was dialled.
-#[derive(Debug)]
-struct FixedName {
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
-    name: ServerName<'static>,
-}
-
-impl ServerCertVerifier for FixedName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _dialled: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.webpki
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
 }
 
 #[cfg(test)]
