@@ -8,7 +8,7 @@
 //! password = "{SHA512-CRYPT}$6$..."       # from `mailfront hash-password`
 //! mailbox_guid = "0b0c7a4e-…"             # unique
 //! tenant = "example.com"                  # optional; defaults to the address's domain
-//! database = "DB01"
+//! database = "DB01"                      # optional with [placement]: the user's group instead
 //! version = "15.1"
 //! protocols = ["imap", "pop3", "submission", "smtp", "http", "sip"]   # optional; default all
 //! sip_extension = "4001"                  # optional; unique (a SIP call to 4001 finds this user)
@@ -66,6 +66,7 @@ struct UserRecord {
     password: String,
     mailbox_guid: String,
     tenant: Option<String>,
+    #[serde(default)]
     database: String,
     version: Version,
     protocols: Option<ProtocolSet>,
@@ -102,6 +103,21 @@ impl Users {
     /// Addresses of users whose password is stored as `{PLAIN}` (`mailfront check` warns).
     pub fn plaintext_passwords(&self) -> &[String] {
         &self.plaintext
+    }
+
+    /// Addresses of users whose entry names no database (placed by group, `[placement]`), by
+    /// address.
+    pub fn without_database(&self) -> Vec<&str> {
+        let mut found: Vec<&str> = self
+            .by_name
+            .iter()
+            .filter(|(name, entry)| {
+                **name == entry.principal.address && entry.principal.database.as_str().is_empty()
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        found.sort_unstable();
+        found
     }
 
     /// The users of `tenant`, each once, by address.
@@ -180,9 +196,6 @@ fn user_entry(key: &str, record: UserRecord, guids: &mut HashSet<String>) -> Res
             "{key}.mailbox_guid: `{}` is already used by another user",
             record.mailbox_guid
         ));
-    }
-    if record.database.trim().is_empty() {
-        return Err(format!("{key}.database: must not be empty"));
     }
     let mut aliases = Vec::with_capacity(record.aliases.len());
     for (j, alias) in record.aliases.iter().enumerate() {

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod file;
+pub mod grouped;
 pub mod ldap;
 
 use async_trait::async_trait;

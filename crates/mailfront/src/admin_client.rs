@@ -109,6 +109,15 @@ pub enum AdminAction {
         /// `on` or `off`.
         state: OnOff,
     },
+    /// Placement by group: each group's server, each server's weight, share and groups (JSON).
+    Groups,
+    /// Even the groups' shares over the servers that take groups: the first
+    /// `max_parallel_moves` moves are made (run again for the next); --dry-run only lists them.
+    Rebalance {
+        /// List the moves without making any.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Put a database on hold (never moved automatically), or take it off.
     Hold {
         /// The database.
@@ -177,6 +186,11 @@ fn route(action: &AdminAction) -> (&'static str, String) {
         AdminAction::Maintenance { server, state } => {
             let q = query(&[("server", server), ("on", state.word())]);
             ("POST", format!("/servers/maintenance{q}"))
+        }
+        AdminAction::Groups => ("GET", "/groups".to_owned()),
+        AdminAction::Rebalance { dry_run } => {
+            let q = if *dry_run { "?dry_run=yes" } else { "" };
+            ("POST", format!("/groups/rebalance{q}"))
         }
         AdminAction::Hold { database, state } => {
             let q = query(&[("database", database), ("on", state.word())]);

@@ -234,6 +234,15 @@ pub fn check_config(path: &std::path::Path) -> Result<(String, Vec<String>), Str
                     "directory: {address} has a {{PLAIN}} password; store a hash (mailfront hash-password)"
                 ));
             }
+            let placeless = users.without_database();
+            if let (None, Some(first)) = (&config.placement, placeless.first()) {
+                warnings.push(format!(
+                    "directory: {} users name no database and [placement] is not configured: \
+                     they cannot log in (first: {})",
+                    placeless.len(),
+                    first
+                ));
+            }
             format!("{} users", users.len())
         }
         None => match runtime.block_on(build::probe_directory(&config)) {

@@ -138,6 +138,7 @@ fn restart_sections(config: &Config) -> BTreeMap<&'static str, String> {
         ("admin", format!("{:?}", config.admin)),
         ("health", format!("{:?}", config.health)),
         ("active_manager", format!("{:?}", config.active_manager)),
+        ("placement", format!("{:?}", config.placement)),
     ])
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use mailfront_location::record::{MoveStamp, Records, unix_now};
 use mailfront_metrics::Metrics;
+use mailfront_model::group::is_group;
 use mailfront_model::{DatabaseName, Protocol, ServerName, SiteName};
 use mailfront_resolve::Resolver;
 use mailfront_resolve::health::ServerHealth;
@@ -25,6 +26,10 @@ use crate::health::Health;
 use crate::leader::{Leadership, Term};
 use crate::plan::{DatabaseView, Fleet, Move, MoveKind, Policy, ServerView, plan_failover};
 use crate::store::{Store, WriteError};
+
+mod groups;
+
+pub use groups::{GroupsReport, PlacementSettings, Rebalance, ServerShare};
 
 /// How the Active Manager runs.
 #[derive(Clone, Debug)]
@@ -41,6 +46,8 @@ pub struct ManagerSettings {
     /// The endpoints whose failure makes a server down for failover (`failover_on`): a server
     /// whose HTTP service alone fails keeps its databases unless HTTP is listed.
     pub failover_on: BTreeSet<Protocol>,
+    /// Placement by group (`[placement]`), if configured: the leader places the groups.
+    pub placement: Option<PlacementSettings>,
 }
 
 /// The Active Manager of one node.
@@ -211,7 +218,14 @@ impl ActiveManager {
             return;
         };
         let fleet = self.fleet(&records);
-        let plan = plan_failover(&fleet, &self.settings.policy, SystemTime::now());
+        // Groups are placed by their own rule (any server takes any group), not by copies.
+        let mut databases = fleet.clone();
+        if let Some(placement) = &self.settings.placement {
+            databases
+                .databases
+                .retain(|name, _| !is_group(name, placement.groups));
+        }
+        let plan = plan_failover(&databases, &self.settings.policy, SystemTime::now());
         let mut said = Vec::new();
         if let Some(halt) = &plan.halted {
             said.push(halt.to_string());
@@ -225,6 +239,9 @@ impl ActiveManager {
             // Written or not, the outcome is logged; a move that failed is planned again next
             // round from what the store says then.
             let _ = self.apply(&records, &step, &reason, Some(&term)).await;
+        }
+        if plan.halted.is_none() {
+            self.place_groups(&records, &fleet, &term).await;
         }
     }
 

@@ -20,6 +20,7 @@ pub mod active;
 pub mod health;
 pub mod leader;
 pub mod ops;
+pub mod placement;
 pub mod plan;
 pub mod probe;
 pub mod store;

@@ -269,10 +269,17 @@ impl ActiveManager {
     }
 
     /// Puts `server` in maintenance, then moves every database off it to its best other copy.
+    /// Groups are left to the leader, which places them elsewhere in its next round (a server
+    /// in maintenance takes no groups).
     pub async fn evacuate(&self, server: &ServerName) -> Result<EvacuationReport, CommandError> {
         self.set_maintenance(server, true, "evacuated").await?;
         let records = self.records().await?;
-        let fleet = self.fleet(&records);
+        let mut fleet = self.fleet(&records);
+        if let Some(placement) = &self.settings.placement {
+            fleet
+                .databases
+                .retain(|name, _| !mailfront_model::group::is_group(name, placement.groups));
+        }
         let plan = plan::plan_evacuate(&fleet, server);
         let mut report = EvacuationReport {
             server: server.to_string(),

@@ -60,6 +60,8 @@ pub enum MoveKind {
     Switchover,
     /// An operator evacuated its server.
     Evacuation,
+    /// An operator's rebalance of groups ([`crate::placement`]).
+    Rebalance,
 }
 
 impl MoveKind {
@@ -69,6 +71,7 @@ impl MoveKind {
             MoveKind::Failover => "failover",
             MoveKind::Switchover => "switchover",
             MoveKind::Evacuation => "evacuation",
+            MoveKind::Rebalance => "rebalance",
         }
     }
 
@@ -78,6 +81,7 @@ impl MoveKind {
             "failover" => Some(MoveKind::Failover),
             "switchover" => Some(MoveKind::Switchover),
             "evacuation" => Some(MoveKind::Evacuation),
+            "rebalance" => Some(MoveKind::Rebalance),
             _ => None,
         }
     }

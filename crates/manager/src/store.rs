@@ -90,6 +90,38 @@ impl Store {
         }
     }
 
+    /// Creates `database`'s record (a group placed for the first time) if it has none yet; for
+    /// a leader's write, only while `fence` holds.
+    pub async fn create_database(
+        &self,
+        database: &DatabaseName,
+        record: &DatabaseRecord,
+        fence: Option<&Fence>,
+    ) -> Result<(), WriteError> {
+        match self {
+            // Revision 0: the key must not exist.
+            Store::Etcd(etcd) => etcd
+                .write_database(database, 0, record, fence)
+                .await
+                .map_err(from_etcd),
+            Store::File { path, lock, source } => {
+                let _one = lock.lock().await;
+                let mut records = read_records(path).map_err(unavailable)?;
+                if records.databases.contains_key(database) {
+                    return Err(WriteError::Conflict);
+                }
+                let stored = Stored {
+                    value: record.clone(),
+                    revision: 0,
+                };
+                records.databases.insert(database.clone(), stored);
+                write_records(path, &records).map_err(unavailable)?;
+                reread(source.as_deref());
+                Ok(())
+            }
+        }
+    }
+
     /// Writes `server`'s record if it is still `expected` (`None`: it had none).
     pub async fn write_server(
         &self,

@@ -39,6 +39,7 @@ fn topology() -> Topology {
             mechanism: SaslMechanism::Plain,
         },
         delivery_group: "default".to_owned(),
+        weight: 1,
     };
     Topology::new(
         mailfront_routing::Node {
@@ -95,6 +96,7 @@ fn member(etcd: &Etcd, name: &str) -> Member {
         interval: Duration::from_millis(200),
         copies: BTreeMap::from([(DatabaseName::new("DB01"), copies)]),
         failover_on: [Protocol::Imap].into(),
+        placement: None,
     };
     let manager = Arc::new(ActiveManager::new(
         Store::Etcd(records),

@@ -8,6 +8,7 @@
 
 mod backend;
 mod cidr;
+pub mod group;
 mod names;
 mod principal;
 mod protocol;

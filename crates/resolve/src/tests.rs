@@ -64,6 +64,7 @@ fn server(name: &str, site: &str) -> Server {
             mechanism: SaslMechanism::Plain,
         },
         delivery_group: "default".to_owned(),
+        weight: 1,
     }
 }
 

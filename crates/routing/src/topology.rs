@@ -128,6 +128,9 @@ pub struct Server {
     /// The delivery group the server belongs to (the seeds' DAG): the servers that can take
     /// delivery for each other's databases.
     pub delivery_group: String,
+    /// Its weight in placement by group (`[placement]`): its share of the groups is its weight
+    /// over the sum of weights; 0 takes no groups.
+    pub weight: u32,
 }
 
 /// A topology that refers to something it does not define.

@@ -158,7 +158,6 @@ fn errors_name_the_key() {
             format!("{}{}", user(""), user("").replace("a@x", "b@x")),
             "user[1].mailbox_guid",
         ),
-        (user("").replace("database = \"DB01\"\n", ""), "database"),
     ];
     for (text, key) in cases {
         let error = parse(&text).unwrap_err();
@@ -168,6 +167,9 @@ fn errors_name_the_key() {
             "a password leaked into `{error}`"
         );
     }
+    // No database: a user placed by group ([placement]), not an error.
+    let placed = parse(&user("").replace("database = \"DB01\"\n", "")).expect("no database");
+    assert_eq!(placed.len(), 1);
 }
 
 #[tokio::test]

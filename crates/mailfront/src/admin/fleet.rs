@@ -10,6 +10,8 @@
 //! | POST | `/databases/hold?database=&on=yes\|no` | hold on or off |
 //! | POST | `/servers/maintenance?server=&on=yes\|no` | maintenance on or off |
 //! | POST | `/servers/evacuate?server=` | maintenance on, every database moved to its best other copy |
+//! | GET | `/groups` | placement by group: each group's server, each server's weight, share and groups |
+//! | POST | `/groups/rebalance[?dry_run=yes]` | the moves that even the shares; without `dry_run`, the first `max_parallel_moves` of them made |
 //!
 //! A command that lost a race with another writer answers `409` (nothing written), one that is
 //! not allowed `422`, and a store that cannot be asked `503`.
@@ -24,13 +26,15 @@ use serde_json::json;
 use super::Answer;
 
 /// The paths this module answers.
-pub(super) const PATHS: [&str; 6] = [
+pub(super) const PATHS: [&str; 8] = [
     "/databases",
     "/servers",
     "/databases/move",
     "/databases/hold",
     "/servers/maintenance",
     "/servers/evacuate",
+    "/groups",
+    "/groups/rebalance",
 ];
 
 fn failed(error: &CommandError) -> Answer {
@@ -73,6 +77,8 @@ pub(super) async fn answer(
         ("POST", "/databases/hold") => hold(manager, query).await,
         ("POST", "/servers/maintenance") => maintenance(manager, query).await,
         ("POST", "/servers/evacuate") => evacuate(manager, query).await,
+        ("GET", "/groups") => groups(manager).await,
+        ("POST", "/groups/rebalance") => rebalance(manager, query).await,
         _ => Err(Answer::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed",
@@ -126,6 +132,29 @@ async fn maintenance(manager: &ActiveManager, query: &str) -> Result<Answer, Ans
     Ok(Answer::json(
         StatusCode::OK,
         &json!({ "server": server.as_str(), "maintenance": on }),
+    ))
+}
+
+async fn groups(manager: &ActiveManager) -> Result<Answer, Answer> {
+    let report = manager
+        .groups_report()
+        .await
+        .map_err(|e| Answer::error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(Answer::json(
+        StatusCode::OK,
+        &json!({ "leader": manager.is_leader(), "groups": report }),
+    ))
+}
+
+async fn rebalance(manager: &ActiveManager, query: &str) -> Result<Answer, Answer> {
+    let dry_run = field(query, "dry_run").as_deref() == Some("yes");
+    let report = manager
+        .rebalance(dry_run)
+        .await
+        .map_err(|e| Answer::error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(Answer::json(
+        StatusCode::OK,
+        &json!({ "dry_run": dry_run, "moves": report.moves, "written": report.written }),
     ))
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mailfront_location::etcd::records::EtcdRecords;
 use mailfront_location::file::FileSource;
-use mailfront_manager::active::{ActiveManager, ManagerSettings};
+use mailfront_manager::active::{ActiveManager, ManagerSettings, PlacementSettings};
 use mailfront_manager::health::Thresholds;
 use mailfront_manager::leader::{Election, Leadership, elect};
 use mailfront_manager::plan::Policy;
@@ -78,6 +78,10 @@ pub fn active_manager(
             .map_or(Duration::from_secs(2), |h| h.interval),
         copies: copies(config),
         failover_on: manager_config.failover_on.iter().copied().collect(),
+        placement: config.placement.as_ref().map(|p| PlacementSettings {
+            groups: p.groups,
+            max_parallel_moves: p.max_parallel_moves as usize,
+        }),
     };
     let manager = ActiveManager::new(
         store,

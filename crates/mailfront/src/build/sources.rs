@@ -6,6 +6,7 @@ use std::sync::Arc;
 use mailfront_directory::Directory;
 use mailfront_directory::cache::CachedDirectory;
 use mailfront_directory::file::{self as directory_file, FileDirectory};
+use mailfront_directory::grouped::GroupedDirectory;
 use mailfront_directory::ldap::LdapDirectory;
 use mailfront_location::LocationMap;
 use mailfront_location::etcd;
@@ -13,7 +14,7 @@ use mailfront_location::file as location_file;
 use mailfront_net::tls;
 
 use super::topology::location_validator;
-use crate::config::{Config, DirectoryConfig, LocationConfig};
+use crate::config::{Config, DirectoryConfig, LocationConfig, PlacementMode};
 
 /// Loads the embedded directory file once, without watching (for `check`); `None` for other
 /// directory backends.
@@ -46,6 +47,19 @@ pub async fn probe_directory(config: &Config) -> Result<Option<String>, String> 
 /// The directory the configuration describes. With `follow`, the embedded file is watched for
 /// edits (a running node); without, it is read once (`route`).
 pub fn directory(config: &Config, follow: bool) -> Result<Arc<dyn Directory>, String> {
+    let Some(placement) = &config.placement else {
+        return backend_directory(config, follow);
+    };
+    let every_user = placement.mode == PlacementMode::Groups;
+    Ok(Arc::new(GroupedDirectory::new(
+        backend_directory(config, follow)?,
+        placement.groups,
+        every_user,
+    )))
+}
+
+/// The directory `[directory]` names, before placement by group.
+fn backend_directory(config: &Config, follow: bool) -> Result<Arc<dyn Directory>, String> {
     Ok(match &config.directory {
         DirectoryConfig::File { path } if follow => Arc::new(
             FileDirectory::start(path, config.reload.interval)

@@ -111,6 +111,7 @@ fn server(config: &Config, i: usize, s: &ServerConfig) -> Result<Server, String>
         },
         login,
         delivery_group: s.delivery_group.clone(),
+        weight: s.weight,
     })
 }
 

@@ -16,7 +16,8 @@
 //! - `sip`: `[sip]`, and the voice-mail URIs of servers;
 //! - `limits`: `[limits]`, `[timeouts]` and `[reload]`;
 //! - `throttle`, `admin`, `log`: `[throttle]`, `[admin]` and `[log]`;
-//! - `manager`: `[health]` (probes) and `[active_manager]` (automatic failover).
+//! - `manager`: `[health]` (probes) and `[active_manager]` (automatic failover);
+//! - `placement`: `[placement]` (users placed by group on shared-storage fleets).
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,7 @@ mod location;
 mod log;
 mod manager;
 mod node;
+mod placement;
 mod servers;
 mod sip;
 mod throttle;
@@ -47,6 +49,7 @@ pub use location::{EtcdConfig, LocationConfig};
 pub use log::{LogConfig, LogFormat};
 pub use manager::{ActiveManagerConfig, HealthConfig, ProbeModeConfig};
 pub use node::{NodeConfig, SiteConfig};
+pub use placement::{PlacementConfig, PlacementMode};
 pub use servers::{
     DatabaseConfig, DeliveryEndpointConfig, DeliveryProtocolConfig, EndpointConfig, EndpointTls,
     LoginConfig, LoginMethodConfig, MechanismConfig, ServerConfig,
@@ -124,6 +127,8 @@ pub struct Config {
     pub health: Option<HealthConfig>,
     /// Automatic failover (the Active Manager).
     pub active_manager: Option<ActiveManagerConfig>,
+    /// Placement by group, for shared-storage fleets.
+    pub placement: Option<PlacementConfig>,
 }
 
 /// Refuses an empty (or blank) `value` for `key`.
@@ -315,6 +320,19 @@ impl Config {
         }
         if let Some(manager) = &self.active_manager {
             manager.validate(self.health.is_some())?;
+        }
+        if let Some(placement) = &self.placement {
+            let automatic = self.active_manager.as_ref().is_some_and(|m| m.enabled);
+            placement.validate(automatic)?;
+            for (i, database) in self.database.iter().enumerate() {
+                let name = mailfront_model::DatabaseName::new(&database.name);
+                if mailfront_model::group::group_number(&name).is_some() {
+                    return Err(format!(
+                        "database[{i}].name: `{}` is a group's name (g<N>) under [placement]",
+                        database.name
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -171,6 +171,13 @@ pub struct ServerConfig {
     pub sip: Option<String>,
     /// How to log in on a user's behalf.
     pub login: LoginConfig,
+    /// Its weight in placement by group (`[placement]`): 0 takes no groups. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// `[[database]]`.

@@ -527,3 +527,42 @@ fn an_admin_listener_off_loopback_needs_a_token_or_client_certificates_over_tls(
         assert!(error.starts_with(key), "{lines}: {error}");
     }
 }
+
+#[test]
+fn placement_needs_the_active_manager_and_sane_counts() {
+    let with = |extra: &str| {
+        let text = format!("{MINIMAL}\n{extra}\n");
+        Config::parse_str(&text, Path::new("/etc/mailfront"))
+            .and_then(|config| config.validate().map(|()| config))
+    };
+    let managed = "[health]\n\n[active_manager]\n\n";
+    let config = with(&format!("{managed}[placement]\nmode = \"groups\"")).expect("valid");
+    let placement = config.placement.expect("[placement]");
+    assert_eq!(
+        (placement.mode, placement.groups),
+        (PlacementMode::Groups, 256)
+    );
+    assert_eq!(
+        config.server[0].weight, 1,
+        "a server's weight defaults to 1"
+    );
+    let rows = [
+        ("[placement]".to_owned(), "placement:"),
+        (
+            format!("{managed}[placement]\ngroups = 0"),
+            "placement.groups",
+        ),
+        (
+            format!("{managed}[placement]\nmax_parallel_moves = 0"),
+            "placement.max_parallel_moves",
+        ),
+        (
+            format!("{managed}[placement]\n\n[[database]]\nname = \"g7\"\ncopies = [\"mbx1\"]"),
+            "database[0].name",
+        ),
+    ];
+    for (extra, key) in rows {
+        let error = with(&extra).map(|_| ()).expect_err(&extra);
+        assert!(error.starts_with(key), "{extra}: {error}");
+    }
+}

@@ -132,6 +132,7 @@ fn server(name: &str, endpoints: Endpoints) -> Server {
             mechanism: SaslMechanism::Plain,
         },
         delivery_group: "default".to_owned(),
+        weight: 1,
     }
 }
 

@@ -57,6 +57,7 @@ fn server(name: &str, sip: Option<&str>) -> Server {
             mechanism: SaslMechanism::Plain,
         },
         delivery_group: "default".to_owned(),
+        weight: 1,
     }
 }
 

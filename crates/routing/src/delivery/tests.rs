@@ -29,6 +29,7 @@ fn server(name: &str, site: &str, group: &str, delivery: bool) -> Server {
             mechanism: SaslMechanism::Plain,
         },
         delivery_group: group.into(),
+        weight: 1,
     }
 }
 

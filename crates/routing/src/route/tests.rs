@@ -45,6 +45,7 @@ fn server(name: &str, site: &str, sip: bool, imap: bool) -> Server {
             mechanism: SaslMechanism::Plain,
         },
         delivery_group: "dag1".into(),
+        weight: 1,
     }
 }
 
