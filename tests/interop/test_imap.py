@@ -408,3 +408,31 @@ def test_failover_closes_live_sessions(lab_env):
     finally:
         lab_env.set_active("DB01", "mbx1")
         bob.logout()
+
+
+def test_a_maximal_rfc2971_id_passes_the_default_line_limit_and_a_longer_line_gets_bye(lab_env):
+    """RFC 2971 allows 30 fields of up to 1024-octet values: ~32 KiB on one line, which the
+    default `limits.max_line_length` (64 KiB) admits before login; a longer line hears BYE."""
+    from conftest import node_settings, read_until
+    port = lab.free_port()
+    settings = node_settings(lab_env, "id-node", [lab.listener(None, "imap", port, "none", allow_plaintext_auth=True)])
+    settings["limits"].pop("max_line_length")  # the default
+    node = lab.Mailfront(lab_env.binary, lab.write_toml(lab_env.root / "id-node.toml", settings),
+                         lab_env.root / "id-node.log")
+    node.start()
+    try:
+        pairs = " ".join(f'"{f"field{i:02d}".ljust(30, "x")}" "{"v" * 1024}"' for i in range(30))
+        line = f"a1 ID ({pairs})\r\n".encode()
+        assert len(line) > 31_000
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            assert read_until(sock, b"\r\n").startswith(b"* OK")
+            sock.sendall(line)
+            assert b"a1 OK" in read_until(sock, b"a1 ")
+            sock.sendall(f"a2 LOGIN alice@example.com {PASSWORD}\r\n".encode())
+            assert b"a2 OK" in read_until(sock, b"a2 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            read_until(sock, b"\r\n")
+            sock.sendall(b"a1 NOOP " + b"x" * (65 * 1024) + b"\r\n")
+            assert b"* BYE Line too long." in read_until(sock, b"Line too long.")
+    finally:
+        node.stop()

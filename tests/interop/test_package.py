@@ -97,6 +97,9 @@ def test_the_package_installs_serves_upgrades_and_purges(package, lab_env):
     conffiles = run("dpkg-query", "-W", "-f=${Conffiles}", "mailfront").stdout
     assert "/etc/mailfront/mailfront.toml" in conffiles and "/etc/mailfront/users.toml" in conffiles
     assert ".TH mailfront" in gzip.decompress(Path("/usr/share/man/man1/mailfront.1.gz").read_bytes()).decode()
+    # A page per command too: `man mailfront-admin` documents the admin client's options.
+    admin_page = gzip.decompress(Path("/usr/share/man/man1/mailfront-admin.1.gz").read_bytes()).decode()
+    assert ".TH mailfront-admin" in admin_page and "certificate" in admin_page
     assert "mailfront" in Path("/usr/share/bash-completion/completions/mailfront").read_text()
 
     # The shipped configuration passes `check` as the service's user (it can read everything).

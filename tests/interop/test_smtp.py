@@ -65,6 +65,30 @@ def test_inbound_to_one_recipient(lab_env):
     assert "backend=mbx1" in last and "recipients=1" in last
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "starttls"])
+def test_inbound_mail_carries_a_received_header_naming_client_node_tls_and_session(lab_env, tls):
+    """RFC 5321 §4.4: mailfront adds its trace line, read back over IMAP below the one Dovecot's
+    LMTP adds: the client's EHLO name and address, the node, ESMTP(S) with the TLS parameters,
+    the session id of mailfront's log, the single recipient, the date."""
+    subject = f"traced {uuid.uuid4()}"
+    done = swaks("--server", "127.0.0.1", "--port", str(lab_env.smtp_port), "--ehlo", "client.example.org",
+                 "--from", "sender@remote.org", "--to", "alice@example.com", "--header", f"Subject: {subject}",
+                 *(["--tls"] if tls else []))
+    assert done.returncode == 0, done.stdout + done.stderr
+    message = mailbox_has(lab_env, "alice@example.com", subject).decode()
+    session = re.search(r"session=(\S+)", message_lines(lab_env)[-1]).group(1)
+    ours = next((h for h in re.split(r"\r\n(?=\S)", message.split("\r\n\r\n")[0])
+                 if h.startswith("Received: from client.example.org")), None)
+    assert ours is not None, message
+    unfolded = re.sub(r"\r\n\s+", " ", ours)
+    node = lab_env.settings["node"]["name"]
+    assert unfolded.startswith(f"Received: from client.example.org ([127.0.0.1]) by {node} (mailfront)"), unfolded
+    assert f" id {session} for <alice@example.com>; " in unfolded, unfolded
+    assert (" (using TLSv1.3 with cipher TLS13_" in unfolded and " with ESMTPS " in unfolded) if tls \
+        else (" with ESMTP " in unfolded and "using" not in unfolded), unfolded
+    assert re.search(r"; \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000$", unfolded), unfolded
+
+
 def test_inbound_alias_and_two_recipients_one_message(lab_env):
     subject = f"both {uuid.uuid4()}"
     before = len(message_lines(lab_env))

@@ -85,8 +85,13 @@ enum Command {
         #[arg(long, short, default_value = "SHA512-CRYPT")]
         scheme: Scheme,
     },
-    /// Print the manual page (roff), e.g. `mailfront manpage | man -l -`.
-    Manpage,
+    /// Print the manual page (roff), e.g. `mailfront manpage | man -l -`; with --out-dir, write
+    /// one page per command instead (`mailfront.1`, `mailfront-admin.1`, `mailfront-admin-move.1`, …).
+    Manpage {
+        /// Write every page into this directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     Completions {
         /// The shell.
@@ -101,7 +106,7 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
         Command::Init { dir, node } => init_command(&dir, node),
-        Command::Manpage => manpage(),
+        Command::Manpage { out_dir } => manpage(out_dir.as_deref()),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -289,9 +294,12 @@ fn init_command(dir: &std::path::Path, node: Option<String>) -> ExitCode {
     }
 }
 
-fn manpage() -> ExitCode {
-    let page = clap_mangen::Man::new(Cli::command());
-    match page.render(&mut std::io::stdout()) {
+fn manpage(out_dir: Option<&std::path::Path>) -> ExitCode {
+    let written = match out_dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    };
+    match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

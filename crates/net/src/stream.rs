@@ -31,6 +31,25 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The TLS version and cipher suite (`TLSv1.3`, `TLS13_AES_256_GCM_SHA384`), if the
+    /// connection is protected by TLS.
+    pub fn tls_parameters(&self) -> Option<(String, String)> {
+        let Stream::Tls(tls) = self else {
+            return None;
+        };
+        let state = tls.get_ref().1;
+        let version = match state.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+            other => format!("{other:?}"),
+        };
+        let suite = state.negotiated_cipher_suite()?.suite();
+        let cipher = suite
+            .as_str()
+            .map_or_else(|| format!("{suite:?}"), str::to_owned);
+        Some((version, cipher))
+    }
+
     /// Performs a TLS handshake as the server (implicit TLS or after STARTTLS).
     pub async fn accept_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
         let Stream::Plain(tcp) = std::mem::take(self) else {

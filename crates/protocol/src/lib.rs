@@ -57,7 +57,10 @@ impl ClientTls {
 /// default, a configuration key and a test).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest command line, in bytes (`limits.max_line_length`).
+    /// Longest command line, in bytes (`limits.max_line_length`). The default, 64 KiB (Dovecot's
+    /// `imap_max_line_length`), admits every command a conforming client may send before login:
+    /// an RFC 2971 `ID` of 30 fields with 1024-octet values is about 32 KiB on one line, and
+    /// twice that with every character of its quoted strings escaped.
     pub max_line_length: usize,
     /// Largest literal or SASL response, in bytes (`limits.max_literal_size`).
     pub max_literal_size: u32,
@@ -70,7 +73,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_line_length: 8 * 1024,
+            max_line_length: 64 * 1024,
             max_literal_size: 16 * 1024,
             max_commands_before_auth: 50,
             max_auth_failures: 3,

@@ -49,7 +49,7 @@ fn minimal_config_has_sane_defaults() {
     assert!(!listener.allow_plaintext_auth);
     assert_eq!(config.timeouts.auth_failure_delay, Duration::from_secs(2));
     assert_eq!(config.timeouts.pre_auth_idle, Duration::from_secs(60));
-    assert_eq!(config.limits.max_line_length, 8192);
+    assert_eq!(config.limits.max_line_length, 64 * 1024);
     assert_eq!(config.server[0].login.separator, "*");
     assert_eq!(config.server[0].login.mechanism, MechanismConfig::Plain);
     assert!(config.warnings().is_empty());

@@ -10,6 +10,7 @@ pub mod login;
 pub mod receiver;
 pub mod reply;
 pub mod submission;
+pub mod trace;
 
 /// The answer to a connection turned away because there are too many, on a submission or a
 /// transport listener (RFC 5321 §3.8: `421`, the client retries later).

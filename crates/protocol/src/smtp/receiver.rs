@@ -190,12 +190,20 @@ pub struct Receiver {
     /// What the session is doing (also once it is over: nothing).
     phase: Phase,
     helo: Option<String>,
+    /// The client said EHLO (not HELO): ESMTP, for the trace header.
+    esmtp: bool,
     transaction: Option<Transaction>,
     /// Junk commands since the session began or a message was last accepted.
     junk_commands: u32,
 }
 
 impl Receiver {
+    /// The name the client gave in its last EHLO or HELO, and whether it was EHLO (for the
+    /// trace header, [`super::trace`]).
+    pub fn greeted_as(&self) -> Option<(&str, bool)> {
+        self.helo.as_deref().map(|name| (name, self.esmtp))
+    }
+
     /// A new session; the greeting is the first step.
     pub fn new(settings: ReceiverSettings) -> Self {
         let mut server = Self {
@@ -205,6 +213,7 @@ impl Receiver {
             ),
             phase: Phase::Commands,
             helo: None,
+            esmtp: false,
             transaction: None,
             junk_commands: 0,
             settings,
@@ -375,12 +384,14 @@ impl Receiver {
         match command {
             Command::Ehlo(client) => {
                 self.helo = Some(client.clone());
+                self.esmtp = true;
                 self.reset_transaction();
                 let reply = self.ehlo_reply(&client);
                 self.reply(reply);
             }
             Command::Helo(client) => {
                 self.helo = Some(client);
+                self.esmtp = false;
                 self.reset_transaction();
                 let name = self.settings.hostname.clone();
                 self.reply(Reply::new(250, name));

@@ -16,6 +16,7 @@ use mailfront_net::pump::{Interrupt, Pace, pump};
 use mailfront_net::tls::SharedAcceptor;
 use mailfront_protocol::smtp::receiver::{Envelope, Receiver, ReceiverEvent, ReceiverSettings};
 use mailfront_protocol::smtp::reply::Reply;
+use mailfront_protocol::smtp::trace::{self, Trace};
 use mailfront_routing::Endpoint;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -147,6 +148,8 @@ struct Transfer<'a> {
     services: &'a NodeServices,
     id: &'a str,
     client_addr: SocketAddr,
+    /// The client connection's TLS version and cipher, as of the message being opened.
+    tls: Option<(String, String)>,
     open: Option<OpenDelivery>,
     envelope: Option<Envelope>,
 }
@@ -175,6 +178,7 @@ async fn run(
         services,
         id,
         client_addr,
+        tls: None,
         open: None,
         envelope: None,
     };
@@ -185,7 +189,12 @@ async fn run(
                 transfer.abort();
                 return if timed_out { "timeout" } else { "closed" };
             }
-            Ok(event) => transfer.handle(machine, event).await,
+            Ok(event) => {
+                if matches!(event, ReceiverEvent::OpenDelivery(_)) {
+                    transfer.tls = client.stream.tls_parameters();
+                }
+                transfer.handle(machine, event).await;
+            }
             Err(Interrupt::TimedOut) => {
                 timed_out = true;
                 machine.idle_timeout();
@@ -221,7 +230,10 @@ impl Transfer<'_> {
             }
             ReceiverEvent::OpenDelivery(env) => {
                 match delivery::open(context, services, &env).await {
-                    Ok(delivery) => {
+                    Ok(mut delivery) => {
+                        // RFC 5321 §4.4: trace information first, then the client's content.
+                        let header = self.received(machine, &env);
+                        delivery.write(header.as_bytes(), context.delivery).await;
                         self.open = Some(delivery);
                         self.envelope = Some(env);
                         machine.delivery_opened(Ok(()));
@@ -246,6 +258,25 @@ impl Transfer<'_> {
                 self.envelope = None;
             }
         }
+    }
+
+    /// The `Received:` header of the message `env` opens.
+    fn received(&self, machine: &Receiver, env: &Envelope) -> String {
+        let (helo, esmtp) = machine.greeted_as().unwrap_or(("", false));
+        let node = self.services.resolver.topology().node.name.clone();
+        trace::received(&Trace {
+            helo,
+            client: self.client_addr.ip(),
+            by: &node,
+            esmtp,
+            tls: self.tls.clone(),
+            id: self.id,
+            recipient: match env.recipients.as_slice() {
+                [one] => Some(one.as_str()),
+                _ => None,
+            },
+            at: std::time::SystemTime::now(),
+        })
     }
 
     /// Ends the message at its server, and logs and counts the outcome.
