@@ -436,3 +436,37 @@ def test_a_maximal_rfc2971_id_passes_the_default_line_limit_and_a_longer_line_ge
             assert b"* BYE Line too long." in read_until(sock, b"Line too long.")
     finally:
         node.stop()
+
+
+def test_a_site_that_refers_imap_logins_gets_an_rfc2221_referral_a_client_can_follow(lab_env):
+    """`[[site]] mail_redirect = "referral"`: bob's mailbox (on mbx2, here in site east) is not
+    proxied from this site: his login hears `NO [REFERRAL imap://…]`, whose URL names him and
+    east's IMAP host; alice (this site) is proxied as ever."""
+    import urllib.parse
+    from conftest import node_settings
+    port = lab.free_port()
+    settings = node_settings(lab_env, "referring", [lab.listener(None, "imap", port, "none", allow_plaintext_auth=True)])
+    [mbx2] = [server for server in settings["server"] if server["name"] == "mbx2"]
+    mbx2["site"] = "east"
+    settings["site"] = [{"name": "lab"},
+                        {"name": "east", "mail_redirect": "referral", "imap_host": "imap.east.example.com:1993"}]
+    node = lab.Mailfront(lab_env.binary, lab.write_toml(lab_env.root / "referring.toml", settings),
+                         lab_env.root / "referring.log")
+    node.start()
+    try:
+        client = imaplib.IMAP4("127.0.0.1", port, timeout=15)
+        assert "LOGIN-REFERRALS" in client.capabilities
+        with pytest.raises(imaplib.IMAP4.error) as refused:
+            client.login("bob@example.com", PASSWORD)
+        text = str(refused.value)
+        url = text[text.index("[REFERRAL ") + len("[REFERRAL "):text.index("]")]
+        parts = urllib.parse.urlsplit(url)
+        assert (parts.scheme, parts.hostname, parts.port) == ("imap", "imap.east.example.com", 1993), url
+        assert urllib.parse.unquote(parts.username) == "bob@example.com;AUTH=*", url
+        client.logout()
+        client = imaplib.IMAP4("127.0.0.1", port, timeout=15)
+        assert client.login("alice@example.com", PASSWORD)[0] == "OK"
+        client.logout()
+        assert "login referred" in node.log_since_start() and "site east" in node.log_since_start()
+    finally:
+        node.stop()

@@ -51,6 +51,7 @@ fn topology() -> Topology {
             name: SiteName::new("lab"),
             external_urls: BTreeMap::new(),
             costs: BTreeMap::new(),
+            imap_referral: None,
         }],
         ["mbx1", "mbx2", "mbx3"].map(server),
     )

@@ -86,8 +86,9 @@ pub struct BackendLabels {
 }
 
 /// The outcomes of a login (`mailfront_logins_total{result}`).
-pub const LOGIN_RESULTS: [&str; 5] = [
+pub const LOGIN_RESULTS: [&str; 6] = [
     "ok",
+    "referred",
     "auth_failed",
     "authz_refused",
     "disabled",

@@ -118,6 +118,13 @@ pub enum AuthResult {
     },
     /// Refused.
     Failed(AuthFailure),
+    /// The user's mailbox is served elsewhere and the client should log in there: an IMAP
+    /// login referral (RFC 2221) to `url`. Front ends without referrals treat it as a temporary
+    /// failure.
+    Referred {
+        /// Where (`imap://user;AUTH=*@host/`).
+        url: String,
+    },
 }
 
 /// What a front end reports to its driver through [`Step::Event`].

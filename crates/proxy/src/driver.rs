@@ -440,6 +440,21 @@ impl LoginPhase {
                 self.logged_in = Some(Box::new(session));
                 AuthResult::Proxied { capabilities }
             }
+            Err(refused) if refused.referral.is_some() => {
+                let url = refused.referral.unwrap_or_default();
+                tracing::info!(
+                    session = %info.session_id,
+                    client = %info.client,
+                    protocol = %P::PROTOCOL,
+                    user = %refused.user.as_deref().unwrap_or("-"),
+                    referral = %url,
+                    reason = %refused.detail,
+                    "login referred"
+                );
+                self.user = refused.user;
+                services.metrics.login(P::PROTOCOL.as_str(), "referred");
+                AuthResult::Referred { url }
+            }
             Err(refused) => {
                 let failure = login::client_failure(refused.kind);
                 tracing::info!(

@@ -8,7 +8,7 @@
 //! protocol's front end turns into its own reply.
 
 use mailfront_metrics::{ProtocolLabel, seconds};
-use mailfront_model::{DatabaseName, Principal, ServerName, Source};
+use mailfront_model::{DatabaseName, Principal, Protocol, ServerName, Source};
 use mailfront_protocol::{AuthFailure, BackendAuth, ClientInfo, Credentials};
 use mailfront_resolve::{Mailbox, Refusal};
 use mailfront_routing::{Decision, LoginMethod, RejectKind, Request, Server};
@@ -93,8 +93,11 @@ async fn try_log_in<P: LineProtocol>(
         .await;
     let server = match &resolved.decision {
         Decision::Proxy { server, .. } => server.clone(),
+        Decision::Redirect { location, reason } if P::PROTOCOL == Protocol::Imap => {
+            return Err(Refusal::referral(location.clone(), reason.to_string()).for_user(user));
+        }
         Decision::Redirect { reason, .. } => {
-            // Line protocols are never redirected by the rules; refuse rather than guess.
+            // Only IMAP has redirects (login referrals); refuse rather than guess.
             return Err(Refusal::internal(format!(
                 "unexpected redirect for {}: {reason}",
                 P::PROTOCOL

@@ -61,6 +61,8 @@ pub struct Refusal {
     pub detail: String,
     /// The user, if the directory knew them.
     pub user: Option<String>,
+    /// Where the client should log in instead (an IMAP login referral), if that is the answer.
+    pub referral: Option<String>,
 }
 
 impl Refusal {
@@ -71,7 +73,16 @@ impl Refusal {
             source,
             detail: detail.into(),
             user: None,
+            referral: None,
         }
+    }
+
+    /// Not a refusal of the user but of this node: the mailbox is served at `url`'s host, and
+    /// the client is told to log in there (IMAP login referrals, RFC 2221).
+    pub fn referral(url: String, detail: impl Into<String>) -> Self {
+        let mut refusal = Self::new(RejectKind::Temporary, Source::Internal, detail);
+        refusal.referral = Some(url);
+        refusal
     }
 
     /// The same refusal, naming the user.

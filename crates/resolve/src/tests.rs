@@ -73,6 +73,7 @@ fn topology() -> Topology {
         name: SiteName::new(name),
         external_urls: BTreeMap::new(),
         costs: BTreeMap::new(),
+        imap_referral: None,
     };
     Topology::new(
         Node {

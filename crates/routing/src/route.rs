@@ -111,6 +111,12 @@ pub enum Reason {
         /// The site hosting the active copy.
         site: SiteName,
     },
+    /// An IMAP login whose mailbox is active in another site that refers its IMAP clients to
+    /// its own host (RFC 2221 login referrals).
+    ImapReferral {
+        /// The site hosting the active copy.
+        site: SiteName,
+    },
     /// Rule 2: the other site's URL is the one the client used (one namespace for all sites).
     SingleNamespace {
         /// The site hosting the active copy.
@@ -177,6 +183,10 @@ impl fmt::Display for Reason {
                 f,
                 "mailbox version {mailbox} is older than this node's {node}: redirected to the legacy URL"
             ),
+            Reason::ImapReferral { site } => write!(
+                f,
+                "the mailbox is active in site {site}, which refers IMAP clients to its own host"
+            ),
             Reason::OtherSiteUrl { site } => write!(
                 f,
                 "the active copy is in site {site}, which has its own URL for this browser app"
@@ -240,6 +250,7 @@ impl Reason {
             Reason::Telephony { .. }
             | Reason::LegacyVersion { .. }
             | Reason::OtherSiteUrl { .. }
+            | Reason::ImapReferral { .. }
             | Reason::SingleNamespace { .. }
             | Reason::ActiveCopy { .. }
             | Reason::Anonymous { .. } => None,
@@ -341,6 +352,9 @@ pub fn route(topology: &Topology, request: &Request<'_>, facts: Facts<'_>) -> De
     if let Some(decision) = other_site(topology, request, server) {
         return decision;
     }
+    if let Some(decision) = imap_referral(topology, request, server, principal) {
+        return decision;
+    }
     Decision::Proxy {
         server: server.name.clone(),
         reason: Reason::ActiveCopy {
@@ -427,6 +441,42 @@ fn other_site(topology: &Topology, request: &Request<'_>, server: &Server) -> Op
             site: server.site.clone(),
         },
     })
+}
+
+/// An IMAP login whose mailbox is active in another site that refers IMAP clients to its own
+/// host: the RFC 2221 referral there (`imap://<user>;AUTH=*@<host>/`, RFC 5092).
+fn imap_referral(
+    topology: &Topology,
+    request: &Request<'_>,
+    server: &Server,
+    principal: &Principal,
+) -> Option<Decision> {
+    if request.protocol != Protocol::Imap || server.site == topology.node.site {
+        return None;
+    }
+    let host = topology.site(&server.site)?.imap_referral.as_ref()?;
+    Some(Decision::Redirect {
+        location: format!("imap://{};AUTH=*@{host}/", url_user(&principal.address)),
+        reason: Reason::ImapReferral {
+            site: server.site.clone(),
+        },
+    })
+}
+
+/// A user name as an IMAP URL's `enc-user` (RFC 5092): everything but unreserved characters
+/// and a few safe sub-delimiters percent-encoded (the `@` of an address among them).
+fn url_user(user: &str) -> String {
+    let mut out = String::with_capacity(user.len() + 8);
+    for byte in user.bytes() {
+        if byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'!' | b'$')
+        {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Any server that serves `protocol`, this node's site first, then by name.

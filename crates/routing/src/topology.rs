@@ -28,6 +28,10 @@ pub struct Site {
     /// The cost of reaching other sites from this one (lower is nearer); a site missing from the
     /// map is farther than any listed one. Used to prefer near servers.
     pub costs: BTreeMap<SiteName, u32>,
+    /// The IMAP host (`host` or `host:port`) this site's clients use, when the site refers
+    /// IMAP logins of its mailboxes there (RFC 2221) instead of having them proxied from
+    /// other sites.
+    pub imap_referral: Option<String>,
 }
 
 /// One protocol endpoint on a mailbox server.

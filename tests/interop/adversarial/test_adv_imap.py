@@ -88,7 +88,7 @@ CASES = [
          b"a OK Begin TLS negotiation now.\r\nc OK NOOP completed.\r\n" + BYE, port="starttls"),
     Case("starttls-with-injected-literal",
          [b"a STARTTLS\r\nb LOGIN {17}\r\n", Expect(b"negotiation now.\r\n"), TLS, b"c CAPABILITY\r\n" + Z],
-         b"a OK Begin TLS negotiation now.\r\n* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\n"
+         b"a OK Begin TLS negotiation now.\r\n* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS AUTH=PLAIN AUTH=LOGIN\r\n"
          b"c OK Capability completed.\r\n" + BYE, port="starttls"),
     Case("starttls-on-implicit-tls", b"a STARTTLS\r\n" + Z, b"a BAD TLS is already active.\r\n" + BYE, port="imaps"),
     Case("starttls-where-not-offered", b"a STARTTLS\r\n" + Z,

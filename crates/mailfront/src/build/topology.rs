@@ -11,7 +11,7 @@ use mailfront_routing::{
     Endpoint, Endpoints, LoginMethod, MasterUser, Node, Server, Site, Topology,
 };
 
-use crate::config::{Config, EndpointConfig, LoginMethodConfig, ServerConfig};
+use crate::config::{Config, EndpointConfig, LoginMethodConfig, MailRedirect, ServerConfig};
 
 /// Builds the routing topology from the configuration (reads master password files).
 pub fn topology(config: &Config) -> Result<Topology, String> {
@@ -41,6 +41,9 @@ fn sites(config: &Config) -> BTreeMap<SiteName, Site> {
                     .iter()
                     .map(|(name, cost)| (SiteName::new(name), *cost))
                     .collect(),
+                imap_referral: (s.mail_redirect == MailRedirect::Referral)
+                    .then(|| s.imap_host.clone())
+                    .flatten(),
             };
             (site.name.clone(), site)
         })
@@ -55,6 +58,7 @@ fn sites(config: &Config) -> BTreeMap<SiteName, Site> {
                 name,
                 external_urls: BTreeMap::new(),
                 costs: BTreeMap::new(),
+                imap_referral: None,
             });
         }
     }

@@ -48,7 +48,7 @@ pub use listeners::{
 pub use location::{EtcdConfig, LocationConfig};
 pub use log::{LogConfig, LogFormat};
 pub use manager::{ActiveManagerConfig, HealthConfig, ProbeModeConfig};
-pub use node::{NodeConfig, SiteConfig};
+pub use node::{MailRedirect, NodeConfig, SiteConfig};
 pub use placement::{PlacementConfig, PlacementMode};
 pub use servers::{
     DatabaseConfig, DeliveryEndpointConfig, DeliveryProtocolConfig, EndpointConfig, EndpointTls,

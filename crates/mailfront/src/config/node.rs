@@ -31,6 +31,23 @@ pub struct SiteConfig {
     /// Other site → cost of reaching it (lower is nearer).
     #[serde(default)]
     pub costs: BTreeMap<String, u32>,
+    /// What a node of another site does with an IMAP login whose mailbox is active here:
+    /// `proxy` it (the default), or send a `referral` to `imap_host` (RFC 2221).
+    #[serde(default)]
+    pub mail_redirect: MailRedirect,
+    /// The IMAP host (`host` or `host:port`) this site's clients use (needed by `referral`).
+    pub imap_host: Option<String>,
+}
+
+/// `[[site]] mail_redirect`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MailRedirect {
+    /// Proxy the session to the site's server.
+    #[default]
+    Proxy,
+    /// Answer the login with `NO [REFERRAL imap://…]` (IMAP LOGIN-REFERRALS).
+    Referral,
 }
 
 /// The sites that keys may name: those of the `[[site]]` tables, or any site at all when there
@@ -54,6 +71,20 @@ impl KnownSites<'_> {
 }
 
 /// Checks `[node]` and the `[[site]]` tables; returns the sites that other keys may name.
+/// `imap.example.com` or `imap.example.com:1993`: what an IMAP URL's host part may carry.
+fn is_host_and_port(text: &str) -> bool {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
 pub(super) fn validate(config: &Config) -> Result<KnownSites<'_>, String> {
     nonempty("node.name", &config.node.name)?;
     nonempty("node.site", &config.node.site)?;
@@ -83,6 +114,19 @@ pub(super) fn validate(config: &Config) -> Result<KnownSites<'_>, String> {
         }
         for other in site.costs.keys() {
             sites.check(&format!("site[{i}].costs.{other}"), other)?;
+        }
+        match (&site.imap_host, site.mail_redirect) {
+            (None, MailRedirect::Referral) => {
+                return Err(format!(
+                    "site[{i}].imap_host: needed with mail_redirect = \"referral\" (where to refer)"
+                ));
+            }
+            (Some(host), _) if !is_host_and_port(host) => {
+                return Err(format!(
+                    "site[{i}].imap_host: `{host}` is not a host name (optionally with :port)"
+                ));
+            }
+            _ => {}
         }
     }
     Ok(sites)

@@ -566,3 +566,27 @@ fn placement_needs_the_active_manager_and_sane_counts() {
         assert!(error.starts_with(key), "{extra}: {error}");
     }
 }
+
+#[test]
+fn a_site_that_refers_imap_logins_names_its_host() {
+    let with = |site: &str| {
+        let text = format!("{MINIMAL}\n[[site]]\nname = \"west\"\n{site}\n");
+        Config::parse_str(&text, Path::new("/etc/mailfront"))
+            .and_then(|config| config.validate().map(|()| config))
+    };
+    let config = with("mail_redirect = \"referral\"\nimap_host = \"imap.west.example.com:1993\"")
+        .expect("valid");
+    assert_eq!(config.site[0].mail_redirect, MailRedirect::Referral);
+    for (site, key) in [
+        ("mail_redirect = \"referral\"", "site[0].imap_host"),
+        ("imap_host = \"imap west\"", "site[0].imap_host"),
+        (
+            "imap_host = \"imap.west.example.com:0\"",
+            "site[0].imap_host",
+        ),
+        ("mail_redirect = \"sometimes\"", "site[0].mail_redirect"),
+    ] {
+        let error = with(site).map(|_| ()).expect_err(site);
+        assert!(error.contains(key), "{site}: {error}");
+    }
+}

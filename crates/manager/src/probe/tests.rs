@@ -141,6 +141,7 @@ fn topology(servers: Vec<Server>) -> Topology {
         name: SiteName::new("west"),
         external_urls: BTreeMap::new(),
         costs: BTreeMap::new(),
+        imap_referral: None,
     };
     let node = Node {
         name: "cas1".to_owned(),

@@ -109,7 +109,7 @@ impl ImapFrontEnd {
 
     /// The pre-login capabilities: only what this machine implements.
     fn capabilities(&self) -> String {
-        let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID");
+        let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS");
         if self.settings.tls.offers_starttls(self.peer.is_secure()) {
             caps.push_str(" STARTTLS");
         }
@@ -375,6 +375,11 @@ impl FrontEnd for ImapFrontEnd {
                 self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(failure) => self.failed(&tag, failure),
+            // Not a failure: the client is told where to log in instead (RFC 2221).
+            AuthResult::Referred { url } => self.reply(
+                &tag,
+                &format!("NO [REFERRAL {url}] Your mailbox is served at another site."),
+            ),
         }
     }
 

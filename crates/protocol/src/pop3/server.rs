@@ -266,6 +266,7 @@ impl FrontEnd for Pop3FrontEnd {
                 self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(failure) => self.failed(failure),
+            AuthResult::Referred { .. } => self.failed(AuthFailure::Temporary),
         }
     }
 

@@ -253,6 +253,7 @@ impl FrontEnd for SubmissionFrontEnd {
                 self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(failure) => self.failed(failure),
+            AuthResult::Referred { .. } => self.failed(AuthFailure::Temporary),
         }
     }
 

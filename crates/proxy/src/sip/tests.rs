@@ -72,6 +72,7 @@ fn topology() -> Topology {
             name: SiteName::new("lab"),
             external_urls: BTreeMap::new(),
             costs: BTreeMap::new(),
+            imap_referral: None,
         }],
         [
             server("mbx1", Some("sip:{extension}@192.0.2.1:5070")),

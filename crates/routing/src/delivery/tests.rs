@@ -41,6 +41,7 @@ fn topology() -> Topology {
         name: name.into(),
         external_urls: BTreeMap::new(),
         costs: costs.iter().map(|(s, c)| (SiteName::new(s), *c)).collect(),
+        imap_referral: None,
     };
     Topology::new(
         Node {

@@ -58,6 +58,7 @@ fn topology() -> Topology {
             .map(|u| BTreeMap::from([("calendar".to_owned(), u.to_owned())]))
             .unwrap_or_default(),
         costs: BTreeMap::new(),
+        imap_referral: None,
     };
     Topology::new(
         Node {
@@ -457,6 +458,7 @@ fn topology_rejects_undefined_sites() {
         name: "nowhere".into(),
         external_urls: BTreeMap::new(),
         costs: BTreeMap::new(),
+        imap_referral: None,
     };
     let err = Topology::new(node, [here], [server("mbx9", "elsewhere", true, true)]).unwrap_err();
     assert_eq!(err.to_string(), "server `mbx9`: unknown site `elsewhere`");
@@ -484,4 +486,40 @@ fn namespace_parsing_is_total() {
         "https://h:notaport/",
         "https://h:notaport/"
     ));
+}
+
+#[test]
+fn imap_logins_for_a_site_that_refers_get_a_referral_and_nothing_else_does() {
+    let mut topo = topology();
+    let mut sites: Vec<Site> = topo.sites.values().cloned().collect();
+    for site in &mut sites {
+        if site.name.as_str() == "east" {
+            site.imap_referral = Some("imap.east.example.com:1993".into());
+        }
+    }
+    topo = Topology::new(
+        topo.node.clone(),
+        sites,
+        topo.servers.values().cloned().collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let p = principal(V15, ProtocolSet::ALL);
+    let at = |server: &str, protocol: Protocol| {
+        let name = ServerName::new(server);
+        let facts = Facts::Authenticated {
+            principal: &p,
+            active: Ok(&name),
+        };
+        route(&topo, &Request::protocol(protocol), facts)
+    };
+    let referred = at("mbx2", Protocol::Imap);
+    assert_eq!(
+        outcome(&referred),
+        Expect::Redirect("imap://alice%40example.com;AUTH=*@imap.east.example.com:1993/")
+    );
+    assert!(referred.reason().to_string().contains("site east"));
+    // POP3 has no referrals; a site without a referral host and this node's own site proxy.
+    assert_eq!(outcome(&at("mbx2", Protocol::Pop3)), Expect::Proxy("mbx2"));
+    assert_eq!(outcome(&at("mbx4", Protocol::Imap)), Expect::Proxy("mbx4"));
+    assert_eq!(outcome(&at("mbx1", Protocol::Imap)), Expect::Proxy("mbx1"));
 }

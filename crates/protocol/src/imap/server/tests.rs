@@ -27,8 +27,7 @@ fn ok_caps(_: &Credentials) -> AuthResult {
     }
 }
 
-const GREETING_PLAIN: &str =
-    "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN] mailfront ready.\r\n";
+const GREETING_PLAIN: &str = "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS AUTH=PLAIN AUTH=LOGIN] mailfront ready.\r\n";
 
 #[test]
 fn every_split_gives_the_same_session() {
@@ -43,7 +42,7 @@ fn every_split_gives_the_same_session() {
     };
     let expected = vec![
         out(&format!(
-            "{GREETING_PLAIN}* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\n\
+            "{GREETING_PLAIN}* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS AUTH=PLAIN AUTH=LOGIN\r\n\
              a1 OK Capability completed.\r\na2 OK NOOP completed.\r\n\
              * ID (\"name\" \"mailfront\")\r\na3 OK ID completed.\r\n+ OK\r\n"
         )),
@@ -154,8 +153,8 @@ fn plaintext_auth_refused_without_tls() {
     assert_eq!(
         seen,
         vec![out(
-            "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED] mailfront ready.\r\n\
-             * CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED\r\na OK Capability completed.\r\n\
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS STARTTLS LOGINDISABLED] mailfront ready.\r\n\
+             * CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS STARTTLS LOGINDISABLED\r\na OK Capability completed.\r\n\
              b NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections.\r\n\
              c NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections.\r\n"
         )]
@@ -185,7 +184,7 @@ fn starttls_discards_pipelined_commands() {
     };
     assert_eq!(
         caps,
-        b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\nd OK Capability completed.\r\n"
+        b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS AUTH=PLAIN AUTH=LOGIN\r\nd OK Capability completed.\r\n"
     );
     let Step::Send(again) = front.next_step() else {
         panic!()
@@ -301,6 +300,32 @@ fn failure_replies() {
         AuthResult::Failed(AuthFailure::Temporary)
     });
     assert!(!seen.contains(&Seen::Close));
+}
+
+#[test]
+fn a_referral_names_where_to_log_in_and_is_no_failure() {
+    let settings = ImapSettings {
+        limits: Limits {
+            max_auth_failures: 1,
+            ..Limits::default()
+        },
+        ..plain_settings()
+    };
+    let seen = drive(settings, b"a LOGIN x y\r\nb LOGIN x y\r\n", 64, |_| {
+        AuthResult::Referred {
+            url: "imap://x;AUTH=*@imap.east.example.com/".into(),
+        }
+    });
+    assert_eq!(
+        seen[2],
+        out(
+            "a NO [REFERRAL imap://x;AUTH=*@imap.east.example.com/] Your mailbox is served at another site.\r\n"
+        )
+    );
+    assert!(
+        !seen.contains(&Seen::Close),
+        "a referral counted as a failure"
+    );
 }
 
 #[test]
