@@ -126,3 +126,25 @@ def test_upgraded_connections_pass_through(sites_node):
     forwarded = sites_node["echo"].requests[-1].decode()
     assert "upgrade: echo" in forwarded.lower() and "x-remote-user: heidi@example.com" in forwarded.lower()
     assert "authorization" not in forwarded.lower()
+
+
+def test_route_explains_http_requests_without_a_password(lab_env, sites_node):
+    """`mailfront route --protocol http --service …`: the same decision the front door makes,
+    for the URL the client would use (default: this site's external URL for the service)."""
+    import subprocess
+
+    def route(*args: str) -> str:
+        done = subprocess.run([str(lab_env.binary), "route", "--config", str(sites_node["node"].config), *args],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = route("bob@example.com", "--protocol", "http", "--service", "calendar")
+    assert "service:  calendar (browser app) at https://mail.example.com/calendar/" in out, out
+    assert f"decision: redirect to {EAST_URL}" in out, out
+    out = route("bob@example.com", "--protocol", "http", "--service", "calendar", "--url", EAST_URL + "x/")
+    assert "decision: proxy to mbx2" in out, out
+    assert "decision: proxy to mbx1" in route("alice@example.com", "--protocol", "http", "--service", "calendar")
+    refused = subprocess.run([str(lab_env.binary), "route", "--config", str(sites_node["node"].config),
+                              "bob@example.com", "--protocol", "http"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "--service" in refused.stderr and "calendar" in refused.stderr

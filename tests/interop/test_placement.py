@@ -129,6 +129,8 @@ def test_every_group_is_placed_within_one_of_its_share_and_a_user_lands_on_one_s
         for node in shared.nodes:
             after = len(node.log())
             client = login(node, user)
+            status, body = node.api("GET", "/groups")
+            assert status == 200 and body["sessions"].get(group_of(user), 0) >= 1, body["sessions"]
             client.logout()
             assert wait_until(lambda: backend_of(node, user, after), 5, "the session line") == expected
     # 1,000 users of the same hash spread like their groups (the note's figure).

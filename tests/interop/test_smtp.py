@@ -77,16 +77,32 @@ def test_inbound_mail_carries_a_received_header_naming_client_node_tls_and_sessi
     assert done.returncode == 0, done.stdout + done.stderr
     message = mailbox_has(lab_env, "alice@example.com", subject).decode()
     session = re.search(r"session=(\S+)", message_lines(lab_env)[-1]).group(1)
-    ours = next((h for h in re.split(r"\r\n(?=\S)", message.split("\r\n\r\n")[0])
-                 if h.startswith("Received: from client.example.org")), None)
-    assert ours is not None, message
-    unfolded = re.sub(r"\r\n\s+", " ", ours)
+    headers = [re.sub(r"\r\n\s+", " ", h) for h in re.split(r"\r\n(?=\S)", message.split("\r\n\r\n")[0])]
+    # Dovecot's own line (from XCLIENT, the same client) comes first; ours is the next.
+    unfolded = next((h for h in headers if h.startswith("Received:") and " (mailfront) " in h), None)
+    assert unfolded is not None, message
     node = lab_env.settings["node"]["name"]
     assert unfolded.startswith(f"Received: from client.example.org ([127.0.0.1]) by {node} (mailfront)"), unfolded
     assert f" id {session} for <alice@example.com>; " in unfolded, unfolded
     assert (" (using TLSv1.3 with cipher TLS13_" in unfolded and " with ESMTPS " in unfolded) if tls \
         else (" with ESMTP " in unfolded and "using" not in unfolded), unfolded
     assert re.search(r"; \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000$", unfolded), unfolded
+
+
+def test_the_mailbox_server_sees_the_real_client_through_xclient(lab_env):
+    """Dovecot's LMTP offers XCLIENT to mailfront (the lab's login_trusted_networks): the line
+    Dovecot itself adds names the client's EHLO name and address — 127.0.0.2 here, while
+    mailfront connects to Dovecot from 127.0.0.1 with its own LHLO name."""
+    subject = f"xclient {uuid.uuid4()}"
+    done = swaks("--server", "127.0.0.1", "--port", str(lab_env.smtp_port), "--local-interface", "127.0.0.2",
+                 "--ehlo", "far.example.net", "--from", "sender@remote.org", "--to", "alice@example.com",
+                 "--header", f"Subject: {subject}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    message = mailbox_has(lab_env, "alice@example.com", subject).decode()
+    headers = [re.sub(r"\r\n\s+", " ", h) for h in re.split(r"\r\n(?=\S)", message.split("\r\n\r\n")[0])]
+    dovecots = [h for h in headers if h.startswith("Received:") and " with LMTP " in h]
+    assert dovecots, headers
+    assert dovecots[0].startswith("Received: from far.example.net ([127.0.0.2])"), dovecots[0]
 
 
 def test_inbound_alias_and_two_recipients_one_message(lab_env):

@@ -12,7 +12,7 @@ use mailfront_metrics::Metrics;
 use mailfront_model::{Principal, Protocol};
 use mailfront_password::{Scheme, hash_password};
 use mailfront_resolve::{Mailbox, Resolver};
-use mailfront_routing::{Decision, Request, Topology};
+use mailfront_routing::{Decision, HttpRequest, Request, Topology};
 use tracing_subscriber::EnvFilter;
 
 use crate::admin_client::{self, AdminAction, AdminTarget};
@@ -63,6 +63,13 @@ enum Command {
         /// The protocol to route.
         #[arg(long, short, default_value = "imap")]
         protocol: Protocol,
+        /// For `--protocol http`: the service (`[[http.service]] name`).
+        #[arg(long)]
+        service: Option<String>,
+        /// For `--protocol http`: the URL the client used (default: the service's external URL
+        /// in this node's site, else `https://localhost<path>`).
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Talk to a running node's admin API (status, sessions, kick, drain, reload…).
     Admin {
@@ -120,7 +127,9 @@ pub fn main() -> ExitCode {
             config,
             user,
             protocol,
-        } => route_command(config, &user, protocol),
+            service,
+            url,
+        } => route_command(config, &user, protocol, service.as_deref(), url.as_deref()),
         Command::HashPassword { scheme } => hash(scheme),
         Command::Admin { target, action } => match admin_client::run(&target, &action) {
             Ok(body) => {
@@ -305,10 +314,84 @@ fn manpage(out_dir: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
+/// The HTTP part of a request `route` explains: the service's kind and legacy URL from the
+/// configuration, the URL the client used.
+struct HttpAsked {
+    service: String,
+    browser_app: bool,
+    legacy_url: Option<String>,
+    url: String,
+}
+
+fn http_asked(
+    config: &Config,
+    protocol: Protocol,
+    service: Option<&str>,
+    url: Option<&str>,
+) -> Result<Option<HttpAsked>, String> {
+    if protocol != Protocol::Http {
+        return match service.or(url) {
+            Some(_) => Err("--service and --url go with --protocol http".to_owned()),
+            None => Ok(None),
+        };
+    }
+    let services = config
+        .http
+        .as_ref()
+        .map(|h| h.service.as_slice())
+        .unwrap_or_default();
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let Some(name) = service else {
+        return Err(format!(
+            "--protocol http needs --service (one of: {})",
+            names.join(", ")
+        ));
+    };
+    let Some(found) = services.iter().find(|s| s.name == name) else {
+        return Err(format!(
+            "no service `{name}` in [http] (there are: {})",
+            names.join(", ")
+        ));
+    };
+    let url = url.map(str::to_owned).unwrap_or_else(|| {
+        config
+            .site
+            .iter()
+            .find(|s| s.name == config.node.site)
+            .and_then(|s| s.external_urls.get(name).cloned())
+            .unwrap_or_else(|| format!("https://localhost{}", found.path))
+    });
+    Ok(Some(HttpAsked {
+        service: found.name.clone(),
+        browser_app: found.browser_app,
+        legacy_url: found.legacy_url.clone(),
+        url,
+    }))
+}
+
+fn route_command(
+    path: PathBuf,
+    user: &str,
+    protocol: Protocol,
+    service: Option<&str>,
+    url: Option<&str>,
+) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(config) => config,
         Err(e) => return fail(e),
+    };
+    let http = match http_asked(&config, protocol, service, url) {
+        Ok(http) => http,
+        Err(e) => return fail(e),
+    };
+    let request = Request {
+        protocol,
+        http: http.as_ref().map(|h| HttpRequest {
+            service: &h.service,
+            browser_app: h.browser_app,
+            requested_url: &h.url,
+            legacy_url: h.legacy_url.as_deref(),
+        }),
     };
     let runtime = match runtime() {
         Ok(rt) => rt,
@@ -332,8 +415,7 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
         build::resolver_settings(&config),
         Arc::new(Metrics::new()),
     );
-    let resolved =
-        runtime.block_on(resolver.resolve(Mailbox::Address(user), &Request::protocol(protocol)));
+    let resolved = runtime.block_on(resolver.resolve(Mailbox::Address(user), &request));
     if let Some(why) = &resolved.directory_error {
         return fail(why);
     }
@@ -350,6 +432,14 @@ fn route_command(path: PathBuf, user: &str, protocol: Protocol) -> ExitCode {
         None => writeln!(out, "user:     {user} (not in the directory)"),
     };
     let _ = writeln!(out, "protocol: {protocol}");
+    if let Some(h) = &http {
+        let kind = if h.browser_app {
+            "browser app"
+        } else {
+            "service"
+        };
+        let _ = writeln!(out, "service:  {} ({kind}) at {}", h.service, h.url);
+    }
     let _ = writeln!(
         out,
         "decision: {}",

@@ -10,17 +10,20 @@
 //! | POST | `/databases/hold?database=&on=yes\|no` | hold on or off |
 //! | POST | `/servers/maintenance?server=&on=yes\|no` | maintenance on or off |
 //! | POST | `/servers/evacuate?server=` | maintenance on, every database moved to its best other copy |
-//! | GET | `/groups` | placement by group: each group's server, each server's weight, share and groups |
+//! | GET | `/groups` | placement by group: each group's server, each server's weight, share and groups, and this node's live sessions per group |
 //! | POST | `/groups/rebalance[?dry_run=yes]` | the moves that even the shares; without `dry_run`, the first `max_parallel_moves` of them made |
 //!
 //! A command that lost a race with another writer answers `409` (nothing written), one that is
 //! not allowed `422`, and a store that cannot be asked `503`.
+
+use std::collections::BTreeMap;
 
 use hyper::{Method, StatusCode};
 use mailfront_http::form::field;
 use mailfront_manager::active::ActiveManager;
 use mailfront_manager::ops::CommandError;
 use mailfront_model::{DatabaseName, ServerName};
+use mailfront_proxy::registry::{Filter, Registry};
 use serde_json::json;
 
 use super::Answer;
@@ -66,6 +69,7 @@ fn on_off(query: &str) -> Result<bool, Answer> {
 /// Answers one request for the fleet (`method` and `path` among [`PATHS`]).
 pub(super) async fn answer(
     manager: &ActiveManager,
+    registry: &Registry,
     method: &Method,
     path: &str,
     query: &str,
@@ -77,7 +81,7 @@ pub(super) async fn answer(
         ("POST", "/databases/hold") => hold(manager, query).await,
         ("POST", "/servers/maintenance") => maintenance(manager, query).await,
         ("POST", "/servers/evacuate") => evacuate(manager, query).await,
-        ("GET", "/groups") => groups(manager).await,
+        ("GET", "/groups") => groups(manager, registry).await,
         ("POST", "/groups/rebalance") => rebalance(manager, query).await,
         _ => Err(Answer::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -135,14 +139,21 @@ async fn maintenance(manager: &ActiveManager, query: &str) -> Result<Answer, Ans
     ))
 }
 
-async fn groups(manager: &ActiveManager) -> Result<Answer, Answer> {
+async fn groups(manager: &ActiveManager, registry: &Registry) -> Result<Answer, Answer> {
     let report = manager
         .groups_report()
         .await
         .map_err(|e| Answer::error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    // This node's live sessions per group (each node answers for its own).
+    let mut sessions: BTreeMap<String, usize> = BTreeMap::new();
+    for session in registry.list(&Filter::default()) {
+        if report.placement.contains_key(session.database.as_str()) {
+            *sessions.entry(session.database.to_string()).or_default() += 1;
+        }
+    }
     Ok(Answer::json(
         StatusCode::OK,
-        &json!({ "leader": manager.is_leader(), "groups": report }),
+        &json!({ "leader": manager.is_leader(), "groups": report, "sessions": sessions }),
     ))
 }
 

@@ -472,7 +472,10 @@ impl Admin {
             return refused;
         }
         match &self.manager {
-            Some(manager) => fleet::answer(manager, method, path, query).await,
+            Some(manager) => {
+                let registry = &self.services.registry;
+                fleet::answer(manager, registry, method, path, query).await
+            }
             None => Answer::error(
                 StatusCode::NOT_FOUND,
                 "this node has no Active Manager (no location store to write)",

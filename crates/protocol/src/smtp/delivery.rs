@@ -3,6 +3,13 @@
 //! The envelope is replayed (LHLO/EHLO, MAIL, RCPT for each recipient, DATA); the driver then
 //! streams the content through a [`super::data::DotStuffer`] and calls
 //! [`DeliveryClient::finish`]. LMTP answers once per recipient; SMTP once for all.
+//!
+//! With an [`Origin`], a server that announces `XCLIENT` (Postfix's extension; Dovecot's LMTP
+//! offers it to `login_trusted_networks`) is told the real client first — its address, port and
+//! EHLO name — so that its logs, its `Received:` line, Sieve and spam filters see the sender's
+//! side instead of mailfront.
+
+use std::net::IpAddr;
 
 use mailfront_model::BackendTls;
 pub use mailfront_model::DeliveryProtocol;
@@ -29,11 +36,53 @@ pub enum DeliveryEvent {
     Failed(String),
 }
 
+/// Where a message came from, for a server that takes `XCLIENT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's address.
+    pub addr: IpAddr,
+    /// The client's port.
+    pub port: u16,
+    /// The name the client gave in EHLO/HELO, if any.
+    pub helo: Option<String>,
+    /// Whether it said EHLO (ESMTP) rather than HELO.
+    pub esmtp: bool,
+}
+
+impl Origin {
+    /// The client's EHLO name, if it is a clean domain or address literal.
+    fn clean_helo(&self) -> Option<&str> {
+        self.helo.as_deref().filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':')
+                })
+        })
+    }
+
+    /// The `XCLIENT` command line (values as xtext, RFC 3461; an EHLO name that is not a clean
+    /// domain or address literal is `[UNAVAILABLE]`).
+    fn xclient(&self) -> String {
+        let addr = match self.addr {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("IPV6:{v6}"),
+        };
+        let helo = self.clean_helo().unwrap_or("[UNAVAILABLE]");
+        let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
+        format!(
+            "XCLIENT ADDR={addr} PORT={} HELO={helo} PROTO={proto}\r\n",
+            self.port
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Greeting,
     Hello,
     StartTls,
+    Xclient,
     Mail,
     Rcpt(usize),
     Data,
@@ -53,6 +102,10 @@ pub struct DeliveryClient {
     stage: Stage,
     extensions: Capabilities,
     results: Vec<(String, Reply)>,
+    /// The client to tell the server about.
+    origin: Option<Origin>,
+    /// `XCLIENT` was sent (once per session).
+    told: bool,
 }
 
 impl DeliveryClient {
@@ -72,7 +125,15 @@ impl DeliveryClient {
             stage: Stage::Greeting,
             extensions: Capabilities::default(),
             results: Vec::new(),
+            origin: None,
+            told: false,
         }
+    }
+
+    /// Tells a server that announces `XCLIENT` where the message came from.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
     }
 
     fn refuse(&mut self, reply: Reply) {
@@ -84,12 +145,23 @@ impl DeliveryClient {
     }
 
     fn hello(&mut self) {
+        let name = self.helo.clone();
+        self.greet(&name);
+    }
+
+    /// After `XCLIENT`: greets again in the client's name (a server takes the name of the
+    /// greeting that follows as the session's, as Postfix and Dovecot do), or ours.
+    fn hello_as_client(&mut self, origin: &Origin) {
+        let name = origin.clean_helo().unwrap_or(&self.helo).to_owned();
+        self.greet(&name);
+    }
+
+    fn greet(&mut self, name: &str) {
         let verb = match self.protocol {
             DeliveryProtocol::Lmtp => "LHLO",
             DeliveryProtocol::Smtp => "EHLO",
         };
-        let line = format!("{verb} {}\r\n", self.helo);
-        self.peer.send(line);
+        self.peer.send(format!("{verb} {name}\r\n"));
         self.stage = Stage::Hello;
     }
 
@@ -168,7 +240,27 @@ impl DeliveryClient {
                     self.stage = Stage::StartTls;
                     return;
                 }
+                if self.extensions.has("XCLIENT")
+                    && let Some(origin) = &self.origin
+                    && !self.told
+                {
+                    self.told = true;
+                    self.peer.send(origin.xclient());
+                    self.stage = Stage::Xclient;
+                    return;
+                }
                 self.mail();
+            }
+            // Accepted: the server greets anew and is greeted again (its state was reset).
+            // Refused: the message goes on without it (the server's own view of the sender).
+            Stage::Xclient => {
+                if reply.code == 220
+                    && let Some(origin) = self.origin.take()
+                {
+                    self.hello_as_client(&origin);
+                } else {
+                    self.mail();
+                }
             }
             Stage::StartTls => {
                 if reply.code == 220 {
@@ -350,6 +442,59 @@ mod tests {
             assert_eq!(results.len(), 2);
             assert!(results[0].1.is_positive() && results[1].1.is_transient());
         }
+    }
+
+    #[test]
+    fn the_client_is_told_with_xclient_where_offered_and_only_once() {
+        let origin = Origin {
+            addr: "2001:db8::7".parse().unwrap(),
+            port: 40123,
+            helo: Some("client.example.org".into()),
+            esmtp: true,
+        };
+        let client = || {
+            DeliveryClient::new(
+                DeliveryProtocol::Lmtp,
+                BackendTls::None,
+                "cas1".into(),
+                envelope(&["a@example.com"]),
+            )
+            .with_origin(origin.clone())
+        };
+        let offered = b"220 mbx1\r\n250-mbx1\r\n250 XCLIENT ADDR PORT HELO\r\n220 mbx1 again\r\n250-mbx1\r\n250 XCLIENT ADDR\r\n250 ok\r\n250 ok\r\n354 go\r\n250 saved\r\n";
+        for chunk in [1, 7, offered.len()] {
+            let (sent, end) = run(client(), offered, chunk);
+            assert_eq!(
+                sent,
+                "LHLO cas1\r\nXCLIENT ADDR=IPV6:2001:db8::7 PORT=40123 HELO=client.example.org PROTO=ESMTP\r\n\
+                 LHLO client.example.org\r\nMAIL FROM:<s@x.org>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n<CONTENT>"
+            );
+            assert!(matches!(end, DeliveryEvent::Finished(_)), "{end:?}");
+        }
+        // Refused (not a trusted network): the message goes on regardless.
+        let refused = b"220 mbx1\r\n250-mbx1\r\n250 XCLIENT ADDR\r\n550 5.7.14 not trusted\r\n250 ok\r\n250 ok\r\n354 go\r\n250 saved\r\n";
+        let (sent, end) = run(client(), refused, 5);
+        assert!(
+            sent.contains("XCLIENT ")
+                && sent.ends_with(
+                    "MAIL FROM:<s@x.org>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n<CONTENT>"
+                ),
+            "{sent}"
+        );
+        assert!(matches!(end, DeliveryEvent::Finished(_)));
+        // Not offered: never sent; a HELO name that is not a domain is not passed on.
+        let plain = b"220 mbx1\r\n250 mbx1\r\n250 ok\r\n250 ok\r\n354 go\r\n250 saved\r\n";
+        assert!(!run(client(), plain, 3).0.contains("XCLIENT"));
+        let odd = Origin {
+            helo: Some("bad name(".into()),
+            esmtp: false,
+            addr: "192.0.2.1".parse().unwrap(),
+            ..origin.clone()
+        };
+        assert_eq!(
+            odd.xclient(),
+            "XCLIENT ADDR=192.0.2.1 PORT=40123 HELO=[UNAVAILABLE] PROTO=SMTP\r\n"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use mailfront_net::conn::{Conn, ConnEnd, TlsRole};
 use mailfront_net::connect::{Dial, connect};
 use mailfront_net::pump::{Interrupt, Until, pump};
 use mailfront_protocol::smtp::data::DotStuffer;
-use mailfront_protocol::smtp::delivery::{DeliveryClient, DeliveryEvent, verdict};
+use mailfront_protocol::smtp::delivery::{DeliveryClient, DeliveryEvent, Origin, verdict};
 use mailfront_protocol::smtp::receiver::Envelope;
 use mailfront_protocol::smtp::reply::Reply;
 use mailfront_routing::Endpoint;
@@ -45,6 +45,7 @@ pub(super) async fn open(
     context: &MailTransferContext,
     services: &NodeServices,
     envelope: &Envelope,
+    origin: &Origin,
 ) -> Result<OpenDelivery, Reply> {
     let targets = match &context.mode {
         TransferMode::Outbound { relay, .. } => Targets {
@@ -64,7 +65,8 @@ pub(super) async fn open(
     let health = services.resolver.health();
     for (name, endpoint, protocol) in targets.servers {
         let server = ServerName::new(&name);
-        let client = DeliveryClient::new(protocol, endpoint.tls, helo.clone(), delivered.clone());
+        let client = DeliveryClient::new(protocol, endpoint.tls, helo.clone(), delivered.clone())
+            .with_origin(origin.clone());
         match try_open(services, &endpoint, client, context.delivery).await {
             Ok((conn, client)) => {
                 health.mark_up(&server);

@@ -14,6 +14,7 @@ use mailfront_net::conn::{Conn, TlsRole};
 use mailfront_net::gate::Connection;
 use mailfront_net::pump::{Interrupt, Pace, pump};
 use mailfront_net::tls::SharedAcceptor;
+use mailfront_protocol::smtp::delivery::Origin;
 use mailfront_protocol::smtp::receiver::{Envelope, Receiver, ReceiverEvent, ReceiverSettings};
 use mailfront_protocol::smtp::reply::Reply;
 use mailfront_protocol::smtp::trace::{self, Trace};
@@ -229,7 +230,14 @@ impl Transfer<'_> {
                 machine.recipient_checked(verdict);
             }
             ReceiverEvent::OpenDelivery(env) => {
-                match delivery::open(context, services, &env).await {
+                let (helo, esmtp) = machine.greeted_as().unwrap_or(("", false));
+                let origin = Origin {
+                    addr: self.client_addr.ip(),
+                    port: self.client_addr.port(),
+                    helo: Some(helo.to_owned()).filter(|h| !h.is_empty()),
+                    esmtp,
+                };
+                match delivery::open(context, services, &env, &origin).await {
                     Ok(mut delivery) => {
                         // RFC 5321 §4.4: trace information first, then the client's content.
                         let header = self.received(machine, &env);
