@@ -54,7 +54,7 @@ class EchoUpgradeServer:
 
 @pytest.fixture(scope="module")
 def sites_node(lab_env):
-    echo = EchoUpgradeServer()
+    echo, echo2 = EchoUpgradeServer(), EchoUpgradeServer()
     port = lab.free_port()
     settings = node_settings(lab_env, "sites1", [lab.listener(None, "https", port, "implicit")])
     # mbx2 moves to site east; an "echo" server hosts DB07 for this node only.
@@ -66,8 +66,10 @@ def sites_node(lab_env):
     active["DB07"] = "echo"
     lab.write_locations(locations, active)
     settings["location"]["path"] = locations
-    settings["server"].append({"name": "echo", "site": "lab", "version": "15.1", "host": "127.0.0.1",
-                               "http": f"http://127.0.0.1:{echo.port}/", "login": {"method": "passthrough"}})
+    for name, server in (("echo", echo), ("echo2", echo2)):
+        settings["server"].append({"name": name, "site": "lab", "version": "15.1", "host": "127.0.0.1",
+                                   "http": f"http://127.0.0.1:{server.port}/", "login": {"method": "passthrough"}})
+    settings["reload"] = {"interval": "100ms"}
     settings["site"] = [
         {"name": "lab", "external_urls": {"calendar": "https://mail.example.com/calendar/"}},
         {"name": "east", "external_urls": {"calendar": EAST_URL}},
@@ -75,7 +77,7 @@ def sites_node(lab_env):
     config = lab.write_toml(lab_env.root / "sites.toml", settings)
     node = lab.Mailfront(lab_env.binary, config, lab_env.root / "sites.log")
     node.start()
-    yield {"node": node, "port": port, "echo": echo}
+    yield {"node": node, "port": port, "echo": echo, "echo2": echo2, "locations": locations, "active": active}
     node.stop()
 
 
@@ -100,11 +102,11 @@ def test_same_site_mailbox_is_proxied(sites_node):
     assert response.status == 200
 
 
-def test_upgraded_connections_pass_through(sites_node):
-    # heidi's database is active on the echo server for this node.
+def upgraded(port: int) -> ssl.SSLSocket:
+    """heidi's upgraded (WebSocket-style) connection through mailfront, after its 101."""
     import base64
 
-    raw = socket.create_connection(("127.0.0.1", sites_node["port"]), timeout=10)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     context = client_tls()
     context.set_alpn_protocols(["http/1.1"])
     tls = context.wrap_socket(raw)
@@ -117,6 +119,12 @@ def test_upgraded_connections_pass_through(sites_node):
     while b"\r\n\r\n" not in head:
         head += tls.recv(4096)
     assert head.startswith(b"HTTP/1.1 101"), head
+    return tls
+
+
+def test_upgraded_connections_pass_through(sites_node):
+    # heidi's database is active on the echo server for this node.
+    tls = upgraded(sites_node["port"])
     tls.sendall(b"ping over the upgraded connection")
     echoed = b""
     while len(echoed) < len(b"ping over the upgraded connection"):
@@ -148,3 +156,33 @@ def test_route_explains_http_requests_without_a_password(lab_env, sites_node):
     refused = subprocess.run([str(lab_env.binary), "route", "--config", str(sites_node["node"].config),
                               "bob@example.com", "--protocol", "http"], capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0 and "--service" in refused.stderr and "calendar" in refused.stderr
+
+
+def test_an_upgraded_connection_is_closed_when_its_database_moves_and_the_next_goes_to_the_new_server(sites_node):
+    """HTTP follows failover: heidi's tunnel to `echo` closes when DB07 moves to `echo2`, and her
+    next upgrade is made there."""
+    import time
+    tls = upgraded(sites_node["port"])
+    tls.sendall(b"before")
+    assert tls.recv(4096) == b"before"
+    before = len(sites_node["echo2"].requests)
+    lab.write_locations(sites_node["locations"], sites_node["active"] | {"DB07": "echo2"})
+    try:
+        tls.settimeout(10)
+        deadline = time.monotonic() + 10
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            try:
+                closed = tls.recv(4096) == b""
+            except (ConnectionResetError, ssl.SSLError):
+                closed = True
+        assert closed, "the tunnel to the previous server stayed open"
+        log = sites_node["node"].log_since_start()
+        assert "failover: closing an upgraded connection" in log and "database=DB07" in log
+        moved = upgraded(sites_node["port"])
+        moved.sendall(b"after")
+        assert moved.recv(4096) == b"after"
+        moved.close()
+        assert len(sites_node["echo2"].requests) == before + 1
+    finally:
+        lab.write_locations(sites_node["locations"], sites_node["active"])

@@ -9,6 +9,8 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use mailfront_model::{DatabaseName, ServerName};
+use mailfront_resolve::LocationChanges;
 
 use crate::HttpFrontDoor;
 use crate::config::ServiceConfig;
@@ -101,21 +103,69 @@ fn backend_uri(service: &ServiceConfig, request: &Request<Incoming>, base: &str)
     target.parse().ok()
 }
 
+/// The database and server an upgraded connection is bound to, and the location map's changes:
+/// when the database moves to another server, the tunnel is closed (as a proxied IMAP session
+/// is), and the client's next request goes to the new server.
+pub(crate) struct Binding {
+    /// The database whose mailbox the request acts on.
+    pub database: DatabaseName,
+    /// The server it went to.
+    pub server: ServerName,
+    /// The location map's changes.
+    pub changes: LocationChanges,
+}
+
+impl Binding {
+    /// Completes when the database is active on another server.
+    async fn moved_away(&mut self) {
+        loop {
+            let moved = self
+                .changes
+                .borrow_and_update()
+                .as_ref()
+                .and_then(|map| map.active(&self.database).cloned())
+                .is_some_and(|active| active != self.server);
+            if moved {
+                return;
+            }
+            if self.changes.changed().await.is_err() {
+                // No more maps: nothing will ever move it.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 /// The client's response: hop-by-hop headers dropped; for a switch of protocols, the tunnel
-/// between the two upgraded connections is started.
+/// between the two upgraded connections is started, closed if its database moves away.
 fn relay_response(
     mut response: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    binding: Option<Binding>,
 ) -> Response<Body> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {
         let backend_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
-            if let (Ok(client), Ok(backend)) = (client_upgrade.await, backend_upgrade.await) {
-                let mut client = TokioIo::new(client);
-                let mut backend = TokioIo::new(backend);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+            let (Ok(client), Ok(backend)) = (client_upgrade.await, backend_upgrade.await) else {
+                return;
+            };
+            let mut client = TokioIo::new(client);
+            let mut backend = TokioIo::new(backend);
+            let tunnel = tokio::io::copy_bidirectional(&mut client, &mut backend);
+            match binding {
+                Some(mut binding) => tokio::select! {
+                    _ = tunnel => {}
+                    () = binding.moved_away() => tracing::info!(
+                        database = %binding.database,
+                        from = %binding.server,
+                        "failover: closing an upgraded connection on the previous server"
+                    ),
+                },
+                None => {
+                    let _ = tunnel.await;
+                }
             }
         });
         let (mut parts, body) = response.into_parts();
@@ -138,6 +188,7 @@ impl HttpFrontDoor {
         base: &str,
         user: Option<&str>,
         peer: SocketAddr,
+        binding: Option<Binding>,
     ) -> Response<Body> {
         let Some(uri) = backend_uri(service, &request, base) else {
             return reply::text(StatusCode::BAD_REQUEST, "Bad request path");
@@ -152,7 +203,7 @@ impl HttpFrontDoor {
         let sent =
             tokio::time::timeout(self.config.backend_timeout, self.client.request(outgoing)).await;
         match sent {
-            Ok(Ok(response)) => relay_response(response, client_upgrade),
+            Ok(Ok(response)) => relay_response(response, client_upgrade, binding),
             Ok(Err(error)) => {
                 tracing::warn!(backend = %base, %error, "backend request failed");
                 reply::unavailable("Mailbox server temporarily unavailable, try again later")

@@ -14,6 +14,7 @@ use crate::HttpFrontDoor;
 use crate::auth::Identity;
 use crate::config::ServiceConfig;
 use crate::form;
+use crate::forward::Binding;
 use crate::front::Handled;
 use crate::reply::{self, Body};
 
@@ -147,10 +148,19 @@ impl HttpFrontDoor {
                 tracing::info!(%reason, "refused");
                 refused(kind, &reason)
             }
-            Decision::Proxy { server, .. } => {
+            Decision::Proxy { server, reason } => {
+                // A mailbox's requests follow its database; an anonymous one follows nothing.
+                let binding = match reason {
+                    Reason::ActiveCopy { database, .. } => Some(Binding {
+                        database,
+                        server: server.clone(),
+                        changes: self.resolver.location_changes(),
+                    }),
+                    _ => None,
+                };
                 let response = match base {
                     Some(base) => {
-                        self.forward(service, request, &base, user.as_deref(), peer)
+                        self.forward(service, request, &base, user.as_deref(), peer, binding)
                             .await
                     }
                     None => reply::unavailable(TRY_LATER),

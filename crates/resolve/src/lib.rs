@@ -38,6 +38,11 @@ use tokio::time::Instant;
 use crate::health::BackendHealth;
 use crate::throttle::{Throttle, ThrottleSettings, Verdict};
 
+/// The location map's changes, as a [`Resolver`] hands them out (the latest map; `None` until
+/// one is loaded).
+pub type LocationChanges =
+    tokio::sync::watch::Receiver<Option<Arc<mailfront_location::LocationMap>>>;
+
 /// Time limits and delays of authentication and lookups.
 #[derive(Clone, Debug)]
 pub struct ResolverSettings {
@@ -263,6 +268,11 @@ impl Resolver {
     /// Which mailbox servers failed recently.
     pub fn health(&self) -> &BackendHealth {
         &self.health
+    }
+
+    /// Changes of the location map (a session bound to a server follows its database with it).
+    pub fn location_changes(&self) -> LocationChanges {
+        self.locator.subscribe()
     }
 
     /// Whether a location map is loaded: without one no login can be routed (health pages).
