@@ -170,6 +170,12 @@ def test_anchor_mailbox_routes_to_the_mailbox_acted_on(lab_env):
     request(lab_env.https_port, "GET", "/freebusy/", basic("alice@example.com"))
     line = [l for l in lab_env.log().splitlines() if "http request" in l and "/freebusy/" in l][-1]
     assert "backend=mbx1" in line, line
+    # An anchor that names nobody is refused, not answered from alice's own mailbox.
+    response, body = request(lab_env.https_port, "GET", "/freebusy/",
+                             {**basic("alice@example.com"), "X-AnchorMailbox": "ghost@example.com"})
+    assert response.status == 404 and b"does not exist" in body, (response.status, body)
+    line = [l for l in lab_env.log().splitlines() if "http request" in l and "/freebusy/" in l][-1]
+    assert "backend=-" in line and "status=404" in line, line
 
 
 def test_legacy_mailbox_is_redirected(lab_env):

@@ -114,10 +114,7 @@ impl HttpFrontDoor {
             }
             Identity::User(principal) => {
                 let mailbox = match &anchor {
-                    Some(anchor) => Mailbox::Anchor {
-                        anchor,
-                        caller: principal,
-                    },
+                    Some(anchor) => Mailbox::Anchor(anchor),
                     None => Mailbox::User(principal),
                 };
                 (mailbox, Some(principal.address.clone()))
@@ -182,6 +179,10 @@ impl HttpFrontDoor {
 fn refused(kind: RejectKind, reason: &Reason) -> Response<Body> {
     match (kind, reason) {
         (_, Reason::NoServer(_)) => reply::unavailable("No server offers this service"),
+        (_, Reason::UnknownAnchor(_)) => reply::text(
+            StatusCode::NOT_FOUND,
+            "The mailbox this request acts on does not exist",
+        ),
         (RejectKind::AuthFailed | RejectKind::AuthzidRefused, _) => {
             reply::text(StatusCode::UNAUTHORIZED, "Authentication failed")
         }

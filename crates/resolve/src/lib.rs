@@ -117,14 +117,9 @@ pub enum Mailbox<'a> {
     /// A telephone extension, looked up without a password (a SIP call).
     Extension(&'a str),
     /// An HTTP request's anchor mailbox (`X-AnchorMailbox` or a query parameter), sent by an
-    /// authenticated caller: the named mailbox, or the caller's own when the anchor names
-    /// nobody.
-    Anchor {
-        /// What the request names, as sent (`SMTP:`/`smtp:` prefixes are dropped).
-        anchor: &'a str,
-        /// The caller.
-        caller: &'a Principal,
-    },
+    /// authenticated caller: the named mailbox; refused (never the caller's own instead) when
+    /// the anchor names nobody. As sent (`SMTP:`/`smtp:` prefixes are dropped).
+    Anchor(&'a str),
     /// Nobody: a service without authentication.
     Anyone,
 }
@@ -397,14 +392,15 @@ impl Resolver {
                 self.ask_directory(self.directory.lookup_extension(extension))
                     .await,
             ),
-            Mailbox::Anchor { anchor, caller } => {
+            Mailbox::Anchor(anchor) => {
                 let address = anchor
                     .strip_prefix("SMTP:")
                     .or_else(|| anchor.strip_prefix("smtp:"))
                     .unwrap_or(anchor);
                 match Found::from(self.lookup(address).await) {
-                    // An anchor that names nobody: the caller's own mailbox.
-                    Found::NoSuchName => Found::Given(caller),
+                    // Refused, not re-routed to the caller's own mailbox: the request acts on
+                    // a mailbox that does not exist.
+                    Found::NoSuchName => Found::UnknownAnchor(printable(anchor)),
                     found => found,
                 }
             }
@@ -413,6 +409,10 @@ impl Resolver {
             Found::Given(owner) => self.route_mailbox(&topology, request, owner),
             Found::Owner(owner) => self.route_mailbox(&topology, request, owner),
             Found::NoSuchName => mailfront_routing::route(&topology, request, Facts::AuthFailed),
+            Found::UnknownAnchor(anchor) => Decision::Reject {
+                kind: RejectKind::AuthzidRefused,
+                reason: Reason::UnknownAnchor(anchor.clone()),
+            },
             Found::Nobody => mailfront_routing::route(&topology, request, Facts::Anonymous),
             Found::Unavailable(_) => {
                 mailfront_routing::route(&topology, request, Facts::DirectoryUnavailable)
@@ -421,7 +421,9 @@ impl Resolver {
         let (principal, directory_error) = match found {
             Found::Owner(owner) => (Some(owner), None),
             Found::Unavailable(why) => (None, Some(why)),
-            Found::Given(_) | Found::NoSuchName | Found::Nobody => (None, None),
+            Found::Given(_) | Found::NoSuchName | Found::UnknownAnchor(_) | Found::Nobody => {
+                (None, None)
+            }
         };
         Resolved {
             principal,
@@ -473,6 +475,14 @@ impl Resolver {
     }
 }
 
+/// `text` cut to 128 printable ASCII characters, for a reason that quotes client input.
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(128)
+        .collect()
+}
+
 /// What the directory step found, before routing.
 enum Found<'a> {
     /// A mailbox whose principal the caller holds.
@@ -481,6 +491,8 @@ enum Found<'a> {
     Owner(Principal),
     /// Nobody has the name.
     NoSuchName,
+    /// Nobody has the anchor mailbox's name (as given, printable).
+    UnknownAnchor(String),
     /// No mailbox to follow at all (anonymous).
     Nobody,
     /// The directory could not answer; why, for the log.

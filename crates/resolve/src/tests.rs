@@ -223,32 +223,23 @@ async fn http_follows_the_anchor_or_nobody() {
             legacy_url: None,
         }),
     };
-    let dave = resolver.lookup("dave@example.com").await.unwrap().unwrap();
     // An anchor naming alice: alice's server, alice's principal.
     let resolved = resolver
-        .resolve(
-            Mailbox::Anchor {
-                anchor: "SMTP:alice@example.com",
-                caller: &dave,
-            },
-            &http,
-        )
+        .resolve(Mailbox::Anchor("SMTP:alice@example.com"), &http)
         .await;
     assert_eq!(proxied_to(&resolved), Some("mbx1"));
     assert_eq!(resolved.principal.unwrap().address, "alice@example.com");
-    // An anchor naming nobody: the caller's own mailbox (dave may not use HTTP).
+    // An anchor naming nobody: refused, never the caller's own mailbox instead.
     let resolved = resolver
-        .resolve(
-            Mailbox::Anchor {
-                anchor: "ghost@example.com",
-                caller: &dave,
-            },
-            &http,
-        )
+        .resolve(Mailbox::Anchor("ghost@example.com\r\n"), &http)
         .await;
     assert_eq!(
         refusal(&resolved),
-        Some((RejectKind::ProtocolDisabled, Source::Client))
+        Some((RejectKind::AuthzidRefused, Source::Client))
+    );
+    assert_eq!(
+        resolved.decision.reason(),
+        &Reason::UnknownAnchor("ghost@example.com".into())
     );
     // Nobody: this site's server with the service first.
     let resolved = resolver.resolve(Mailbox::Anyone, &http).await;

@@ -138,6 +138,9 @@ pub enum Reason {
     },
     /// Rule 4: unknown user or wrong password.
     AuthFailed,
+    /// Rule 4: the request names a mailbox to act on (an anchor) that nobody has; the text is
+    /// the anchor as given, cut to printable ASCII.
+    UnknownAnchor(String),
     /// Rule 4: the directory could not be asked.
     DirectoryUnavailable,
     /// Rule 4: the user may not use this protocol.
@@ -208,6 +211,9 @@ impl fmt::Display for Reason {
                 "no mailbox to follow (anonymous request): {server} offers the service"
             ),
             Reason::AuthFailed => f.write_str("unknown user or wrong password"),
+            Reason::UnknownAnchor(anchor) => {
+                write!(f, "the anchor mailbox `{anchor}` names nobody")
+            }
             Reason::DirectoryUnavailable => f.write_str("the directory is unavailable"),
             Reason::ProtocolDisabled(protocol) => {
                 write!(f, "{protocol} is not enabled for this user")
@@ -240,7 +246,9 @@ impl Reason {
     /// decision): the client, the directory, the locator, or mailfront's own configuration.
     pub fn source(&self) -> Option<Source> {
         match self {
-            Reason::AuthFailed | Reason::ProtocolDisabled(_) => Some(Source::Client),
+            Reason::AuthFailed | Reason::ProtocolDisabled(_) | Reason::UnknownAnchor(_) => {
+                Some(Source::Client)
+            }
             Reason::DirectoryUnavailable => Some(Source::Directory),
             Reason::ServerDown { .. } => Some(Source::Backend),
             Reason::LocationUnavailable(_) | Reason::UnknownDatabase(_) => Some(Source::Locator),
