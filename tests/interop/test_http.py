@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import client_tls, lab
+from conftest import USERS, client_tls, lab
 
 PASSWORD = lab.DEMO_PASSWORD
 
@@ -170,6 +170,18 @@ def test_anchor_mailbox_routes_to_the_mailbox_acted_on(lab_env):
     request(lab_env.https_port, "GET", "/freebusy/", basic("alice@example.com"))
     line = [l for l in lab_env.log().splitlines() if "http request" in l and "/freebusy/" in l][-1]
     assert "backend=mbx1" in line, line
+    # The seeds' endpoint identity: bob's mailbox GUID at his tenant (header, or MAPI's MailboxId).
+    bob_guid = next(u.guid or f"00000000-0000-4000-8000-{i + 1:012d}" for i, u in enumerate(USERS)
+                    if u.address == "bob@example.com")
+    for path, headers in ((f"/freebusy/?MailboxId={bob_guid}@example.com", {}),
+                          ("/freebusy/", {"X-AnchorMailbox": f"{bob_guid.upper()}@example.com"})):
+        request(lab_env.https_port, "GET", path, {**basic("alice@example.com"), **headers})
+        line = [l for l in lab_env.log().splitlines() if "http request" in l and "/freebusy/" in l][-1]
+        assert "backend=mbx2" in line, line
+    # The GUID at another tenant names nobody.
+    response, _ = request(lab_env.https_port, "GET", "/freebusy/",
+                          {**basic("alice@example.com"), "X-AnchorMailbox": f"{bob_guid}@other.example"})
+    assert response.status == 404
     # An anchor that names nobody is refused, not answered from alice's own mailbox.
     response, body = request(lab_env.https_port, "GET", "/freebusy/",
                              {**basic("alice@example.com"), "X-AnchorMailbox": "ghost@example.com"})

@@ -127,6 +127,7 @@ type LoginKey = (String, [u8; 32]);
 enum LookupKey {
     Name(String),
     Extension(String),
+    Guid(String),
 }
 
 /// A [`Directory`] that remembers the answers of another one. See the module documentation.
@@ -248,6 +249,11 @@ impl<D: Directory> Directory for CachedDirectory<D> {
         let key = LookupKey::Extension(extension.to_owned());
         self.remembered(key, self.inner.lookup_extension(extension))
             .await
+    }
+
+    async fn lookup_guid(&self, guid: &str) -> Result<Option<Principal>, Unavailable> {
+        let key = LookupKey::Guid(guid.to_ascii_lowercase());
+        self.remembered(key, self.inner.lookup_guid(guid)).await
     }
 
     /// Not cached: an address book is asked for rarely, and should be current.

@@ -85,6 +85,8 @@ pub struct Users {
     by_name: HashMap<String, Arc<Entry>>,
     /// By `sip_extension`, exactly as written (trimmed).
     by_extension: HashMap<String, Arc<Entry>>,
+    /// By `mailbox_guid`, lowercase.
+    by_guid: HashMap<String, Arc<Entry>>,
     count: usize,
     plaintext: Vec<String>,
 }
@@ -141,6 +143,10 @@ impl Users {
 
     fn get_extension(&self, extension: &str) -> Option<&Arc<Entry>> {
         self.by_extension.get(extension)
+    }
+
+    fn get_guid(&self, guid: &str) -> Option<&Arc<Entry>> {
+        self.by_guid.get(&guid.to_ascii_lowercase())
     }
 }
 
@@ -246,6 +252,11 @@ impl Users {
         if entry.hash.is_plaintext() {
             self.plaintext.push(principal.address.clone());
         }
+        // Unique already (checked while parsing); case does not make another GUID.
+        self.by_guid.insert(
+            principal.mailbox_guid.to_ascii_lowercase(),
+            Arc::clone(&entry),
+        );
         if let Some(extension) = &principal.sip_extension
             && self
                 .by_extension
@@ -426,6 +437,14 @@ impl Directory for FileDirectory {
             .users
             .load()
             .get_extension(extension)
+            .map(|e| e.principal.clone()))
+    }
+
+    async fn lookup_guid(&self, guid: &str) -> Result<Option<Principal>, Unavailable> {
+        Ok(self
+            .users
+            .load()
+            .get_guid(guid)
             .map(|e| e.principal.clone()))
     }
 }

@@ -74,6 +74,10 @@ impl Directory for GroupedDirectory {
             .map(|p| self.grouped(p)))
     }
 
+    async fn lookup_guid(&self, guid: &str) -> Result<Option<Principal>, Unavailable> {
+        Ok(self.inner.lookup_guid(guid).await?.map(|p| self.grouped(p)))
+    }
+
     async fn list(&self, tenant: &str) -> Result<Vec<Principal>, Unavailable> {
         Ok(self
             .inner

@@ -57,6 +57,16 @@ pub trait Directory: Send + Sync {
         Ok(None)
     }
 
+    /// Finds a user by mailbox GUID (the principal's `mailbox_guid`, compared without regard to
+    /// case), without a password: an HTTP request naming the mailbox it acts on by GUID, as the
+    /// seeds' endpoint identity `<guid>@<tenant>` does. `Ok(None)`: nobody has it.
+    ///
+    /// The default says nobody has one; the backends in this crate all answer for real.
+    async fn lookup_guid(&self, guid: &str) -> Result<Option<Principal>, Unavailable> {
+        let _ = guid;
+        Ok(None)
+    }
+
     /// Every user of `tenant` (for the offline address book). Backends that cannot list say so
     /// with [`Unavailable`].
     async fn list(&self, tenant: &str) -> Result<Vec<Principal>, Unavailable> {

@@ -491,6 +491,19 @@ async fn search_mode_with_anonymous_searches() {
         // entryUUID: the server's RFC 4122 UUID for the entry.
         assert_eq!(alice.mailbox_guid.len(), 36, "{}", alice.mailbox_guid);
         assert_eq!(alice.mailbox_guid.matches('-').count(), 4);
+        // Found again by that GUID (entryUUID's own equality rule: any case).
+        let by_guid = directory
+            .lookup_guid(&alice.mailbox_guid.to_ascii_uppercase())
+            .await
+            .unwrap()
+            .expect("alice by her GUID");
+        assert_eq!(by_guid.address, "alice@example.com");
+        assert_eq!(
+            directory
+                .lookup_guid("00000000-0000-0000-0000-000000000000")
+                .await,
+            Ok(None)
+        );
     }
 
     // {CRYPT}$6$ (SHA-512 crypt) verified by slapd itself; mailProtocol: imap only.

@@ -203,6 +203,8 @@ fn anchor_of(service: &ServiceConfig, request: &Request<Incoming>) -> Option<Str
             let parameter = service.anchor_query.as_deref()?;
             form::field(request.uri().query()?, parameter)
         })
+        // MAPI over HTTP names the mailbox as `MailboxId=<guid>@<tenant>`.
+        .or_else(|| form::field(request.uri().query()?, "MailboxId"))
 }
 
 /// The host the client asked for: the URI's authority, else the `Host` header.

@@ -397,7 +397,26 @@ impl Resolver {
                     .strip_prefix("SMTP:")
                     .or_else(|| anchor.strip_prefix("smtp:"))
                     .unwrap_or(anchor);
-                match Found::from(self.lookup(address).await) {
+                let by_guid = match guid_identity(address) {
+                    // The seeds' endpoint identity: the mailbox GUID at its tenant's domain.
+                    Some((guid, tenant)) => {
+                        match Found::from(
+                            self.ask_directory(self.directory.lookup_guid(guid)).await,
+                        ) {
+                            Found::Owner(owner) if owner.tenant.eq_ignore_ascii_case(tenant) => {
+                                Some(Found::Owner(owner))
+                            }
+                            Found::Unavailable(why) => Some(Found::Unavailable(why)),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                };
+                let found = match by_guid {
+                    Some(found) => found,
+                    None => Found::from(self.lookup(address).await),
+                };
+                match found {
                     // Refused, not re-routed to the caller's own mailbox: the request acts on
                     // a mailbox that does not exist.
                     Found::NoSuchName => Found::UnknownAnchor(printable(anchor)),
@@ -473,6 +492,16 @@ impl Resolver {
             decision => decision,
         }
     }
+}
+
+/// `<guid>@<tenant>` when the local part is a GUID (32 hex digits, dashes allowed where a
+/// GUID's text form has them): the GUID and the tenant domain.
+fn guid_identity(anchor: &str) -> Option<(&str, &str)> {
+    let (guid, tenant) = anchor.split_once('@')?;
+    let hex = guid.bytes().filter(u8::is_ascii_hexdigit).count();
+    let shaped = guid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        && (hex == 32 && (guid.len() == 32 || guid.len() == 36));
+    (shaped && !tenant.is_empty()).then_some((guid, tenant))
 }
 
 /// `text` cut to 128 printable ASCII characters, for a reason that quotes client input.

@@ -320,3 +320,24 @@ async fn a_wrong_password_takes_the_failure_delay_and_a_right_one_does_not() {
     assert_eq!(principal.address, "alice@example.com");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn guid_identities_are_recognised_by_shape() {
+    let table = [
+        (
+            "4f0b3c4e-0000-1000-8000-000000000001@example.com",
+            Some(("4f0b3c4e-0000-1000-8000-000000000001", "example.com")),
+        ),
+        (
+            "4F0B3C4E000010008000000000000001@example.com",
+            Some(("4F0B3C4E000010008000000000000001", "example.com")),
+        ),
+        ("alice@example.com", None),
+        ("4f0b3c4e-0000-1000-8000-00000000000@example.com", None),
+        ("4f0b3c4e-0000-1000-8000-000000000001@", None),
+        ("4f0b3c4e-0000-1000-8000-000000000001", None),
+    ];
+    for (anchor, expected) in table {
+        assert_eq!(super::guid_identity(anchor), expected, "{anchor}");
+    }
+}

@@ -492,6 +492,29 @@ impl Directory for LdapDirectory {
     /// under the base. The attribute's own equality rule decides what matches
     /// (`telephoneNumber` ignores spaces and hyphens). Two entries with the extension are an
     /// ambiguous directory: a warning, and nobody.
+    /// Searches `(<mailbox_guid attribute>=<guid>)` under the base, like an extension.
+    async fn lookup_guid(&self, guid: &str) -> Result<Option<Principal>, Unavailable> {
+        let attribute = &self.settings.attributes.mailbox_guid;
+        if guid.is_empty() || guid.len() > MAX_LOGIN_LEN || guid.chars().any(char::is_control) {
+            return Ok(None);
+        }
+        let filter = format!("({attribute}={})", escape_filter_value(guid));
+        let deadline = Instant::now() + self.settings.timeout;
+        match self.search_entry(filter, deadline).await? {
+            Found::One(entry) => Ok(self.usable(&entry)),
+            Found::Nobody => Ok(None),
+            Found::Several => {
+                tracing::warn!(
+                    guid,
+                    attribute = %attribute,
+                    base = %self.settings.base,
+                    "mailbox GUID matches more than one directory entry; treated as unknown"
+                );
+                Ok(None)
+            }
+        }
+    }
+
     async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
         let attribute = &self.settings.attributes.sip_extension;
         if attribute.is_empty()
