@@ -282,6 +282,39 @@ impl LdapDirectory {
             .await
     }
 
+    /// The one user whose `attribute` equals `value` (escaped, RFC 4515 §3), without a
+    /// password. No attribute configured or an unusable value: nobody. Two entries with the
+    /// value are an ambiguous directory: a warning naming `what`, and nobody.
+    async fn lookup_by(
+        &self,
+        attribute: &str,
+        value: &str,
+        what: &str,
+    ) -> Result<Option<Principal>, Unavailable> {
+        if attribute.is_empty()
+            || value.is_empty()
+            || value.len() > MAX_LOGIN_LEN
+            || value.chars().any(char::is_control)
+        {
+            return Ok(None);
+        }
+        let filter = format!("({attribute}={})", escape_filter_value(value));
+        let deadline = Instant::now() + self.settings.timeout;
+        match self.search_entry(filter, deadline).await? {
+            Found::One(entry) => Ok(self.usable(&entry)),
+            Found::Nobody => Ok(None),
+            Found::Several => {
+                tracing::warn!(
+                    value,
+                    attribute = %attribute,
+                    base = %self.settings.base,
+                    "{what} matches more than one directory entry; treated as unknown"
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// Searches `filter` under the base (subtree, at most two entries), on a search connection.
     async fn search_entry(&self, filter: String, deadline: Instant) -> Result<Found, Unavailable> {
         let base = self.settings.base.as_str();
@@ -488,57 +521,17 @@ impl Directory for LdapDirectory {
         }
     }
 
-    /// Searches `(<sip_extension attribute>=<extension>)` (the value escaped, RFC 4515 §3)
-    /// under the base. The attribute's own equality rule decides what matches
-    /// (`telephoneNumber` ignores spaces and hyphens). Two entries with the extension are an
-    /// ambiguous directory: a warning, and nobody.
     /// Searches `(<mailbox_guid attribute>=<guid>)` under the base, like an extension.
     async fn lookup_guid(&self, guid: &str) -> Result<Option<Principal>, Unavailable> {
         let attribute = &self.settings.attributes.mailbox_guid;
-        if guid.is_empty() || guid.len() > MAX_LOGIN_LEN || guid.chars().any(char::is_control) {
-            return Ok(None);
-        }
-        let filter = format!("({attribute}={})", escape_filter_value(guid));
-        let deadline = Instant::now() + self.settings.timeout;
-        match self.search_entry(filter, deadline).await? {
-            Found::One(entry) => Ok(self.usable(&entry)),
-            Found::Nobody => Ok(None),
-            Found::Several => {
-                tracing::warn!(
-                    guid,
-                    attribute = %attribute,
-                    base = %self.settings.base,
-                    "mailbox GUID matches more than one directory entry; treated as unknown"
-                );
-                Ok(None)
-            }
-        }
+        self.lookup_by(attribute, guid, "mailbox GUID").await
     }
 
+    /// Searches `(<sip_extension attribute>=<extension>)` under the base (the attribute's own
+    /// equality rule decides what matches: `telephoneNumber` ignores spaces and hyphens).
     async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
         let attribute = &self.settings.attributes.sip_extension;
-        if attribute.is_empty()
-            || extension.is_empty()
-            || extension.len() > MAX_LOGIN_LEN
-            || extension.chars().any(char::is_control)
-        {
-            return Ok(None);
-        }
-        let filter = format!("({attribute}={})", escape_filter_value(extension));
-        let deadline = Instant::now() + self.settings.timeout;
-        match self.search_entry(filter, deadline).await? {
-            Found::One(entry) => Ok(self.usable(&entry)),
-            Found::Nobody => Ok(None),
-            Found::Several => {
-                tracing::warn!(
-                    extension,
-                    attribute = %attribute,
-                    base = %self.settings.base,
-                    "extension matches more than one directory entry; treated as unknown"
-                );
-                Ok(None)
-            }
-        }
+        self.lookup_by(attribute, extension, "extension").await
     }
 }
 
