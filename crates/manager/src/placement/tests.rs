@@ -23,6 +23,14 @@ fn apply(
     next
 }
 
+/// A first placement of `groups` over `servers` (by `assign`).
+fn first_placement(
+    servers: &BTreeMap<ServerName, u32>,
+    groups: u32,
+) -> BTreeMap<DatabaseName, ServerName> {
+    apply(&BTreeMap::new(), &assign(&BTreeMap::new(), servers, groups))
+}
+
 fn counts(placement: &BTreeMap<DatabaseName, ServerName>) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
     for server in placement.values() {
@@ -85,7 +93,7 @@ fn a_first_placement_fills_every_server_to_its_share_and_a_second_moves_nothing(
 #[test]
 fn a_new_server_takes_only_its_share_and_only_from_the_others() {
     let three = servers(&[("mbx1", 1), ("mbx2", 1), ("mbx3", 1)]);
-    let placed = apply(&BTreeMap::new(), &assign(&BTreeMap::new(), &three, 256));
+    let placed = first_placement(&three, 256);
     let four = servers(&[("mbx1", 1), ("mbx2", 1), ("mbx3", 1), ("mbx4", 1)]);
     let moves = assign(&placed, &four, 256);
     assert_eq!(moves.len(), 64, "the ideal: 256 / 4");
@@ -101,7 +109,7 @@ fn a_new_server_takes_only_its_share_and_only_from_the_others() {
 #[test]
 fn a_server_removed_or_down_gives_up_only_its_own_groups() {
     let three = servers(&[("mbx1", 1), ("mbx2", 1), ("mbx3", 1)]);
-    let placed = apply(&BTreeMap::new(), &assign(&BTreeMap::new(), &three, 256));
+    let placed = first_placement(&three, 256);
     let two = servers(&[("mbx1", 1), ("mbx3", 1)]);
     let moves = assign(&placed, &two, 256);
     let had = placed.values().filter(|s| s.as_str() == "mbx2").count();
@@ -121,7 +129,7 @@ fn a_server_removed_or_down_gives_up_only_its_own_groups() {
 #[test]
 fn weights_shape_the_placement_and_nothing_is_placed_without_a_server() {
     let weighted = servers(&[("big", 3), ("small", 1)]);
-    let placed = apply(&BTreeMap::new(), &assign(&BTreeMap::new(), &weighted, 256));
+    let placed = first_placement(&weighted, 256);
     assert_eq!(
         counts(&placed),
         BTreeMap::from([("big".into(), 192), ("small".into(), 64)])
@@ -134,7 +142,7 @@ fn weights_shape_the_placement_and_nothing_is_placed_without_a_server() {
 fn fewer_groups_than_servers_and_groups_outside_the_count() {
     // Two groups over three servers: one server gets none.
     let three = servers(&[("a", 1), ("b", 1), ("c", 1)]);
-    let placed = apply(&BTreeMap::new(), &assign(&BTreeMap::new(), &three, 2));
+    let placed = first_placement(&three, 2);
     assert_eq!(placed.len(), 2);
     // A placement with a group the count no longer has (groups lowered): it is not placed again.
     let mut stale = placed.clone();
