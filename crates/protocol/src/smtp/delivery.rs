@@ -17,6 +17,7 @@ pub use mailfront_model::DeliveryProtocol;
 use super::command::Body;
 use super::receiver::Envelope;
 use super::reply::{Reply, ReplyReader};
+use super::trace::is_clean_name;
 use crate::capabilities::Capabilities;
 use crate::conversation::{Conversation, Input, Peer};
 
@@ -52,13 +53,7 @@ pub struct Origin {
 impl Origin {
     /// The client's EHLO name, if it is a clean domain or address literal.
     fn clean_helo(&self) -> Option<&str> {
-        self.helo.as_deref().filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':')
-                })
-        })
+        self.helo.as_deref().filter(|h| is_clean_name(h))
     }
 
     /// The `XCLIENT` command line (values as xtext, RFC 3461; an EHLO name that is not a clean

@@ -64,8 +64,9 @@ pub fn received(trace: &Trace<'_>) -> String {
 }
 
 /// A domain or an address literal as EHLO gives it: letters, digits, `-`, `.`, and for literals
-/// `[`, `]`, `:`; nothing that could end the header or open a comment.
-fn is_clean_name(name: &str) -> bool {
+/// `[`, `]`, `:`; nothing that could end a header line, open a comment or split a command's
+/// parameters (the trace line and `XCLIENT HELO=` both pass a client's name on only if so).
+pub(crate) fn is_clean_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name

@@ -240,7 +240,7 @@ impl Transfer<'_> {
                 match delivery::open(context, services, &env, &origin).await {
                     Ok(mut delivery) => {
                         // RFC 5321 §4.4: trace information first, then the client's content.
-                        let header = self.received(machine, &env);
+                        let header = self.received(&origin, &env);
                         delivery.write(header.as_bytes(), context.delivery).await;
                         self.open = Some(delivery);
                         self.envelope = Some(env);
@@ -268,15 +268,14 @@ impl Transfer<'_> {
         }
     }
 
-    /// The `Received:` header of the message `env` opens.
-    fn received(&self, machine: &Receiver, env: &Envelope) -> String {
-        let (helo, esmtp) = machine.greeted_as().unwrap_or(("", false));
+    /// The `Received:` header of the message `env` opens, from `origin`.
+    fn received(&self, origin: &Origin, env: &Envelope) -> String {
         let node = self.services.resolver.topology().node.name.clone();
         trace::received(&Trace {
-            helo,
-            client: self.client_addr.ip(),
+            helo: origin.helo.as_deref().unwrap_or(""),
+            client: origin.addr,
             by: &node,
-            esmtp,
+            esmtp: origin.esmtp,
             tls: self.tls.clone(),
             id: self.id,
             recipient: match env.recipients.as_slice() {
