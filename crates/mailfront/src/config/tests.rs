@@ -40,6 +40,12 @@ protocol = "imap"
 address = "127.0.0.1:1143"
 "#;
 
+/// `text` parsed (paths relative to `/etc/mailfront`) and validated.
+fn validated(text: &str) -> Result<Config, String> {
+    Config::parse_str(text, Path::new("/etc/mailfront"))
+        .and_then(|config| config.validate().map(|()| config))
+}
+
 #[test]
 fn minimal_config_has_sane_defaults() {
     let config = Config::parse(MINIMAL).unwrap();
@@ -392,8 +398,7 @@ fn certificates_by_name_are_checked_and_their_paths_follow_the_file() {
             &format!("key = \"tls/key.pem\"\n{entries}\n"),
             1,
         );
-        Config::parse_str(&text, Path::new("/etc/mailfront"))
-            .and_then(|config| config.validate().map(|()| config))
+        validated(&text)
     };
     let good = "[[tls.sni]]\nnames = [\"autodiscover.example.com\", \"*.example.net\"]\n\
                 certificate = \"tls/auto.pem\"\nkey = \"tls/auto.key\"\n";
@@ -467,8 +472,7 @@ fn ocsp_responses_are_watched_files_that_follow_the_config_file() {
 fn backend_tls_client_certificates_and_names_are_checked() {
     let with = |lines: &str| {
         let text = format!("{MINIMAL}\n[backend_tls]\nca_file = \"ca.pem\"\n{lines}\n");
-        Config::parse_str(&text, Path::new("/etc/mailfront"))
-            .and_then(|config| config.validate().map(|()| config))
+        validated(&text)
     };
     let config = with("verify_name = \"mbx.internal\"\ncertificate = \"c.pem\"\nkey = \"c.key\"")
         .expect("valid");
@@ -504,8 +508,7 @@ fn an_admin_listener_off_loopback_needs_a_token_or_client_certificates_over_tls(
             format!("{}{}tls = \"none\"\n", &MINIMAL[..start], &MINIMAL[end..])
         };
         let text = format!("{base}\n[admin]\n{admin}\n");
-        Config::parse_str(&text, Path::new("/etc/mailfront"))
-            .and_then(|config| config.validate().map(|()| config))
+        validated(&text)
     };
     let config = with(
         "address = \"0.0.0.0:9090\"\ntls = true\nclient_ca = \"admin-ca.pem\"",
@@ -532,8 +535,7 @@ fn an_admin_listener_off_loopback_needs_a_token_or_client_certificates_over_tls(
 fn placement_needs_the_active_manager_and_sane_counts() {
     let with = |extra: &str| {
         let text = format!("{MINIMAL}\n{extra}\n");
-        Config::parse_str(&text, Path::new("/etc/mailfront"))
-            .and_then(|config| config.validate().map(|()| config))
+        validated(&text)
     };
     let managed = "[health]\n\n[active_manager]\n\n";
     let config = with(&format!("{managed}[placement]\nmode = \"groups\"")).expect("valid");
@@ -571,8 +573,7 @@ fn placement_needs_the_active_manager_and_sane_counts() {
 fn a_site_that_refers_imap_logins_names_its_host() {
     let with = |site: &str| {
         let text = format!("{MINIMAL}\n[[site]]\nname = \"west\"\n{site}\n");
-        Config::parse_str(&text, Path::new("/etc/mailfront"))
-            .and_then(|config| config.validate().map(|()| config))
+        validated(&text)
     };
     let config = with("mail_redirect = \"referral\"\nimap_host = \"imap.west.example.com:1993\"")
         .expect("valid");

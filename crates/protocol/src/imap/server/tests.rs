@@ -289,28 +289,27 @@ fn failure_replies() {
         assert_eq!(seen[2], out(reply), "{failure:?}");
     }
     // Temporary failures do not count towards the limit.
-    let settings = ImapSettings {
-        limits: Limits {
-            max_auth_failures: 1,
-            ..Limits::default()
-        },
-        ..plain_settings()
-    };
+    let settings = one_failure_allowed();
     let seen = drive(settings, b"a LOGIN x y\r\nb LOGIN x y\r\n", 64, |_| {
         AuthResult::Failed(AuthFailure::Temporary)
     });
     assert!(!seen.contains(&Seen::Close));
 }
 
-#[test]
-fn a_referral_names_where_to_log_in_and_is_no_failure() {
-    let settings = ImapSettings {
+/// Plain settings where the first counted authentication failure ends the session.
+fn one_failure_allowed() -> ImapSettings {
+    ImapSettings {
         limits: Limits {
             max_auth_failures: 1,
             ..Limits::default()
         },
         ..plain_settings()
-    };
+    }
+}
+
+#[test]
+fn a_referral_names_where_to_log_in_and_is_no_failure() {
+    let settings = one_failure_allowed();
     let seen = drive(settings, b"a LOGIN x y\r\nb LOGIN x y\r\n", 64, |_| {
         AuthResult::Referred {
             url: "imap://x;AUTH=*@imap.east.example.com/".into(),
