@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use mailfront_location::record::{MoveStamp, Records, unix_now};
 use mailfront_metrics::Metrics;
-use mailfront_model::group::is_group;
 use mailfront_model::{DatabaseName, Protocol, ServerName, SiteName};
 use mailfront_resolve::Resolver;
 use mailfront_resolve::health::ServerHealth;
@@ -218,13 +217,7 @@ impl ActiveManager {
             return;
         };
         let fleet = self.fleet(&records);
-        // Groups are placed by their own rule (any server takes any group), not by copies.
-        let mut databases = fleet.clone();
-        if let Some(placement) = &self.settings.placement {
-            databases
-                .databases
-                .retain(|name, _| !is_group(name, placement.groups));
-        }
+        let databases = self.without_groups(fleet.clone());
         let plan = plan_failover(&databases, &self.settings.policy, SystemTime::now());
         let mut said = Vec::new();
         if let Some(halt) = &plan.halted {

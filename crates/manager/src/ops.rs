@@ -274,12 +274,7 @@ impl ActiveManager {
     pub async fn evacuate(&self, server: &ServerName) -> Result<EvacuationReport, CommandError> {
         self.set_maintenance(server, true, "evacuated").await?;
         let records = self.records().await?;
-        let mut fleet = self.fleet(&records);
-        if let Some(placement) = &self.settings.placement {
-            fleet
-                .databases
-                .retain(|name, _| !mailfront_model::group::is_group(name, placement.groups));
-        }
+        let fleet = self.without_groups(self.fleet(&records));
         let plan = plan::plan_evacuate(&fleet, server);
         let mut report = EvacuationReport {
             server: server.to_string(),

@@ -57,6 +57,15 @@ pub fn shares(
     out
 }
 
+/// How many groups each server of `current` (group → server) serves.
+pub fn held(current: &BTreeMap<DatabaseName, ServerName>) -> BTreeMap<ServerName, u32> {
+    let mut held: BTreeMap<ServerName, u32> = BTreeMap::new();
+    for server in current.values() {
+        *held.entry(server.clone()).or_default() += 1;
+    }
+    held
+}
+
 /// One group to move.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct GroupMove {
@@ -101,11 +110,7 @@ fn moves(
     groups: u32,
     rebalance: bool,
 ) -> Vec<GroupMove> {
-    let mut held: BTreeMap<ServerName, u32> = BTreeMap::new();
-    for server in current.values() {
-        *held.entry(server.clone()).or_default() += 1;
-    }
-    let targets = shares(servers, groups, &held);
+    let targets = shares(servers, groups, &held(current));
     if targets.values().all(|t| *t == 0) {
         return Vec::new();
     }

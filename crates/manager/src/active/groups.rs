@@ -79,10 +79,7 @@ impl ActiveManager {
         let fleet = self.fleet(&records);
         let current = self.group_placement(&records);
         let taking = self.group_servers(&fleet);
-        let mut held: BTreeMap<ServerName, u32> = BTreeMap::new();
-        for server in current.values() {
-            *held.entry(server.clone()).or_default() += 1;
-        }
+        let held = placement::held(&current);
         let shares = placement::shares(&taking, placement.groups, &held);
         let servers = self
             .resolver
@@ -106,6 +103,17 @@ impl ActiveManager {
                 .collect(),
             servers,
         })
+    }
+
+    /// `fleet` without the groups: databases move by their copies (failover, evacuation), groups
+    /// by the placement rule (any server takes any group).
+    pub(crate) fn without_groups(&self, mut fleet: Fleet) -> Fleet {
+        if let Some(placement) = &self.settings.placement {
+            fleet
+                .databases
+                .retain(|name, _| !is_group(name, placement.groups));
+        }
+        fleet
     }
 
     /// The servers that take groups now, by weight: configured with a positive weight, up and
