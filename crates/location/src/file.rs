@@ -19,6 +19,7 @@
 //! epoch = 3
 //! hold = false
 //! moved = { by = "failover", reason = "mbx1 down", at = 1764750000 }
+//! # moving = { to = "mbx2", since = 1764750100 }   # a group's move under way
 //!
 //! [server.mbx1]            # `mailfront admin maintenance mbx1 on`
 //! maintenance = true
@@ -36,8 +37,8 @@ use mailfront_filewatch::{FileWatch, spawn_poller};
 use mailfront_model::{DatabaseName, ServerName};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{DatabaseRecord, MoveStamp, Records, ServerRecord, Stored};
-use crate::{LocationMap, Locator};
+use crate::record::{DatabaseRecord, MoveStamp, Moving, Records, ServerRecord, Stored};
+use crate::{LocationMap, Locator, Underway};
 
 /// Why a location file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,8 @@ struct FileDatabase {
     hold: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     moved: Option<MoveStamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    moving: Option<Moving>,
 }
 
 /// Checks a map against the rest of the configuration (for example that every server it names is
@@ -125,9 +128,24 @@ fn parse_file(text: &str) -> Result<LocationFile, String> {
 /// Parses the text of a location file. Errors name the offending key.
 pub fn parse(text: &str) -> Result<LocationMap, String> {
     let file = parse_file(text)?;
-    Ok(LocationMap::new(file.active.into_iter().map(
-        |(database, server)| (DatabaseName::new(&database), ServerName::new(&server)),
-    )))
+    let moving: Vec<(DatabaseName, Underway)> = file
+        .database
+        .iter()
+        .filter_map(|(database, kept)| {
+            let moving = kept.moving.as_ref()?;
+            let underway = Underway {
+                to: moving.to.clone(),
+                epoch: kept.epoch,
+            };
+            Some((DatabaseName::new(database), underway))
+        })
+        .collect();
+    Ok(LocationMap::new(
+        file.active
+            .into_iter()
+            .map(|(database, server)| (DatabaseName::new(&database), ServerName::new(&server))),
+    )
+    .with_moving(moving))
 }
 
 /// Parses the text of a location file into the Active Manager's records (every revision 0:
@@ -145,6 +163,7 @@ pub fn parse_records(text: &str) -> Result<Records, String> {
                 epoch: kept.epoch,
                 hold: kept.hold,
                 moved: kept.moved,
+                moving: kept.moving,
             };
             let stored = Stored {
                 value: record,
@@ -164,7 +183,11 @@ pub fn parse_records(text: &str) -> Result<Records, String> {
             (ServerName::new(&name), stored)
         })
         .collect();
-    Ok(Records { databases, servers })
+    Ok(Records {
+        databases,
+        servers,
+        ..Records::default()
+    })
 }
 
 /// The text of a location file holding `records`.
@@ -178,8 +201,9 @@ pub fn render_records(records: &Records) -> String {
             epoch: record.epoch,
             hold: record.hold,
             moved: record.moved.clone(),
+            moving: record.moving.clone(),
         };
-        if kept.epoch != 0 || kept.hold || kept.moved.is_some() {
+        if kept.epoch != 0 || kept.hold || kept.moved.is_some() || kept.moving.is_some() {
             file.database.insert(name.to_string(), kept);
         }
     }

@@ -29,10 +29,21 @@ use arc_swap::ArcSwapOption;
 use mailfront_model::{DatabaseName, ServerName};
 use tokio::sync::watch;
 
-/// A snapshot of the database → active server map.
+/// A snapshot of the database → active server map, with the moves under way.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocationMap {
     active: BTreeMap<DatabaseName, ServerName>,
+    moving: BTreeMap<DatabaseName, Underway>,
+}
+
+/// A database whose move the leader has started (placement by group): its sessions close, its
+/// new logins wait, and this node acknowledges `epoch` once none of its sessions is left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Underway {
+    /// Where it goes.
+    pub to: ServerName,
+    /// The record's epoch while the move is under way (the flip increments it).
+    pub epoch: u64,
 }
 
 impl LocationMap {
@@ -40,12 +51,32 @@ impl LocationMap {
     pub fn new(entries: impl IntoIterator<Item = (DatabaseName, ServerName)>) -> Self {
         Self {
             active: entries.into_iter().collect(),
+            moving: BTreeMap::new(),
         }
+    }
+
+    /// The same map with these moves under way.
+    pub fn with_moving(
+        mut self,
+        moving: impl IntoIterator<Item = (DatabaseName, Underway)>,
+    ) -> Self {
+        self.moving = moving.into_iter().collect();
+        self
     }
 
     /// The server hosting the active copy of `database`, if the map has it.
     pub fn active(&self, database: &DatabaseName) -> Option<&ServerName> {
         self.active.get(database)
+    }
+
+    /// The move of `database` under way, if there is one.
+    pub fn moving(&self, database: &DatabaseName) -> Option<&Underway> {
+        self.moving.get(database)
+    }
+
+    /// Every move under way, by database name.
+    pub fn moves_underway(&self) -> impl Iterator<Item = (&DatabaseName, &Underway)> {
+        self.moving.iter()
     }
 
     /// Every `(database, active server)` pair, by database name.
@@ -152,6 +183,11 @@ impl Locator {
         map.active(database)
             .cloned()
             .ok_or(LocateError::UnknownDatabase)
+    }
+
+    /// The move of `database` under way, if the current map has one.
+    pub fn moving(&self, database: &DatabaseName) -> Option<Underway> {
+        self.current.load().as_ref()?.moving(database).cloned()
     }
 
     /// The current map, if one was loaded.

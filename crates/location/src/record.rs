@@ -41,6 +41,23 @@ pub struct MoveStamp {
     pub at: u64,
 }
 
+/// A move under way (placement by group): the leader has marked the database, every node holds
+/// its new logins and closes its sessions, and the leader flips it to `to` once every live node
+/// has acknowledged (docs/architecture.md, "Safe moves").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moving {
+    /// Where it goes.
+    pub to: ServerName,
+    /// When the move started, in seconds since the Unix epoch.
+    pub since: u64,
+    /// Who moves it (`failover`, `rebalance`), as the move's stamp will say.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
+    /// Why, in words (for operators).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
 /// One database as the store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatabaseRecord {
@@ -54,6 +71,8 @@ pub struct DatabaseRecord {
     pub hold: bool,
     /// The last move, if one was recorded.
     pub moved: Option<MoveStamp>,
+    /// A move under way, if one is.
+    pub moving: Option<Moving>,
 }
 
 impl DatabaseRecord {
@@ -65,15 +84,20 @@ impl DatabaseRecord {
             epoch: 0,
             hold: false,
             moved: None,
+            moving: None,
         }
     }
 
     /// Whether the record says more than its active server (and so needs the JSON form).
     pub fn is_bare(&self) -> bool {
-        self.copies.is_empty() && self.epoch == 0 && !self.hold && self.moved.is_none()
+        self.copies.is_empty()
+            && self.epoch == 0
+            && !self.hold
+            && self.moved.is_none()
+            && self.moving.is_none()
     }
 
-    /// The record after a move to `to`: the next epoch and a stamp.
+    /// The record after a move to `to`: the next epoch and a stamp (a move under way ends).
     pub fn moved_to(&self, to: ServerName, stamp: MoveStamp) -> Self {
         Self {
             active: to,
@@ -81,6 +105,24 @@ impl DatabaseRecord {
             epoch: self.epoch.saturating_add(1),
             hold: self.hold,
             moved: Some(stamp),
+            moving: None,
+        }
+    }
+
+    /// The record with `moving` under way (same server, same epoch: the nodes acknowledge this
+    /// epoch).
+    pub fn marked_moving(&self, moving: Moving) -> Self {
+        Self {
+            moving: Some(moving),
+            ..self.clone()
+        }
+    }
+
+    /// The record without its move under way (an aborted move).
+    pub fn unmarked(&self) -> Self {
+        Self {
+            moving: None,
+            ..self.clone()
         }
     }
 }
@@ -114,6 +156,10 @@ pub struct Records {
     pub databases: BTreeMap<DatabaseName, Stored<DatabaseRecord>>,
     /// Every server the store has a record of (servers without one are not in maintenance).
     pub servers: BTreeMap<ServerName, Stored<ServerRecord>>,
+    /// The nodes present now (each under a key bound to its own lease; etcd only).
+    pub nodes: std::collections::BTreeSet<String>,
+    /// Per database under a move, the epoch each node acknowledged (etcd only).
+    pub acks: BTreeMap<DatabaseName, BTreeMap<String, u64>>,
 }
 
 impl Records {

@@ -233,6 +233,13 @@ impl Core {
             location_file.as_ref(),
         )?;
         background.extend(election);
+        let relister = match &locations {
+            LocationSource::Etcd { _source } => Some(_source.relister()),
+            LocationSource::File { .. } => None,
+        };
+        background.extend(build::safe_moves(
+            config, &services, &locator, &manager, relister,
+        )?);
         let wake = Arc::new(Notify::new());
         let prober = start_probes(config, &services, &wake, &mut background)?;
         background.push(tokio::spawn(

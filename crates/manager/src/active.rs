@@ -28,7 +28,7 @@ use crate::store::{Store, WriteError};
 
 mod groups;
 
-pub use groups::{GroupsReport, PlacementSettings, Rebalance, ServerShare};
+pub use groups::{GroupsReport, MoveUnderway, PlacementSettings, Rebalance, ServerShare};
 
 /// How the Active Manager runs.
 #[derive(Clone, Debug)]
@@ -61,7 +61,12 @@ pub struct ActiveManager {
     /// What the last round said about a halt or skipped databases (said again only when it
     /// changes, so that a long outage does not fill the log).
     last_said: Mutex<String>,
+    /// With the location file: this node's acknowledgements of moves (it is the only node).
+    local_acks: crate::presence::LocalAcks,
 }
+
+/// How soon the leader's next round comes while a move is under way.
+const MOVE_ROUND: Duration = Duration::from_millis(20);
 
 impl std::fmt::Debug for ActiveManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,7 +117,35 @@ impl ActiveManager {
             settings,
             metrics,
             last_said: Mutex::new(String::new()),
+            local_acks: crate::presence::LocalAcks::default(),
         }
+    }
+
+    /// Where this node acknowledges moves when the store is the location file (it is the
+    /// array's only node).
+    pub fn local_acks(&self) -> crate::presence::LocalAcks {
+        Arc::clone(&self.local_acks)
+    }
+
+    /// Every record; with the location file, this node is the one present node and its
+    /// acknowledgements are in memory.
+    pub(crate) async fn read_records(&self) -> Result<Records, String> {
+        let mut records = self.store.read().await?;
+        if let Store::File { .. } = &self.store {
+            records.nodes = [self.settings.node.clone()].into();
+            let acks = self
+                .local_acks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (database, epoch) in acks.iter() {
+                records
+                    .acks
+                    .entry(database.clone())
+                    .or_default()
+                    .insert(self.settings.node.clone(), *epoch);
+            }
+        }
+        Ok(records)
     }
 
     /// Replaces the configured copies (a reload changed `[[database]]`): the next round and the
@@ -184,9 +217,14 @@ impl ActiveManager {
                 self.metrics.leader.set(i64::from(leader));
                 was_leader = leader;
             }
-            self.round().await;
+            let underway = self.round().await;
+            let pause = if underway {
+                MOVE_ROUND
+            } else {
+                self.settings.interval
+            };
             tokio::select! {
-                () = tokio::time::sleep(self.settings.interval) => {}
+                () = tokio::time::sleep(pause) => {}
                 () = wake.notified() => {}
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
@@ -198,15 +236,16 @@ impl ActiveManager {
     }
 
     /// One round: read the store, bring maintenance flags to the health board, and — as the
-    /// leader — fail over what needs it.
-    pub async fn round(&self) {
-        let records = match self.store.read().await {
+    /// leader — finish the group moves under way and fail over what needs it. Returns whether a
+    /// move is under way (the next round comes sooner).
+    pub async fn round(&self) -> bool {
+        let records = match self.read_records().await {
             Ok(records) => records,
             Err(why) => {
                 if self.is_leader() {
                     self.say(format!("the store cannot be read, nothing moves: {why}"));
                 }
-                return;
+                return false;
             }
         };
         let health = self.resolver.health();
@@ -214,8 +253,9 @@ impl ActiveManager {
             health.set_maintenance(name, records.in_maintenance(name));
         }
         let Some(term) = self.leadership.acting() else {
-            return;
+            return false;
         };
+        let underway = self.finish_moves(&records, &term).await;
         let fleet = self.fleet(&records);
         let databases = self.without_groups(fleet.clone());
         let plan = plan_failover(&databases, &self.settings.policy, SystemTime::now());
@@ -233,9 +273,8 @@ impl ActiveManager {
             // round from what the store says then.
             let _ = self.apply(&records, &step, &reason, Some(&term)).await;
         }
-        if plan.halted.is_none() {
-            self.place_groups(&records, &fleet, &term).await;
-        }
+        let marked = plan.halted.is_none() && self.place_groups(&records, &fleet, &term).await;
+        underway || marked
     }
 
     /// Logs `message` (a warning) if it differs from what the last round said.

@@ -14,7 +14,9 @@
 //!   can expire elsewhere;
 //! - [`active`]: the rounds — every node brings maintenance flags to its health board, the
 //!   leader fails over what its probes see down;
-//! - [`ops`]: the operator's views and commands, through the same compare-and-swap path.
+//! - [`ops`]: the operator's views and commands, through the same compare-and-swap path;
+//! - [`presence`]: this node's part in safe moves — present in the store under its own lease,
+//!   acknowledging each group move once its sessions of the group are gone.
 
 pub mod active;
 pub mod health;
@@ -22,5 +24,6 @@ pub mod leader;
 pub mod ops;
 pub mod placement;
 pub mod plan;
+pub mod presence;
 pub mod probe;
 pub mod store;

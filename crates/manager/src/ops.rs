@@ -197,6 +197,9 @@ impl ActiveManager {
         to: &ServerName,
         force: bool,
     ) -> Result<MoveReport, CommandError> {
+        if self.is_placed_group(database) {
+            return self.move_group(database, to, force).await;
+        }
         let records = self.records().await?;
         let fleet = self.fleet(&records);
         let step = plan::check_move(&fleet, database, to, force)

@@ -78,6 +78,23 @@ pub struct BackendSession {
     pub leftover: Vec<u8>,
 }
 
+/// Closes a backend connection and waits, at most 1 s, until the mailbox server has closed its
+/// side too: after that it no longer counts the user as logged in. A move of the user's group
+/// waits for the session to leave the registry, so it must not leave before this.
+pub async fn close_and_drain(stream: &mut Stream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drained = async {
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 1024];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
+}
+
 /// How this node reaches mailbox servers: the trust for TLS towards them, and time limits.
 #[derive(Clone)]
 pub struct Backends {

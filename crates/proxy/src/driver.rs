@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::login::{self, LoggedIn};
-use crate::registry::{Registration, SessionInfo, StopReason};
+use crate::registry::StopReason;
 
 /// A login outcome as the metrics name it.
 fn failure_word(failure: AuthFailure) -> &'static str {
@@ -150,7 +150,6 @@ struct ReadyToRelay {
     client: Stream,
     logged_in: Box<LoggedIn>,
     pending: Vec<u8>,
-    registration: Registration,
 }
 
 /// Relays a logged-in session to its backend until either side ends it, then logs it.
@@ -167,13 +166,15 @@ async fn proxied<P: LineProtocol>(
         mut client,
         logged_in,
         pending,
-        registration,
     } = ready;
+    // The registration is declared before the backend stream, so it is dropped after it: the
+    // session leaves the registry only once its backend connection is closed.
     let LoggedIn {
         principal,
         server,
         database,
         backend,
+        registration,
     } = *logged_in;
     // Only the address is needed from here on (the session log); the rest of the user's
     // record, and the backend's capability list (already in the client's login reply),
@@ -214,7 +215,13 @@ async fn proxied<P: LineProtocol>(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), backend_stream.shutdown()).await;
+    if let Some(StopReason::Failover { .. }) = registration.stop_reason() {
+        // A move waits until this session has left the registry: leave it only once the
+        // mailbox server has closed its side too.
+        crate::backend::close_and_drain(&mut backend_stream).await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(1), backend_stream.shutdown()).await;
+    }
     metrics.relayed(
         P::PROTOCOL.as_str(),
         relay.client_to_backend() + extra_in,
@@ -377,7 +384,6 @@ async fn pre_auth<P: LineProtocol>(
 struct LoginPhase {
     user: Option<String>,
     logged_in: Option<Box<LoggedIn>>,
-    registration: Option<Registration>,
     timed_out: bool,
 }
 
@@ -391,14 +397,13 @@ impl LoginPhase {
 
     /// The login succeeded and its reply went out: hand the client to the relay.
     fn proxy(mut self, client: Conn, pending: Vec<u8>) -> PreAuth {
-        match (self.logged_in.take(), self.registration.take()) {
-            (Some(logged_in), Some(registration)) => PreAuth::Proxy(Box::new(ReadyToRelay {
+        match self.logged_in.take() {
+            Some(logged_in) => PreAuth::Proxy(Box::new(ReadyToRelay {
                 client: client.into_stream(),
                 logged_in,
                 pending,
-                registration,
             })),
-            _ => self.closed("internal-error"),
+            None => self.closed("internal-error"),
         }
     }
 
@@ -416,15 +421,6 @@ impl LoginPhase {
         match login::log_in(services, protocol, credentials, info).await {
             Ok(session) => {
                 services.metrics.login(P::PROTOCOL.as_str(), "ok");
-                self.registration = Some(services.registry.register(SessionInfo {
-                    id: info.session_id.clone(),
-                    protocol: P::PROTOCOL,
-                    user: session.principal.address.clone(),
-                    database: session.database.clone(),
-                    server: session.server.clone(),
-                    client: info.client,
-                    since: std::time::SystemTime::now(),
-                }));
                 // Logged before the client hears OK, so the log never lags the client.
                 tracing::info!(
                     session = %info.session_id,

@@ -15,6 +15,7 @@ use mailfront_routing::{Decision, LoginMethod, RejectKind, Request, Server};
 use tokio::time::Instant;
 
 use crate::backend::{self, BackendSession};
+use crate::registry::{Registration, SessionInfo};
 use crate::{LineProtocol, NodeServices};
 
 /// A user logged in at the server hosting the active copy of their database.
@@ -28,6 +29,9 @@ pub struct LoggedIn {
     pub database: DatabaseName,
     /// The backend session, logged in.
     pub backend: BackendSession,
+    /// The session's place in the registry, taken before the backend login (a move of the
+    /// user's group waits for it to end). Dropped after the backend connection.
+    pub registration: Registration,
 }
 
 /// What the client of a line protocol is told for a refusal of `kind` (one place for every
@@ -88,61 +92,125 @@ async fn try_log_in<P: LineProtocol>(
         )
         .for_user(user));
     }
-    let resolved = resolver
-        .resolve(Mailbox::User(&principal), &Request::protocol(P::PROTOCOL))
-        .await;
-    let server = match &resolved.decision {
-        Decision::Proxy { server, .. } => server.clone(),
-        Decision::Redirect { location, reason } if P::PROTOCOL == Protocol::Imap => {
-            return Err(Refusal::referral(location.clone(), reason.to_string()).for_user(user));
+    // A move of the user's group may start at any point of this login: before it registers
+    // (the registration is stopped at once) or during the backend login (stopped then). Either
+    // way the login starts over: resolving again holds until the move is done, and the next
+    // backend login goes to the new server. The client sees one slower login, not a refusal.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt >= LOGIN_ATTEMPTS_ACROSS_MOVES;
+        let resolved = resolver
+            .resolve(Mailbox::User(&principal), &Request::protocol(P::PROTOCOL))
+            .await;
+        let server = proxied_to::<P>(&resolved, user)?;
+        // Registered before the backend login: a move of the user's group that starts
+        // meanwhile stops this registration, and the node does not acknowledge the move until
+        // it is gone.
+        let registration = services.registry.register(SessionInfo {
+            id: client.session_id.clone(),
+            protocol: P::PROTOCOL,
+            user: principal.address.clone(),
+            database: principal.database.clone(),
+            server: server.clone(),
+            client: client.client,
+            since: std::time::SystemTime::now(),
+        });
+        if registration.stop_reason().is_some() {
+            if last {
+                return Err(moved_meanwhile(&principal, &server));
+            }
+            continue;
         }
-        Decision::Redirect { reason, .. } => {
-            // Only IMAP has redirects (login referrals); refuse rather than guess.
+        let Some(described) = resolved.server() else {
+            return Err(Refusal::internal(format!("unknown server {server}")).for_user(user));
+        };
+        let Some(endpoint) = described.endpoints.for_protocol(P::PROTOCOL) else {
             return Err(Refusal::internal(format!(
-                "unexpected redirect for {}: {reason}",
+                "server {server} has no {} endpoint",
                 P::PROTOCOL
             ))
             .for_user(user));
+        };
+        let auth = backend_auth(described, &principal, &credentials);
+        let login = protocol.backend_login(auth, endpoint.tls, client.clone());
+        let asked = Instant::now();
+        let opened = backend::open(endpoint, &services.backends, login).await;
+        services
+            .metrics
+            .backend_login_latency
+            .get_or_create(&ProtocolLabel {
+                protocol: P::PROTOCOL.to_string(),
+            })
+            .observe(seconds(asked.elapsed()));
+        match opened {
+            Ok(mut backend) if registration.stop_reason().is_some() => {
+                // The group started moving (or moved) during the backend login: that session
+                // ends before the registration goes (the move waits for it), then start over.
+                backend::close_and_drain(&mut backend.stream).await;
+                drop(registration);
+                if last {
+                    return Err(moved_meanwhile(&principal, &server));
+                }
+            }
+            Ok(backend) => {
+                return Ok(LoggedIn {
+                    database: principal.database.clone(),
+                    principal,
+                    server,
+                    backend,
+                    registration,
+                });
+            }
+            Err(error) => {
+                return Err(Refusal::backend(format!("backend {server}: {error}")).for_user(user));
+            }
+        }
+    }
+}
+
+/// How many times one login starts over because its user's group moved meanwhile (each start
+/// waits for the move under way, so more than one is rare).
+const LOGIN_ATTEMPTS_ACROSS_MOVES: u32 = 3;
+
+/// The refusal of a login whose group moved (or started moving) while it logged in at `server`:
+/// temporary, the client's next try goes to the new server.
+fn moved_meanwhile(principal: &Principal, server: &ServerName) -> Refusal {
+    Refusal::new(
+        RejectKind::Temporary,
+        Source::Locator,
+        format!("{} moved while logging in at {server}", principal.database),
+    )
+    .for_user(&principal.address)
+}
+
+/// The server a resolved login is proxied to, or the refusal (an IMAP login referral included).
+fn proxied_to<P: LineProtocol>(
+    resolved: &mailfront_resolve::Resolved,
+    user: &str,
+) -> Result<ServerName, Refusal> {
+    match &resolved.decision {
+        Decision::Proxy { server, .. } => Ok(server.clone()),
+        Decision::Redirect { location, reason } if P::PROTOCOL == Protocol::Imap => {
+            Err(Refusal::referral(location.clone(), reason.to_string()).for_user(user))
+        }
+        Decision::Redirect { reason, .. } => {
+            // Only IMAP has redirects (login referrals); refuse rather than guess.
+            Err(
+                Refusal::internal(format!("unexpected redirect for {}: {reason}", P::PROTOCOL))
+                    .for_user(user),
+            )
         }
         Decision::Reject { .. } => {
             let refusal = resolved.refusal().map(|r| r.for_user(user));
-            return Err(refusal.unwrap_or_else(|| Refusal::internal("refused").for_user(user)));
+            Err(refusal.unwrap_or_else(|| Refusal::internal("refused").for_user(user)))
         }
-    };
-    let Some(described) = resolved.server() else {
-        return Err(Refusal::internal(format!("unknown server {server}")).for_user(user));
-    };
-    let Some(endpoint) = described.endpoints.for_protocol(P::PROTOCOL) else {
-        return Err(
-            Refusal::internal(format!("server {server} has no {} endpoint", P::PROTOCOL))
-                .for_user(user),
-        );
-    };
-    let auth = backend_auth(described, &principal, credentials);
-    let login = protocol.backend_login(auth, endpoint.tls, client.clone());
-    let asked = Instant::now();
-    let opened = backend::open(endpoint, &services.backends, login).await;
-    services
-        .metrics
-        .backend_login_latency
-        .get_or_create(&ProtocolLabel {
-            protocol: P::PROTOCOL.to_string(),
-        })
-        .observe(seconds(asked.elapsed()));
-    match opened {
-        Ok(backend) => Ok(LoggedIn {
-            database: principal.database.clone(),
-            principal,
-            server,
-            backend,
-        }),
-        Err(error) => Err(Refusal::backend(format!("backend {server}: {error}")).for_user(user)),
     }
 }
 
 /// How to log in at `server` as `principal`: with the server's master user, or with the
 /// client's own password.
-fn backend_auth(server: &Server, principal: &Principal, credentials: Credentials) -> BackendAuth {
+fn backend_auth(server: &Server, principal: &Principal, credentials: &Credentials) -> BackendAuth {
     match &server.login {
         LoginMethod::Master { master, mechanism } => BackendAuth::Master {
             user: principal.address.clone(),
@@ -153,7 +221,7 @@ fn backend_auth(server: &Server, principal: &Principal, credentials: Credentials
         },
         LoginMethod::PassThrough { mechanism } => BackendAuth::PassThrough {
             user: principal.address.clone(),
-            password: credentials.password,
+            password: credentials.password.clone(),
             mechanism: *mechanism,
         },
     }

@@ -2,16 +2,20 @@
 //! follow a database when its active copy moves (docs/architecture.md, "Failover") and so that operators
 //! can list and close sessions.
 //!
-//! A session registers once it is logged in at its backend and unregisters when its
-//! [`Registration`] is dropped. When the location map changes, [`Registry::apply_map`] stops
-//! every session bound to a server that no longer hosts its database's active copy; the session
-//! says goodbye in its protocol and closes, and the client's next login goes to the new server.
+//! A session registers before it logs in at its backend (so that a move waits for logins in
+//! flight too) and unregisters when its [`Registration`] is dropped, after its backend
+//! connection is closed. When the location map changes, [`Registry::apply_map`] stops every
+//! session bound to a server that no longer hosts its database's active copy, and every session
+//! of a database whose move is under way (safe moves: the node acknowledges the move once
+//! [`Registry::live`] says none is left); the session says goodbye in its protocol and closes,
+//! and the client's next login goes to the new server. Those closes are spread over
+//! `disconnect_spread`, so that a thousand clients do not all reconnect in the same millisecond.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use mailfront_location::{LocationMap, Locator};
 use mailfront_model::{DatabaseName, Protocol, ServerName};
@@ -89,11 +93,21 @@ impl Filter {
 struct Stop {
     notify: Notify,
     reason: OnceLock<StopReason>,
+    /// When the session is to close (a spread close), if not at once.
+    not_before: OnceLock<tokio::time::Instant>,
 }
 
 impl Stop {
     fn fire(&self, reason: StopReason) -> bool {
+        self.fire_after(reason, Duration::ZERO)
+    }
+
+    /// Fires with the close `delay` from now (a relay closes then; a login in flight at once).
+    fn fire_after(&self, reason: StopReason, delay: Duration) -> bool {
         if self.reason.set(reason).is_ok() {
+            if !delay.is_zero() {
+                let _ = self.not_before.set(tokio::time::Instant::now() + delay);
+            }
             // `notify_one` keeps a permit if the session is not waiting yet.
             self.notify.notify_one();
             true
@@ -121,6 +135,8 @@ pub struct Registry {
     locator: Arc<Locator>,
     next: AtomicU64,
     inner: Mutex<Inner>,
+    /// Over how long failover and move closes are spread, in milliseconds.
+    spread_ms: AtomicU64,
 }
 
 /// A session's place in the registry; dropping it unregisters the session.
@@ -132,10 +148,13 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Completes when the session is told to stop, with the reason.
+    /// Completes when the session is to stop, with the reason (for a spread close, at its turn).
     pub async fn stopped(&self) -> StopReason {
         loop {
             if let Some(reason) = self.stop.reason.get() {
+                if let Some(at) = self.stop.not_before.get() {
+                    tokio::time::sleep_until(*at).await;
+                }
                 return reason.clone();
             }
             self.stop.notify.notified().await;
@@ -161,7 +180,30 @@ impl Registry {
             locator,
             next: AtomicU64::new(1),
             inner: Mutex::new(Inner::default()),
+            spread_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Spreads the closes of a failover or move over `spread` (zero: all at once).
+    pub fn set_disconnect_spread(&self, spread: Duration) {
+        let ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+        self.spread_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A random delay within the spread.
+    fn spread_delay(&self) -> Duration {
+        match self.spread_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            ms => Duration::from_millis(rand::random::<u64>() % ms),
+        }
+    }
+
+    /// How many sessions of `database` are registered (logging in or proxied).
+    pub fn live(&self, database: &DatabaseName) -> usize {
+        self.lock()
+            .by_database
+            .get(database)
+            .map_or(0, HashSet::len)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -172,9 +214,9 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a session that is logged in at `info.server`. If the database moved away
-    /// from that server meanwhile, the registration is stopped at once, so that no session
-    /// keeps using the old server after the change was seen.
+    /// Registers a session about to log in (or logged in) at `info.server`. If the database
+    /// moved away from that server meanwhile, or its move is under way, the registration is
+    /// stopped at once, so that no session keeps using the old server after the change was seen.
     pub fn register(self: &Arc<Self>, info: SessionInfo) -> Registration {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(Stop::default());
@@ -198,7 +240,13 @@ impl Registry {
         // After inserting: either this check sees the new map, or the change's apply_map sees
         // this session. (A publish happens before its apply_map runs.)
         match self.locator.locate(&database) {
-            Ok(active) if active == server => {}
+            Ok(active) if active == server => {
+                if let Some(underway) = self.locator.moving(&database) {
+                    stop.fire(StopReason::Failover {
+                        to: Some(underway.to),
+                    });
+                }
+            }
             Ok(active) => {
                 stop.fire(StopReason::Failover { to: Some(active) });
             }
@@ -245,6 +293,16 @@ impl Registry {
             .collect()
     }
 
+    /// Stops the sessions for which `stop` says so, for `reason`, at once; returns how many.
+    pub fn stop_where(&self, stop: impl Fn(&SessionInfo) -> bool, reason: &StopReason) -> usize {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|e| stop(&e.info))
+            .filter(|e| e.stop.fire(reason.clone()))
+            .count()
+    }
+
     /// Stops the sessions matching `filter` for `reason`; returns how many were stopped.
     pub fn stop(&self, filter: &Filter, reason: &StopReason) -> usize {
         self.lock()
@@ -255,9 +313,10 @@ impl Registry {
             .count()
     }
 
-    /// Stops every session whose server no longer hosts its database's active copy in `map`
-    /// (databases that left the map are not touched: absence is not a move). Returns how many
-    /// sessions were stopped, per database.
+    /// Stops every session whose server no longer hosts its database's active copy in `map`,
+    /// and every session of a database whose move is under way (databases that left the map
+    /// are not touched: absence is not a move), each at a random moment within the disconnect
+    /// spread. Returns how many sessions were stopped, per database and server.
     pub fn apply_map(&self, map: &LocationMap) -> Vec<(DatabaseName, ServerName, usize)> {
         let inner = self.lock();
         let mut stopped = Vec::new();
@@ -265,13 +324,18 @@ impl Registry {
             let Some(active) = map.active(database) else {
                 continue;
             };
+            let underway = map.moving(database);
+            let to = underway.map_or(active, |u| &u.to);
             let mut per_server: HashMap<&ServerName, usize> = HashMap::new();
             for key in keys {
                 if let Some(entry) = inner.sessions.get(key)
-                    && &entry.info.server != active
-                    && entry.stop.fire(StopReason::Failover {
-                        to: Some(active.clone()),
-                    })
+                    && (&entry.info.server != active || underway.is_some())
+                    && entry.stop.fire_after(
+                        StopReason::Failover {
+                            to: Some(to.clone()),
+                        },
+                        self.spread_delay(),
+                    )
                 {
                     *per_server.entry(&entry.info.server).or_default() += 1;
                 }
@@ -293,12 +357,22 @@ pub async fn follow_locations(
         let map = changes.borrow_and_update().clone();
         if let Some(map) = map {
             for (database, server, count) in registry.apply_map(&map) {
+                let underway = map.moving(&database);
+                let to = underway
+                    .map(|u| &u.to)
+                    .or(map.active(&database))
+                    .map_or("-", |s| s.as_str());
                 tracing::info!(
                     database = %database,
                     from = %server,
-                    to = %map.active(&database).map_or("-", |s| s.as_str()),
+                    to = %to,
                     sessions = count,
-                    "failover: closing sessions on the previous server"
+                    "{}",
+                    if underway.is_some() {
+                        "move under way: closing sessions before the flip"
+                    } else {
+                        "failover: closing sessions on the previous server"
+                    }
                 );
             }
         }
@@ -374,6 +448,76 @@ mod tests {
             })
         );
         let fine = registry.register(info("fine", "alice", "DB01", "mbx2"));
+        assert_eq!(fine.stop_reason(), None);
+    }
+
+    fn marked(active: &str, to: &str) -> LocationMap {
+        map(&[("g1", active)]).with_moving([(
+            DatabaseName::new("g1"),
+            mailfront_location::Underway {
+                to: to.into(),
+                epoch: 1,
+            },
+        )])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_move_under_way_stops_every_session_of_the_group_spread_over_time() {
+        let locator = Arc::new(Locator::new());
+        locator.publish(map(&[("g1", "sm1"), ("g2", "sm1")]));
+        let registry = Arc::new(Registry::new(Arc::clone(&locator)));
+        registry.set_disconnect_spread(Duration::from_secs(2));
+        let sessions: Vec<_> = (0..20)
+            .map(|i| registry.register(info(&format!("s{i}"), "alice", "g1", "sm1")))
+            .collect();
+        let other = registry.register(info("o", "bob", "g2", "sm1"));
+        assert_eq!(registry.live(&DatabaseName::new("g1")), 20);
+
+        // Marked moving: the group's server has not changed yet, but its sessions must go
+        // (the leader flips it only once none is left on any node).
+        let stopped = registry.apply_map(&marked("sm1", "sm2"));
+        assert_eq!(
+            stopped,
+            vec![(DatabaseName::new("g1"), ServerName::new("sm1"), 20)]
+        );
+        assert_eq!(other.stop_reason(), None);
+        // Each closes at its own moment within the spread, none after it.
+        let started = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        for session in &sessions {
+            let reason = tokio::time::timeout(Duration::from_secs(3), session.stopped())
+                .await
+                .unwrap();
+            assert_eq!(
+                reason,
+                StopReason::Failover {
+                    to: Some("sm2".into())
+                }
+            );
+            at.push(session.stop.not_before.get().map_or(started, |t| *t) - started);
+        }
+        assert!(at.iter().all(|d| *d < Duration::from_secs(2)), "{at:?}");
+        let distinct: HashSet<_> = at.iter().collect();
+        assert!(distinct.len() > 10, "closes not spread: {at:?}");
+        drop(sessions);
+        assert_eq!(registry.live(&DatabaseName::new("g1")), 0);
+    }
+
+    #[test]
+    fn a_login_of_a_group_under_a_move_is_stopped_at_once() {
+        let locator = Arc::new(Locator::new());
+        locator.publish(marked("sm1", "sm2"));
+        let registry = Arc::new(Registry::new(Arc::clone(&locator)));
+        let late = registry.register(info("late", "alice", "g1", "sm1"));
+        assert_eq!(
+            late.stop_reason(),
+            Some(StopReason::Failover {
+                to: Some("sm2".into())
+            })
+        );
+        // Once flipped, a session on the new server stays.
+        locator.publish(map(&[("g1", "sm2")]));
+        let fine = registry.register(info("fine", "alice", "g1", "sm2"));
         assert_eq!(fine.stop_reason(), None);
     }
 

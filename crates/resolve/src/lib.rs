@@ -19,6 +19,7 @@
 //! directory's and the failure delay.
 
 pub mod health;
+pub mod moves;
 pub mod throttle;
 
 use std::net::IpAddr;
@@ -177,6 +178,8 @@ pub struct Resolver {
     metrics: Arc<Metrics>,
     /// The directory's last failure, until it answers again: when, and why.
     directory_trouble: std::sync::Mutex<Option<(Instant, String)>>,
+    /// How logins wait for moves (placement by group).
+    moves: ArcSwap<moves::MoveHold>,
 }
 
 /// How long a directory failure makes the node's health pages red without another call.
@@ -208,7 +211,18 @@ impl Resolver {
             health: BackendHealth::default(),
             metrics,
             directory_trouble: std::sync::Mutex::new(None),
+            moves: ArcSwap::from_pointee(moves::MoveHold::default()),
         }
+    }
+
+    /// Sets how logins wait for moves (placement by group; at start and on reload).
+    pub fn set_move_hold(&self, hold: moves::MoveHold) {
+        self.moves.store(Arc::new(hold));
+    }
+
+    /// How logins wait for moves.
+    pub fn move_hold(&self) -> Arc<moves::MoveHold> {
+        self.moves.load_full()
     }
 
     /// Why the directory failed, if its last call failed within the last 30 s (and none has
@@ -425,8 +439,8 @@ impl Resolver {
             }
         };
         let decision = match &found {
-            Found::Given(owner) => self.route_mailbox(&topology, request, owner),
-            Found::Owner(owner) => self.route_mailbox(&topology, request, owner),
+            Found::Given(owner) => self.route_mailbox(&topology, request, owner).await,
+            Found::Owner(owner) => self.route_mailbox(&topology, request, owner).await,
             Found::NoSuchName => mailfront_routing::route(&topology, request, Facts::AuthFailed),
             Found::UnknownAnchor(anchor) => Decision::Reject {
                 kind: RejectKind::AuthzidRefused,
@@ -452,12 +466,21 @@ impl Resolver {
         }
     }
 
-    fn route_mailbox(
+    async fn route_mailbox(
         &self,
         topology: &Topology,
         request: &Request<'_>,
         owner: &Principal,
     ) -> Decision {
+        // SIP is only redirected and serves no mailbox: it need not wait for a move.
+        if request.protocol != Protocol::Sip
+            && let Some(reason) = self.settled(&owner.database).await
+        {
+            return Decision::Reject {
+                kind: RejectKind::Temporary,
+                reason,
+            };
+        }
         let asked = Instant::now();
         let active = self.locator.locate(&owner.database);
         self.metrics

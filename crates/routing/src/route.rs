@@ -166,6 +166,17 @@ pub enum Reason {
         /// The protocol.
         protocol: Protocol,
     },
+    /// A group's move was under way for longer than the hold allows (`placement.move_timeout`):
+    /// the login waited and is refused for now; it goes to the new server once the move is done.
+    MoveUnderway {
+        /// The group (or database) being moved.
+        database: DatabaseName,
+        /// Where it goes.
+        to: ServerName,
+    },
+    /// This node is not present in the array's store (its lease lapsed, or it has not caught up
+    /// since it came back), so it may not know of a move: it serves no group until it is.
+    NotPresent(DatabaseName),
     /// Rule 4: the server hosting the active copy does not serve this protocol.
     NoEndpoint {
         /// The server.
@@ -237,6 +248,14 @@ impl fmt::Display for Reason {
                 f,
                 "the active copy is on {server}, whose {protocol} service is down (health probes)"
             ),
+            Reason::MoveUnderway { database, to } => write!(
+                f,
+                "{database} is moving to {to} and the move was not done within placement.move_timeout"
+            ),
+            Reason::NotPresent(database) => write!(
+                f,
+                "{database} is placed by group and this node is not present in the array's store (etcd lease lapsed or not caught up)"
+            ),
         }
     }
 }
@@ -251,7 +270,10 @@ impl Reason {
             }
             Reason::DirectoryUnavailable => Some(Source::Directory),
             Reason::ServerDown { .. } => Some(Source::Backend),
-            Reason::LocationUnavailable(_) | Reason::UnknownDatabase(_) => Some(Source::Locator),
+            Reason::LocationUnavailable(_)
+            | Reason::UnknownDatabase(_)
+            | Reason::MoveUnderway { .. }
+            | Reason::NotPresent(_) => Some(Source::Locator),
             Reason::UnknownServer { .. } | Reason::NoEndpoint { .. } | Reason::NoServer(_) => {
                 Some(Source::Internal)
             }

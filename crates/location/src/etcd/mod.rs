@@ -258,6 +258,28 @@ pub async fn put_active(
 pub struct EtcdSource {
     task: tokio::task::JoinHandle<()>,
     status: watch::Receiver<Status>,
+    relist: Arc<tokio::sync::Notify>,
+}
+
+/// Asks an [`EtcdSource`] to read the whole prefix again, and waits for it: after it answers,
+/// the locator's map is at least as new as the store was when it was asked (a node that just
+/// said it is present uses it so that it routes by no map older than its presence).
+#[derive(Clone)]
+pub struct Relister {
+    status: watch::Receiver<Status>,
+    relist: Arc<tokio::sync::Notify>,
+}
+
+impl Relister {
+    /// Asks for a re-read and waits up to `timeout` for one at store revision `revision` or
+    /// later to complete; `false` if none did.
+    pub async fn relist(&self, revision: i64, timeout: Duration) -> bool {
+        let mut status = self.status.clone();
+        self.relist.notify_one();
+        tokio::time::timeout(timeout, status.wait_for(|s| s.listed_at >= revision))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
+    }
 }
 
 impl EtcdSource {
@@ -293,9 +315,29 @@ impl EtcdSource {
         let prepared = Prepared::new(config)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EtcdError::NoRuntime)?;
         let (status_tx, status) = watch::channel(Status::default());
-        let runner = Runner::new(prepared, locator, validate, status_tx, first_watch);
+        let relist = Arc::new(tokio::sync::Notify::new());
+        let runner = Runner::new(
+            prepared,
+            locator,
+            validate,
+            status_tx,
+            first_watch,
+            Arc::clone(&relist),
+        );
         let task = runtime.spawn(runner.run());
-        Ok(Self { task, status })
+        Ok(Self {
+            task,
+            status,
+            relist,
+        })
+    }
+
+    /// A handle that asks this source for a fresh read of the whole prefix.
+    pub fn relister(&self) -> Relister {
+        Relister {
+            status: self.status.clone(),
+            relist: Arc::clone(&self.relist),
+        }
     }
 
     /// Whether the map was loaded from etcd at least once.

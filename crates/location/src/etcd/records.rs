@@ -2,8 +2,11 @@
 //! a time with a compare-and-swap, and — for automatic moves — fenced by the leader's key.
 //!
 //! Layout: the database keys are the location map's own (`<prefix><DATABASE>`, their JSON value
-//! carrying `epoch`, `hold` and `moved`); a server's record is `<servers_prefix><SERVER>`, JSON
-//! `{"maintenance": true, "reason": "…"}`.
+//! carrying `epoch`, `hold`, `moved` and `moving`); a server's record is
+//! `<servers_prefix><SERVER>`, JSON `{"maintenance": true, "reason": "…"}`. With safe moves
+//! ([`EtcdRecords::with_presence`]): each node's presence is `<nodes_prefix><NODE>` and its
+//! acknowledgement of a move `<acks_prefix><DATABASE>/<NODE>` = the epoch, both bound to the
+//! node's own lease, so that they vanish when the node does.
 //!
 //! Every write compares the key's modification revision with the one the writer read (0: the
 //! key must not exist yet), so an operator's concurrent write is never silently overwritten:
@@ -14,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use mailfront_model::{DatabaseName, ServerName};
 
 use super::client::Prepared;
@@ -49,7 +52,15 @@ pub enum WriteError {
 pub struct EtcdRecords {
     prepared: Prepared,
     servers_prefix: String,
+    presence: Option<PresencePrefixes>,
     client: tokio::sync::Mutex<Option<Client>>,
+}
+
+/// Where nodes say they are present, and acknowledge moves.
+#[derive(Clone, Debug)]
+struct PresencePrefixes {
+    nodes: String,
+    acks: String,
 }
 
 impl std::fmt::Debug for EtcdRecords {
@@ -78,8 +89,88 @@ impl EtcdRecords {
         Ok(Self {
             prepared,
             servers_prefix: servers_prefix.to_owned(),
+            presence: None,
             client: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The same records with the nodes' presence under `nodes_prefix` and their move
+    /// acknowledgements under `acks_prefix` (each ends with `/`; no prefix overlaps another).
+    pub fn with_presence(
+        mut self,
+        nodes_prefix: &str,
+        acks_prefix: &str,
+    ) -> Result<Self, EtcdError> {
+        let prefixes = [
+            ("location.prefix", self.prepared.prefix.as_str()),
+            (
+                "active_manager.servers_prefix",
+                self.servers_prefix.as_str(),
+            ),
+            ("active_manager.nodes_prefix", nodes_prefix),
+            ("active_manager.acks_prefix", acks_prefix),
+        ];
+        for (i, (key, prefix)) in prefixes.iter().enumerate().skip(2) {
+            if !prefix.starts_with('/') || !prefix.ends_with('/') {
+                return Err(EtcdError::Config(format!(
+                    "{key}: `{prefix}` must start and end with `/`"
+                )));
+            }
+            let overlap = prefixes
+                .iter()
+                .take(i)
+                .find(|(_, other)| other.starts_with(prefix) || prefix.starts_with(other));
+            if let Some((other, value)) = overlap {
+                return Err(EtcdError::Config(format!(
+                    "{key}: `{prefix}` overlaps {other} `{value}`"
+                )));
+            }
+        }
+        self.presence = Some(PresencePrefixes {
+            nodes: nodes_prefix.to_owned(),
+            acks: acks_prefix.to_owned(),
+        });
+        Ok(self)
+    }
+
+    /// Says that `node` is present, under a key bound to `lease`; returns the store's revision
+    /// after the write.
+    pub async fn put_presence(&self, node: &str, lease: i64) -> Result<i64, EtcdError> {
+        let Some(presence) = &self.presence else {
+            return Err(EtcdError::Config("presence is not configured".to_owned()));
+        };
+        check_name("node name", node).map_err(EtcdError::Invalid)?;
+        let key = format!("{}{node}", presence.nodes);
+        let options = Some(PutOptions::new().with_lease(lease));
+        let response = self
+            .call("put", |mut client| async move {
+                client.put(key.into_bytes(), Vec::new(), options).await
+            })
+            .await?;
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Records that `node` holds no session of `database` at `epoch` any more, under a key bound
+    /// to `lease` (its presence's).
+    pub async fn put_ack(
+        &self,
+        database: &DatabaseName,
+        node: &str,
+        epoch: u64,
+        lease: i64,
+    ) -> Result<(), EtcdError> {
+        let Some(presence) = &self.presence else {
+            return Err(EtcdError::Config("presence is not configured".to_owned()));
+        };
+        let key = format!("{}{database}/{node}", presence.acks);
+        let options = Some(PutOptions::new().with_lease(lease));
+        self.call("put", |mut client| async move {
+            client
+                .put(key.into_bytes(), epoch.to_string(), options)
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// A connected client (kept between calls; a failed call drops it so the next reconnects).
@@ -115,10 +206,15 @@ impl EtcdRecords {
     /// left out (the location source logs them).
     pub async fn read(&self) -> Result<Records, EtcdError> {
         let prefixed = || Some(GetOptions::new().with_prefix());
-        let txn = Txn::new().and_then([
+        let mut gets = vec![
             TxnOp::get(self.prepared.prefix.as_bytes(), prefixed()),
             TxnOp::get(self.servers_prefix.as_bytes(), prefixed()),
-        ]);
+        ];
+        if let Some(presence) = &self.presence {
+            gets.push(TxnOp::get(presence.nodes.as_bytes(), prefixed()));
+            gets.push(TxnOp::get(presence.acks.as_bytes(), prefixed()));
+        }
+        let txn = Txn::new().and_then(gets);
         let response = self
             .call(
                 "range read",
@@ -146,6 +242,39 @@ impl EtcdRecords {
         }
         if let Some(servers) = gets.next() {
             records.servers = server_records(&self.servers_prefix, servers.kvs());
+        }
+        if let Some(presence) = &self.presence {
+            if let Some(nodes) = gets.next() {
+                records.nodes = nodes
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| name_under(&presence.nodes, kv.key()))
+                    .map(str::to_owned)
+                    .collect();
+            }
+            if let Some(acks) = gets.next() {
+                for kv in acks.kvs() {
+                    let Some((database, node)) = kv
+                        .key()
+                        .strip_prefix(presence.acks.as_bytes())
+                        .and_then(|rest| std::str::from_utf8(rest).ok())
+                        .and_then(|rest| rest.split_once('/'))
+                    else {
+                        continue;
+                    };
+                    let Some(epoch) = std::str::from_utf8(kv.value())
+                        .ok()
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    records
+                        .acks
+                        .entry(DatabaseName::new(database))
+                        .or_default()
+                        .insert(node.to_owned(), epoch);
+                }
+            }
         }
         Ok(records)
     }

@@ -25,6 +25,8 @@ pub(super) struct Status {
     pub(super) loaded: bool,
     /// How many times the whole prefix was read.
     pub(super) lists: u64,
+    /// The store revision of the last read of the whole prefix.
+    pub(super) listed_at: i64,
     /// The last failure, cleared by the next load.
     pub(super) last_error: Option<String>,
 }
@@ -39,6 +41,8 @@ enum WatchEnd {
     Failed(EtcdError),
     /// The stream ended.
     Closed,
+    /// A re-read of the whole prefix was asked for ([`super::Relister`]).
+    Relist,
 }
 
 impl WatchEnd {
@@ -52,6 +56,7 @@ impl WatchEnd {
             Self::Canceled(reason) => format!("etcd canceled the watch: {reason}"),
             Self::Failed(error) => error.to_string(),
             Self::Closed => "etcd closed the watch stream".to_owned(),
+            Self::Relist => "a re-read was asked for".to_owned(),
         }
     }
 }
@@ -64,6 +69,8 @@ pub(super) struct Runner {
     validate: Arc<Validator>,
     status: watch::Sender<Status>,
     first_watch: Option<i64>,
+    /// Asks for a re-read of the whole prefix.
+    relist: Arc<tokio::sync::Notify>,
     /// When the store was lost (`None`: not lost, or never reached yet and not yet failed).
     outage: Option<Instant>,
 }
@@ -77,8 +84,10 @@ impl Runner {
         validate: Arc<Validator>,
         status: watch::Sender<Status>,
         first_watch: Option<i64>,
+        relist: Arc<tokio::sync::Notify>,
     ) -> Self {
         Self {
+            relist,
             state: MapState::new(&prepared.prefix),
             prepared,
             locator,
@@ -111,6 +120,9 @@ impl Runner {
             if started.elapsed() > BACKOFF_MAX {
                 // The watch was healthy for a while: this is a new failure, not the same one.
                 backoff = BACKOFF_FIRST;
+            }
+            if matches!(end, WatchEnd::Relist) {
+                continue;
             }
             if let WatchEnd::Compacted(revision) = end {
                 // Nothing is wrong with the connection: catch up at once.
@@ -150,6 +162,7 @@ impl Runner {
         self.status.send_modify(|status| {
             status.loaded = true;
             status.lists = status.lists.saturating_add(1);
+            status.listed_at = revision;
             status.last_error = None;
         });
         Ok(client)
@@ -202,7 +215,11 @@ impl Runner {
             Err(error) => return WatchEnd::Failed(error),
         };
         loop {
-            match stream.message().await {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                () = self.relist.notified() => return WatchEnd::Relist,
+            };
+            match message {
                 Ok(Some(response)) => {
                     if let Some(end) = self.on_response(&response) {
                         return end;

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use mailfront_model::{DatabaseName, ServerName};
 
 use super::value::{clip, database_from_key, parse_value};
-use crate::LocationMap;
 use crate::file::Validator;
+use crate::{LocationMap, Underway};
 
 /// One change read from the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub(super) struct MapState {
     prefix: String,
     /// Database → the server of its last good value.
     pub(super) active: BTreeMap<DatabaseName, ServerName>,
+    /// The moves under way, as the last good values say.
+    pub(super) moving: BTreeMap<DatabaseName, Underway>,
     /// The store revision the map reflects (events at or before it are already applied).
     pub(super) revision: i64,
 }
@@ -43,6 +45,7 @@ impl MapState {
         Self {
             prefix: prefix.to_owned(),
             active: BTreeMap::new(),
+            moving: BTreeMap::new(),
             revision: 0,
         }
     }
@@ -53,6 +56,11 @@ impl MapState {
             self.active
                 .iter()
                 .map(|(database, server)| (database.clone(), server.clone())),
+        )
+        .with_moving(
+            self.moving
+                .iter()
+                .map(|(database, underway)| (database.clone(), underway.clone())),
         )
     }
 
@@ -77,19 +85,33 @@ impl MapState {
             let value = match change {
                 Change::Delete { .. } => {
                     applied.changed |= self.active.remove(&database).is_some();
+                    applied.changed |= self.moving.remove(&database).is_some();
                     continue;
                 }
                 Change::Put { value, .. } => value,
             };
-            let server = match parse_value(&value) {
-                Ok(value) => value.active,
+            let record = match parse_value(&value) {
+                Ok(value) => value,
                 Err(error) => {
                     tracing::warn!(key = %shown, %error, kept = %self.kept(&database), "invalid location value ignored; the database keeps its last value");
                     applied.rejected.push(format!("{shown}: {error}"));
                     continue;
                 }
             };
+            let server = record.active;
+            let underway = record.moving.map(|moving| Underway {
+                to: moving.to,
+                epoch: record.epoch,
+            });
             if self.active.get(&database) == Some(&server) {
+                // Same server: only a move under way may have started or ended.
+                if self.moving.get(&database) != underway.as_ref() {
+                    match underway {
+                        Some(underway) => self.moving.insert(database, underway),
+                        None => self.moving.remove(&database),
+                    };
+                    applied.changed = true;
+                }
                 continue;
             }
             let entry = LocationMap::new([(database.clone(), server.clone())]);
@@ -98,7 +120,11 @@ impl MapState {
                 applied.rejected.push(format!("{shown}: {error}"));
                 continue;
             }
-            self.active.insert(database, server);
+            self.active.insert(database.clone(), server);
+            match underway {
+                Some(underway) => self.moving.insert(database, underway),
+                None => self.moving.remove(&database),
+            };
             applied.changed = true;
         }
         applied

@@ -137,6 +137,106 @@ fn the_active_managers_bookkeeping_round_trips_and_old_values_stay_readable() {
 }
 
 #[test]
+fn a_move_under_way_round_trips_and_a_flip_ends_it() {
+    let marked = parse_value(
+        br#"{"active":"sm1","epoch":7,"moving":{"to":"sm2","since":1764750000,"by":"rebalance","reason":"operator's rebalance"}}"#,
+    )
+    .unwrap();
+    let moving = marked.moving.clone().unwrap();
+    assert_eq!((moving.to.as_str(), moving.since), ("sm2", 1_764_750_000));
+    assert_eq!(
+        parse_value(encode_value(&marked).as_bytes()).unwrap(),
+        marked
+    );
+    // `by` and `reason` are optional; a bad target is refused like any server name.
+    assert!(parse_value(br#"{"active":"sm1","moving":{"to":"sm2","since":1}}"#).is_ok());
+    let error = parse_value(br#"{"active":"sm1","moving":{"to":"s m2","since":1}}"#).unwrap_err();
+    assert!(error.contains("a move goes to"), "{error}");
+    // The flip: the next epoch on the target, no longer moving; calling it off keeps the epoch.
+    let flipped = marked.moved_to(
+        moving.to.clone(),
+        crate::record::MoveStamp {
+            by: moving.by.clone(),
+            reason: moving.reason.clone(),
+            at: 2,
+        },
+    );
+    assert_eq!((flipped.active.as_str(), flipped.epoch), ("sm2", 8));
+    assert!(flipped.moving.is_none());
+    let off = marked.unmarked();
+    assert_eq!(
+        (off.active.as_str(), off.epoch, off.moving),
+        ("sm1", 7, None)
+    );
+    assert_eq!(marked.unmarked().marked_moving(moving), marked);
+}
+
+#[test]
+fn the_map_says_which_moves_are_under_way() {
+    let mut state = MapState::new(DEFAULT_PREFIX);
+    state.apply(
+        vec![put(
+            "/mailfront/databases/g1",
+            r#"{"active":"sm1","epoch":3}"#,
+        )],
+        &any,
+    );
+    assert_eq!(state.map().moves_underway().count(), 0);
+    // Marked: same server, so only the move changed — still a change the nodes must see.
+    let applied = state.apply(
+        vec![put(
+            "/mailfront/databases/g1",
+            r#"{"active":"sm1","epoch":3,"moving":{"to":"sm2","since":1}}"#,
+        )],
+        &any,
+    );
+    assert!(applied.changed);
+    let underway = state.map().moving(&DatabaseName::new("g1")).cloned();
+    assert_eq!(
+        underway,
+        Some(crate::Underway {
+            to: "sm2".into(),
+            epoch: 3
+        })
+    );
+    assert_eq!(
+        active(&state, "g1").as_deref(),
+        Some("sm1"),
+        "not moved yet"
+    );
+    // The same mark again is no change; the flip moves it and ends the move.
+    let again = state.apply(
+        vec![put(
+            "/mailfront/databases/g1",
+            r#"{"active":"sm1","epoch":3,"moving":{"to":"sm2","since":1}}"#,
+        )],
+        &any,
+    );
+    assert!(!again.changed);
+    let flip = state.apply(
+        vec![put(
+            "/mailfront/databases/g1",
+            r#"{"active":"sm2","epoch":4}"#,
+        )],
+        &any,
+    );
+    assert!(flip.changed);
+    assert_eq!(state.map().moves_underway().count(), 0);
+    assert_eq!(active(&state, "g1").as_deref(), Some("sm2"));
+    // A delete during a move forgets it too.
+    state.apply(
+        vec![put(
+            "/mailfront/databases/g1",
+            r#"{"active":"sm2","epoch":4,"moving":{"to":"sm3","since":1}}"#,
+        )],
+        &any,
+    );
+    assert_eq!(state.map().moves_underway().count(), 1);
+    state.apply(vec![delete("/mailfront/databases/g1")], &any);
+    assert_eq!(state.map().moves_underway().count(), 0);
+}
+
+#[test]
 fn database_names_come_from_keys() {
     let prefix = DEFAULT_PREFIX;
     assert_eq!(

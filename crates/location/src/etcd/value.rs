@@ -5,7 +5,7 @@
 use mailfront_model::{DatabaseName, ServerName};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{DatabaseRecord, MoveStamp};
+use crate::record::{DatabaseRecord, MoveStamp, Moving};
 
 /// One database's value in etcd, parsed: the record of [`crate::record`].
 pub type LocationValue = DatabaseRecord;
@@ -23,6 +23,8 @@ struct JsonValue {
     hold: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     moved: Option<MoveStamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    moving: Option<Moving>,
 }
 
 /// At most 64 characters of a name or key from the store, escaped, for messages and logs.
@@ -53,8 +55,8 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
 }
 
 /// Parses a database's value: a bare server name or
-/// `{"active": …, "copies": […], "epoch": …, "hold": …, "moved": {"by": …, "reason": …, "at": …}}`
-/// (every member but `active` optional).
+/// `{"active": …, "copies": […], "epoch": …, "hold": …, "moved": {"by": …, "reason": …, "at": …},
+/// "moving": {"to": …, "since": …}}` (every member but `active` optional).
 pub fn parse_value(bytes: &[u8]) -> Result<LocationValue, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "the value is not UTF-8".to_owned())?;
     let text = text.trim();
@@ -64,6 +66,9 @@ pub fn parse_value(bytes: &[u8]) -> Result<LocationValue, String> {
         check_name("active server name", &json.active)?;
         for copy in &json.copies {
             check_name("copy's server name", copy)?;
+        }
+        if let Some(moving) = &json.moving {
+            check_name("server name a move goes to", moving.to.as_str())?;
         }
         if !json.copies.is_empty() && !json.copies.contains(&json.active) {
             return Err(format!(
@@ -78,6 +83,7 @@ pub fn parse_value(bytes: &[u8]) -> Result<LocationValue, String> {
             epoch: json.epoch,
             hold: json.hold,
             moved: json.moved,
+            moving: json.moving,
         });
     }
     if text.starts_with('"') || text.starts_with('[') {
@@ -100,6 +106,7 @@ pub fn encode_value(value: &LocationValue) -> String {
         epoch: value.epoch,
         hold: value.hold,
         moved: value.moved.clone(),
+        moving: value.moving.clone(),
     };
     // Serialising strings, numbers and a flag cannot fail; fall back to the bare name.
     serde_json::to_string(&json).unwrap_or_else(|_| value.active.to_string())

@@ -6,17 +6,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailfront_location::Locator;
+use mailfront_location::etcd::Relister;
 use mailfront_location::etcd::records::EtcdRecords;
 use mailfront_location::file::FileSource;
 use mailfront_manager::active::{ActiveManager, ManagerSettings, PlacementSettings};
 use mailfront_manager::health::Thresholds;
 use mailfront_manager::leader::{Election, Leadership, elect};
 use mailfront_manager::plan::Policy;
+use mailfront_manager::presence::{Acks, LiveSessions, PresenceKeeper, acknowledge_moves};
 use mailfront_manager::probe::{ProbeMode, ProbeSettings};
 use mailfront_manager::store::Store;
 use mailfront_metrics::Metrics;
+use mailfront_model::group::is_group;
 use mailfront_model::{DatabaseName, Secret, ServerName};
+use mailfront_proxy::NodeServices;
+use mailfront_proxy::registry::StopReason;
 use mailfront_resolve::Resolver;
+use mailfront_resolve::moves::{MoveHold, Presence};
 use tokio::task::JoinHandle;
 
 use crate::config::{ActiveManagerConfig, Config, LocationConfig, ProbeModeConfig};
@@ -49,10 +56,7 @@ pub fn active_manager(
             (store, leadership, None)
         }
         LocationConfig::Etcd(etcd) => {
-            let records = Arc::new(
-                EtcdRecords::new(etcd, &manager_config.servers_prefix)
-                    .map_err(|e| e.to_string())?,
-            );
+            let records = Arc::new(etcd_records(config, etcd, &manager_config)?);
             let (leadership, task) = if automatic {
                 let election = Election {
                     key: manager_config.election_key.clone(),
@@ -81,6 +85,7 @@ pub fn active_manager(
         placement: config.placement.as_ref().map(|p| PlacementSettings {
             groups: p.groups,
             max_parallel_moves: p.max_parallel_moves as usize,
+            move_timeout: p.move_timeout,
         }),
     };
     let manager = ActiveManager::new(
@@ -91,6 +96,87 @@ pub fn active_manager(
         Arc::clone(metrics),
     );
     Ok((Arc::new(manager), election))
+}
+
+/// The Active Manager's records in etcd; with placement by group, the nodes' presence and
+/// acknowledgements too.
+fn etcd_records(
+    config: &Config,
+    etcd: &mailfront_location::etcd::EtcdConfig,
+    manager: &ActiveManagerConfig,
+) -> Result<EtcdRecords, String> {
+    let records = EtcdRecords::new(etcd, &manager.servers_prefix).map_err(|e| e.to_string())?;
+    if config.placement.is_none() {
+        return Ok(records);
+    }
+    records
+        .with_presence(&manager.nodes_prefix, &manager.acks_prefix)
+        .map_err(|e| e.to_string())
+}
+
+/// Safe moves of groups (`[placement]`): logins held during moves (and, with etcd, while this
+/// node is not present), closes spread, and this node's presence and acknowledgements. Returns
+/// the background tasks.
+pub fn safe_moves(
+    config: &Config,
+    services: &NodeServices,
+    locator: &Arc<Locator>,
+    manager: &ActiveManager,
+    relister: Option<Relister>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let Some(placement) = &config.placement else {
+        return Ok(Vec::new());
+    };
+    services
+        .registry
+        .set_disconnect_spread(placement.disconnect_spread);
+    let registry = Arc::clone(&services.registry);
+    let live: Arc<LiveSessions> = Arc::new(move |database: &DatabaseName| registry.live(database));
+    let node = config.node.name.clone();
+    let mut tasks = Vec::new();
+    let (presence, acks) = match (&config.location, relister) {
+        (LocationConfig::Etcd(etcd), Some(relister)) => {
+            let (manager_config, _) = settings_of(config);
+            let records = Arc::new(etcd_records(config, etcd, &manager_config)?);
+            let presence = Arc::new(Presence::new());
+            let (lease, leases) = tokio::sync::watch::channel(None);
+            let registry = Arc::clone(&services.registry);
+            let groups = placement.groups;
+            let keeper = PresenceKeeper {
+                records: Arc::clone(&records),
+                node: node.clone(),
+                ttl: manager_config.lease_ttl,
+                presence: Arc::clone(&presence),
+                relister,
+                lease,
+                close_groups: Box::new(move || {
+                    registry.stop_where(
+                        |info| is_group(&info.database, groups),
+                        &StopReason::Failover { to: None },
+                    )
+                }),
+            };
+            tasks.push(tokio::spawn(keeper.run()));
+            let acks = Acks::Etcd {
+                records,
+                lease: leases,
+            };
+            (Some(presence), acks)
+        }
+        _ => (None, Acks::Local(manager.local_acks())),
+    };
+    services.resolver.set_move_hold(MoveHold {
+        move_timeout: placement.move_timeout,
+        groups: Some(placement.groups),
+        presence,
+    });
+    tasks.push(tokio::spawn(acknowledge_moves(
+        node,
+        Arc::clone(locator),
+        live,
+        acks,
+    )));
+    Ok(tasks)
 }
 
 /// The configured copies of each database, in activation preference order.

@@ -107,6 +107,10 @@ pub struct ActiveManagerConfig {
     pub election_key: String,
     /// The etcd prefix of the servers' records (maintenance).
     pub servers_prefix: String,
+    /// The etcd prefix of the nodes' presence keys (placement by group).
+    pub nodes_prefix: String,
+    /// The etcd prefix of the nodes' acknowledgements of group moves.
+    pub acks_prefix: String,
 }
 
 impl Default for ActiveManagerConfig {
@@ -123,6 +127,8 @@ impl Default for ActiveManagerConfig {
             ],
             election_key: "/mailfront/leader".to_owned(),
             servers_prefix: "/mailfront/servers/".to_owned(),
+            nodes_prefix: "/mailfront/nodes/".to_owned(),
+            acks_prefix: "/mailfront/acks/".to_owned(),
         }
     }
 }
@@ -156,8 +162,14 @@ impl ActiveManagerConfig {
         if self.election_key.is_empty() || !self.election_key.starts_with('/') {
             return Err("active_manager.election_key: must start with `/`".to_owned());
         }
-        if !self.servers_prefix.starts_with('/') || !self.servers_prefix.ends_with('/') {
-            return Err("active_manager.servers_prefix: must start and end with `/`".to_owned());
+        for (key, prefix) in [
+            ("servers_prefix", &self.servers_prefix),
+            ("nodes_prefix", &self.nodes_prefix),
+            ("acks_prefix", &self.acks_prefix),
+        ] {
+            if !prefix.starts_with('/') || !prefix.ends_with('/') {
+                return Err(format!("active_manager.{key}: must start and end with `/`"));
+            }
         }
         Ok(())
     }

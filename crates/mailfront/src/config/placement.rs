@@ -1,6 +1,8 @@
 //! `[placement]`: users placed on servers by group, for fleets whose backends share one mail
 //! store (no mailbox databases).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 /// Which users are placed by group.
@@ -25,6 +27,14 @@ pub struct PlacementConfig {
     pub groups: u32,
     /// The most groups an operator's rebalance moves at once.
     pub max_parallel_moves: u32,
+    /// How long a login waits for its group's move, and how long the leader waits for every
+    /// node's acknowledgement before it calls a move off.
+    #[serde(with = "humantime_serde")]
+    pub move_timeout: Duration,
+    /// Sessions closed by a move or a failover are closed at random moments within this time,
+    /// so that their clients do not all reconnect at once (0s: all at once).
+    #[serde(with = "humantime_serde")]
+    pub disconnect_spread: Duration,
 }
 
 impl Default for PlacementConfig {
@@ -33,6 +43,8 @@ impl Default for PlacementConfig {
             mode: PlacementMode::Databases,
             groups: mailfront_model::group::DEFAULT_GROUPS,
             max_parallel_moves: 16,
+            move_timeout: mailfront_resolve::moves::DEFAULT_MOVE_TIMEOUT,
+            disconnect_spread: Duration::from_secs(2),
         }
     }
 }
@@ -45,6 +57,16 @@ impl PlacementConfig {
         }
         if self.max_parallel_moves == 0 {
             return Err("placement.max_parallel_moves: must be at least 1".to_owned());
+        }
+        if self.move_timeout < Duration::from_secs(1) {
+            return Err("placement.move_timeout: must be at least 1s".to_owned());
+        }
+        if self.disconnect_spread >= self.move_timeout {
+            return Err(format!(
+                "placement.disconnect_spread: must be shorter than placement.move_timeout ({:?}): \
+                 a move waits for the spread closes before it is done",
+                self.move_timeout
+            ));
         }
         if !automatic {
             return Err(

@@ -1,0 +1,339 @@
+"""Safe moves of groups on a shared-storage fleet, with real parts: three Dovecot backends over one
+mail store, a real etcd, three mailfront nodes in `[placement] mode = "groups"`. A user must never
+be served by two backends at once: while the leader moves groups (rebalances, a server given no
+groups) and clients log in all the time through all three nodes, every backend's own list of
+logged-in users (`doveadm who`) is polled, and the test fails on the first user seen on two
+backends at once. A login held by a move that cannot finish (a node frozen with SIGSTOP never
+acknowledges until its lease runs out) gets the temporary error after `move_timeout`."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import lab.etcd  # scripts/ is on sys.path through conftest
+from conftest import lab, wait_until
+from test_active_manager import Node
+
+PASSWORD = "moves-pw-1"
+SERVERS = ("sm1", "sm2", "sm3")
+GROUPS = 48
+USERS = [lab.User(f"user{i:02d}@example.com", "shared", password=PASSWORD) for i in range(1, 41)]
+# The lease is long enough that a frozen node holds a move past `move_timeout`.
+LEASE_TTL, MOVE_TIMEOUT, SPREAD = 5, 2.0, 0.5
+
+
+class Fleet:
+    def __init__(self, root: Path, etcd: lab.etcd.Etcd):
+        self.root, self.etcd = root, etcd
+        self.servers: dict[str, lab.Dovecot] = {}
+        self.nodes: list[Node] = []
+        self.weights = {"sm1": 1, "sm2": 1, "sm3": 0}
+
+    def settings(self, node: Node) -> dict:
+        config = lab.node_config(
+            node=node.name,
+            servers=[lab.ServerEntry(name, self.servers[name].ports) for name in SERVERS],
+            users_file=self.root / "users.toml",
+            locations_file=self.root / "unused-locations.toml",
+            cert=self.cert,
+            key=self.key,
+            master_password_file=self.root / "secrets" / "master.pw",
+            location=self.etcd.location_config(timeout="1s"),
+            listeners=[lab.listener(None, "imap", node.imap, "none", allow_plaintext_auth=True)],
+            sections={
+                "timeouts": {"auth_failure_delay": "100ms", "backend_connect": "3s", "backend_login": "3s"},
+                "admin": {"address": f"127.0.0.1:{node.admin}"},
+                # Lenient probes: a backend slowed by the load must not look down (these tests
+                # move groups on purpose; test_active_manager covers detection).
+                "health": {"interval": "1s", "timeout": "1s", "fall": 3, "rise": 2},
+                "active_manager": {"lease_ttl": f"{LEASE_TTL}s", "hold_down": "60s"},
+                "placement": {"mode": "groups", "groups": GROUPS, "max_parallel_moves": GROUPS,
+                              "move_timeout": f"{int(MOVE_TIMEOUT * 1000)}ms",
+                              "disconnect_spread": f"{int(SPREAD * 1000)}ms"},
+            },
+        )
+        for server in config["server"]:
+            server["weight"] = self.weights[server["name"]]
+        return config
+
+    def groups(self, node: Node | None = None) -> dict:
+        status, body = (node or self.nodes[0]).api("GET", "/groups")
+        assert status == 200, body
+        return body["groups"]
+
+    def settled(self) -> dict | None:
+        """The placement once every group is placed and no move is under way."""
+        report = self.groups()
+        if len(report["placement"]) == GROUPS and not report["moving"]:
+            return report["placement"]
+        return None
+
+    def settled_as(self, shares: dict[str, int], timeout: float = 20) -> dict:
+        """Waits until the placement is settled with `shares` groups per server (every node's
+        report follows etcd's watch, so right after a write it may still show the old one)."""
+        def check():
+            placement = self.settled()
+            return placement if placement and Counter(placement.values()) == shares else None
+        return wait_until(check, timeout, f"the placement settled as {shares}")
+
+    def reweigh(self, **weights: int) -> None:
+        self.weights.update(weights)
+        for node in self.nodes:
+            lab.write_toml(node.config, self.settings(node))
+            status, body = node.api("POST", "/reload")
+            assert status == 200, body
+
+    def who(self, server: str) -> set[str]:
+        """The users Dovecot itself counts as logged in on `server`."""
+        out = subprocess.run(["doveadm", "-c", str(self.servers[server].dir / "dovecot.conf"), "who", "-1"],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0, out.stderr
+        return {line.split()[0] for line in out.stdout.splitlines()[1:] if line.strip()}
+
+
+@pytest.fixture(scope="module")
+def fleet(lab_env):
+    lab.ensure_installed("etcd")
+    root = lab.reset_dir(lab_env.root / "safe-moves")
+    etcd = lab.etcd.Etcd(root / "etcd", lab.free_port(), lab.free_port())
+    env = Fleet(root, etcd)
+    env.servers = {name: lab.Dovecot(root, name, lab.Ports(*(lab.free_port() for _ in range(5))), USERS)
+                   for name in SERVERS}
+    env.cert, env.key = lab.make_certificate(root / "tls")
+    lab.master_password(root)
+    # {PLAIN}: the logins measure the front door and the moves, not a debug build's Argon2.
+    lab.write_users(root / "users.toml", USERS)
+    lab.write_locations(root / "unused-locations.toml", {})
+    try:
+        etcd.start()
+        for server in env.servers.values():
+            server.start()
+        for i in (1, 2, 3):
+            node = Node(f"moves{i}", None, lab.free_port(), 0, 0, lab.free_port(),  # type: ignore[arg-type]
+                        root / f"moves{i}.toml")
+            lab.write_toml(node.config, env.settings(node))
+            node.process = lab.Mailfront(lab_env.binary, node.config, root / f"{node.name}.log")
+            node.process.start()
+            env.nodes.append(node)
+        wait_until(env.settled, 30, "every group placed")
+        # The first placement may have seen only one server healthy: even it out, as an
+        # operator would.
+        if Counter(env.settled().values()) != {"sm1": GROUPS // 2, "sm2": GROUPS // 2}:
+            status, body = env.nodes[0].api("POST", "/groups/rebalance")
+            assert status == 200, body
+        env.settled_as({"sm1": GROUPS // 2, "sm2": GROUPS // 2}, 30)
+        yield env
+    finally:
+        for node in env.nodes:
+            signal_node(node, signal.SIGCONT)
+            node.process.stop()
+        for server in env.servers.values():
+            server.stop()
+        etcd.stop()
+
+
+class Load:
+    """Clients logging in all the time, as random users, through every node."""
+
+    def __init__(self, nodes: list[Node], per_node: int = 6):
+        self.nodes, self.per_node = nodes, per_node
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.results: Counter = Counter()
+        self.login_seconds: list[float] = []
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self.client, args=(node, i), daemon=True)
+                        for node in nodes for i in range(per_node)]
+
+    def client(self, node: Node, seed: int) -> None:
+        rng = random.Random(hash((node.name, seed)))
+        while not self.stop.is_set():
+            user = rng.choice(USERS).address
+            started = time.monotonic()
+            try:
+                client = imaplib.IMAP4("127.0.0.1", node.imap, timeout=15)
+                try:
+                    client.login(user, PASSWORD)
+                except imaplib.IMAP4.error as refused:
+                    with self.lock:
+                        self.results["temporary" if b"UNAVAILABLE" in str(refused).encode() else "refused"] += 1
+                        if b"UNAVAILABLE" not in str(refused).encode():
+                            self.errors.append(f"{user}: {refused}")
+                    client.shutdown()
+                    continue
+                with self.lock:
+                    self.results["ok"] += 1
+                    self.login_seconds.append(time.monotonic() - started)
+                client.select("INBOX")
+                deadline = time.monotonic() + rng.uniform(0.2, 1.5)
+                while time.monotonic() < deadline and not self.stop.is_set():
+                    client.noop()
+                    time.sleep(0.05)
+                client.logout()
+            except (imaplib.IMAP4.abort, OSError, EOFError):
+                # A session closed by a move: the client logs in again, like a real one.
+                with self.lock:
+                    self.results["closed-by-move"] += 1
+
+    def more(self, count: int, timeout: float = 30) -> None:
+        """Waits until `count` more logins succeeded."""
+        target = self.results["ok"] + count
+        wait_until(lambda: self.results["ok"] >= target, timeout, f"{count} more logins")
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+class DoubleServiceWatch:
+    """Polls every backend's `doveadm who` in turn. A user is served twice at once when seen on
+    backend X, then on another backend Y, then on X again: X's two samples bracket Y's in time.
+    Stops at the first sighting."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+        self.stop = threading.Event()
+        self.samples = 0
+        self.sighting: str | None = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        history: list[tuple[str, set[str]]] = []   # (server, users), in the order sampled
+        while not self.stop.is_set() and self.sighting is None:
+            for server in SERVERS:
+                users = self.fleet.who(server)
+                self.samples += 1
+                # The previous sample of this server, and every other server's samples since.
+                previous = next((i for i in range(len(history) - 1, -1, -1) if history[i][0] == server), None)
+                if previous is not None:
+                    held = history[previous][1] & users
+                    for other, seen in history[previous + 1:]:
+                        twice = held & seen
+                        if twice:
+                            self.sighting = f"{sorted(twice)} on {server} and {other} at once (sample {self.samples})"
+                            return
+                history.append((server, users))
+                history = history[-2 * len(SERVERS):]
+
+    def __enter__(self) -> "DoubleServiceWatch":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_no_user_is_ever_served_by_two_backends_while_groups_move(fleet):
+    before = fleet.settled_as({"sm1": GROUPS // 2, "sm2": GROUPS // 2})
+    moved_groups = 0
+    with DoubleServiceWatch(fleet) as watch, Load(fleet.nodes) as load:
+        load.more(40)
+        quiet = sorted(load.login_seconds)
+        # 1. A server added: an operator's rebalance gives it its share.
+        fleet.reweigh(sm3=1)
+        status, done = fleet.nodes[1].api("POST", "/groups/rebalance")
+        assert status == 200 and done["written"] == GROUPS // 3, (Counter(before.values()), done)
+        moved_groups += done["written"]
+        after = fleet.settled_as({s: GROUPS // 3 for s in SERVERS})
+        load.more(40)
+        # 2. A server given no groups: the leader moves all of its groups by itself.
+        fleet.reweigh(sm1=0)
+        fleet.settled_as({"sm2": GROUPS // 2, "sm3": GROUPS // 2})
+        moved_groups += sum(1 for g in after if after[g] == "sm1")
+        load.more(40)
+        # 3. Back to three: a rebalance moves a third back.
+        fleet.reweigh(sm1=1)
+        status, done = fleet.nodes[2].api("POST", "/groups/rebalance")
+        assert status == 200 and done["written"] == GROUPS // 3, done
+        moved_groups += done["written"]
+        fleet.settled_as({s: GROUPS // 3 for s in SERVERS})
+        load.more(40)
+        wait_until(lambda: watch.samples >= 30 or watch.sighting, 10, "samples")
+    assert watch.sighting is None, f"double service: {watch.sighting}"
+    assert not load.errors, load.errors[:5]
+    assert load.results["ok"] > 100 and load.results["closed-by-move"] > 0, load.results
+    times = sorted(load.login_seconds)
+    p99 = times[int(len(times) * 0.99)]
+    print(f"\nsafe moves: {moved_groups} group moves, {dict(load.results)}, "
+          f"login median {statistics.median(times) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+          f"(before any move: median {statistics.median(quiet) * 1000:.1f} ms, "
+          f"p99 {quiet[int(len(quiet) * 0.99)] * 1000:.1f} ms), doveadm who samples {watch.samples}")
+    # Every node logged the flips it saw acknowledged; the leader logged each flip once.
+    flips = sum(node.log().count("every present node acknowledged") for node in fleet.nodes)
+    assert flips >= moved_groups, flips
+
+
+def login_of(node: Node, user: str) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", node.imap, timeout=15)
+    client.login(user, PASSWORD)
+    return client
+
+
+def test_a_login_held_past_move_timeout_gets_the_temporary_error_and_then_goes_to_the_new_server(fleet):
+    placement = wait_until(fleet.settled, 30, "settled")
+    user = USERS[0].address
+    group = group_of(user)
+    frozen, asking = fleet.nodes[2], fleet.nodes[0]
+    # A node that cannot acknowledge: the move waits for its lease to run out (5 s).
+    signal_node(frozen, signal.SIGSTOP)
+    try:
+        source = placement[group]
+        target = next(s for s in SERVERS if s != source)
+        status, body = asking.api("POST", f"/databases/move?database={group}&server={target}")
+        assert status == 200, body
+        wait_until(lambda: group in fleet.groups(asking)["moving"], 5, "the move under way")
+        started = time.monotonic()
+        with pytest.raises(imaplib.IMAP4.error, match=r"UNAVAILABLE"):
+            login_of(asking, user)
+        held = time.monotonic() - started
+        assert MOVE_TIMEOUT - 0.1 <= held < MOVE_TIMEOUT + 2, held
+    finally:
+        signal_node(frozen, signal.SIGCONT)
+    # The frozen node's lease ran out (or it came back and acknowledged): the move is done, and
+    # the user goes to the new server through every node.
+    wait_until(lambda: fleet.settled() and fleet.settled()[group] == target, 20, "the move done")
+    for node in fleet.nodes:
+        client = wait_until(lambda: _try_login(node, user), 15, f"a login through {node.name}", interval=0.2)
+        client.logout()
+        backend = re.findall(r"session proxied.*user=" + re.escape(user) + r".*backend=(\S+)", node.log())
+        assert backend and backend[-1] == target, backend[-3:]
+
+
+def signal_node(node: Node, sig: int) -> None:
+    pid = node.process.pid
+    if pid is not None:
+        os.kill(pid, sig)
+
+
+def _try_login(node: Node, user: str):
+    try:
+        return login_of(node, user)
+    except (imaplib.IMAP4.error, OSError):
+        return None
+
+
+def group_of(address: str, groups: int = GROUPS) -> str:
+    """mailfront's group of an address: FNV-1a 64 of the lowercase address, modulo `groups`."""
+    value = 0xcbf29ce484222325
+    for byte in address.lower().encode():
+        value = ((value ^ byte) * 0x100000001b3) % 2**64
+    return f"g{value % groups}"
