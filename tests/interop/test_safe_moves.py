@@ -30,6 +30,8 @@ PASSWORD = "moves-pw-1"
 SERVERS = ("sm1", "sm2", "sm3")
 GROUPS = 48
 USERS = [lab.User(f"user{i:02d}@example.com", "shared", password=PASSWORD) for i in range(1, 41)]
+# One group crowded with users, for the move of a group holding 1,000 sessions.
+CROWD_GROUP, CROWD_SESSIONS = "g5", 1000
 # The lease is long enough that a frozen node holds a move past `move_timeout`.
 LEASE_TTL, MOVE_TIMEOUT, SPREAD = 5, 2.0, 0.5
 
@@ -55,9 +57,11 @@ class Fleet:
             sections={
                 "timeouts": {"auth_failure_delay": "100ms", "backend_connect": "3s", "backend_login": "3s"},
                 "admin": {"address": f"127.0.0.1:{node.admin}"},
+                # Every client here is 127.0.0.1, and one test holds 1,000 sessions.
+                "limits": {"max_connections_per_client": 2 * CROWD_SESSIONS},
                 # Lenient probes: a backend slowed by the load must not look down (these tests
                 # move groups on purpose; test_active_manager covers detection).
-                "health": {"interval": "1s", "timeout": "1s", "fall": 3, "rise": 2},
+                "health": {"interval": "1s", "timeout": "1s", "fall": 8, "rise": 2},
                 "active_manager": {"lease_ttl": f"{LEASE_TTL}s", "hold_down": "60s"},
                 "placement": {"mode": "groups", "groups": GROUPS, "max_parallel_moves": GROUPS,
                               "move_timeout": f"{int(MOVE_TIMEOUT * 1000)}ms",
@@ -103,18 +107,26 @@ class Fleet:
         return {line.split()[0] for line in out.stdout.splitlines()[1:] if line.strip()}
 
 
+def crowd() -> list[lab.User]:
+    """25 users of CROWD_GROUP (Dovecot and the users file know them; the load above does not)."""
+    names = (f"crowd{i}@example.com" for i in range(100_000))
+    return [lab.User(a, "shared", password=PASSWORD) for a in names if group_of(a) == CROWD_GROUP][:25]
+
+
 @pytest.fixture(scope="module")
 def fleet(lab_env):
     lab.ensure_installed("etcd")
     root = lab.reset_dir(lab_env.root / "safe-moves")
     etcd = lab.etcd.Etcd(root / "etcd", lab.free_port(), lab.free_port())
     env = Fleet(root, etcd)
-    env.servers = {name: lab.Dovecot(root, name, lab.Ports(*(lab.free_port() for _ in range(5))), USERS)
+    env.crowd = crowd()
+    everyone = USERS + env.crowd
+    env.servers = {name: lab.Dovecot(root, name, lab.Ports(*(lab.free_port() for _ in range(5))), everyone)
                    for name in SERVERS}
     env.cert, env.key = lab.make_certificate(root / "tls")
     lab.master_password(root)
     # {PLAIN}: the logins measure the front door and the moves, not a debug build's Argon2.
-    lab.write_users(root / "users.toml", USERS)
+    lab.write_users(root / "users.toml", everyone)
     lab.write_locations(root / "unused-locations.toml", {})
     try:
         etcd.start()
@@ -277,9 +289,65 @@ def test_no_user_is_ever_served_by_two_backends_while_groups_move(fleet):
           f"login median {statistics.median(times) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
           f"(before any move: median {statistics.median(quiet) * 1000:.1f} ms, "
           f"p99 {quiet[int(len(quiet) * 0.99)] * 1000:.1f} ms), doveadm who samples {watch.samples}")
+    # How long logins were held by a move under way (each node logs every held login).
+    held = sorted(int(ms) for node in fleet.nodes
+                  for ms in re.findall(r"login held until the group settled.*held_ms=(\d+)", node.log()))
+    if held:
+        print(f"logins held by a move: {len(held)}, median {statistics.median(held)} ms, "
+              f"p99 {held[int(len(held) * 0.99)]} ms, max {held[-1]} ms")
     # Every node logged the flips it saw acknowledged; the leader logged each flip once.
     flips = sum(node.log().count("every present node acknowledged") for node in fleet.nodes)
     assert flips >= moved_groups, flips
+
+
+def test_a_group_holding_1000_sessions_moves_once_every_node_closed_them(fleet, lab_env):
+    """The note's figure: how long a move of a busy group takes (its sessions close spread over
+    `disconnect_spread`, then every node acknowledges, then the leader flips it)."""
+    bench = lab_env.binary.parent / "mailfront-bench"
+    assert bench.exists(), f"{bench} is missing: cargo build -p mailfront-loadgen"
+    placement = wait_until(fleet.settled, 30, "settled")
+    source = placement[CROWD_GROUP]
+    target = next(s for s in SERVERS if s != source)
+    users = fleet.root / "crowd-users.txt"
+    users.write_text("".join(f"{u.address} {PASSWORD}\n" for u in fleet.crowd))
+    per_node = -(-CROWD_SESSIONS // len(fleet.nodes))
+    loads = []
+    try:
+        for node in fleet.nodes:
+            ready = fleet.root / f"crowd-{node.name}.ready"
+            ready.unlink(missing_ok=True)
+            loads.append((ready, subprocess.Popen(
+                [str(bench), "idle", "--target", f"127.0.0.1:{node.imap}", "--users", str(users),
+                 "--sessions", str(per_node), "--concurrency", "5", "--hold", "600",
+                 "--ready-file", str(ready), "--output", str(fleet.root / f"crowd-{node.name}.json")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        wait_until(lambda: all(r.exists() for r, _ in loads), 180, "1,000 sessions open")
+        for ready, _ in loads:
+            assert re.fullmatch(rf"READY opened={per_node} errors=0\s*", ready.read_text()), ready.read_text()
+
+        def live() -> int:
+            return sum(node.api("GET", "/groups")[1]["sessions"].get(CROWD_GROUP, 0) for node in fleet.nodes)
+        assert live() >= CROWD_SESSIONS
+        assert len(fleet.who(source) & {u.address for u in fleet.crowd}) == len(fleet.crowd)
+
+        started = time.monotonic()
+        status, body = fleet.nodes[0].api("POST", f"/databases/move?database={CROWD_GROUP}&server={target}")
+        assert status == 200, body
+        wait_until(lambda: (p := fleet.settled()) and p[CROWD_GROUP] == target, 30, "the busy group moved")
+        took = time.monotonic() - started
+        # Flipped only once no node held a session of the group on the old server.
+        assert live() == 0
+        # The client side learns the session ended ([UNAVAILABLE] BYE, then the close); Dovecot's
+        # processes end with it.
+        wait_until(lambda: not (fleet.who(source) & {u.address for u in fleet.crowd}), 10,
+                   "the crowd gone from the old server")
+        print(f"\na group holding {per_node * len(fleet.nodes)} sessions moved in {took:.2f} s "
+              f"(disconnect_spread {SPREAD} s)")
+        assert took >= SPREAD * 0.5, "closes were not spread"
+    finally:
+        for _, process in loads:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def login_of(node: Node, user: str) -> imaplib.IMAP4:

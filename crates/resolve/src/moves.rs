@@ -134,7 +134,7 @@ impl super::Resolver {
             match unsettled() {
                 Some(still) => reason = still,
                 None => {
-                    tracing::debug!(%database, held_ms = started.elapsed().as_millis() as u64, was = %reason, "login held until the group settled");
+                    tracing::info!(%database, held_ms = started.elapsed().as_millis() as u64, was = %reason, "login held until the group settled");
                     return None;
                 }
             }
