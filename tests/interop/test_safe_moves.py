@@ -328,6 +328,10 @@ def test_a_group_holding_1000_sessions_moves_once_every_node_closed_them(fleet, 
         def live() -> int:
             return sum(node.api("GET", "/groups")[1]["sessions"].get(CROWD_GROUP, 0) for node in fleet.nodes)
         assert live() >= CROWD_SESSIONS
+        # The servers view counts them on their server too (each node its own).
+        on_source = sum(next(s["sessions"] for s in node.api("GET", "/servers")[1]["servers"] if s["server"] == source)
+                        for node in fleet.nodes)
+        assert on_source >= CROWD_SESSIONS, on_source
         assert len(fleet.who(source) & {u.address for u in fleet.crowd}) == len(fleet.crowd)
 
         started = time.monotonic()

@@ -75,8 +75,8 @@ pub(super) async fn answer(
     query: &str,
 ) -> Answer {
     let result = match (method.as_str(), path) {
-        ("GET", "/databases") => views(manager, true).await,
-        ("GET", "/servers") => views(manager, false).await,
+        ("GET", "/databases") => databases(manager).await,
+        ("GET", "/servers") => servers(manager, registry).await,
         ("POST", "/databases/move") => move_database(manager, query).await,
         ("POST", "/databases/hold") => hold(manager, query).await,
         ("POST", "/servers/maintenance") => maintenance(manager, query).await,
@@ -91,14 +91,32 @@ pub(super) async fn answer(
     result.unwrap_or_else(|answer| answer)
 }
 
-async fn views(manager: &ActiveManager, databases: bool) -> Result<Answer, Answer> {
-    let body = if databases {
-        let list = manager.databases().await.map_err(|e| failed(&e))?;
-        json!({ "leader": manager.is_leader(), "databases": list })
-    } else {
-        let list = manager.servers().await.map_err(|e| failed(&e))?;
-        json!({ "leader": manager.is_leader(), "servers": list })
-    };
+async fn databases(manager: &ActiveManager) -> Result<Answer, Answer> {
+    let list = manager.databases().await.map_err(|e| failed(&e))?;
+    let body = json!({ "leader": manager.is_leader(), "databases": list });
+    Ok(Answer::json(StatusCode::OK, &body))
+}
+
+/// Each server's state and databases (groups too), with this node's live sessions on it (each
+/// node answers for its own).
+async fn servers(manager: &ActiveManager, registry: &Registry) -> Result<Answer, Answer> {
+    let list = manager.servers().await.map_err(|e| failed(&e))?;
+    let mut sessions: BTreeMap<String, usize> = BTreeMap::new();
+    for session in registry.list(&Filter::default()) {
+        *sessions.entry(session.server.to_string()).or_default() += 1;
+    }
+    let list: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|server| {
+            let live = sessions.get(&server.server).copied().unwrap_or(0);
+            let mut value = json!(server);
+            if let Some(object) = value.as_object_mut() {
+                object.insert("sessions".to_owned(), json!(live));
+            }
+            value
+        })
+        .collect();
+    let body = json!({ "leader": manager.is_leader(), "servers": list });
     Ok(Answer::json(StatusCode::OK, &body))
 }
 
