@@ -245,3 +245,70 @@ impl PresenceKeeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mailfront_location::Underway;
+
+    use super::*;
+
+    fn marked(epoch: u64) -> LocationMap {
+        LocationMap::new([(DatabaseName::new("g1"), "sm1".into())]).with_moving([(
+            DatabaseName::new("g1"),
+            Underway {
+                to: "sm2".into(),
+                epoch,
+            },
+        )])
+    }
+
+    async fn acked(acks: &LocalAcks, epoch: u64) {
+        let g1 = DatabaseName::new("g1");
+        while acks.lock().unwrap().get(&g1) != Some(&epoch) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_move_is_acknowledged_only_once_no_session_of_the_group_is_left() {
+        let locator = Arc::new(Locator::new());
+        locator.publish(LocationMap::new([(DatabaseName::new("g1"), "sm1".into())]));
+        let sessions = Arc::new(AtomicUsize::new(2));
+        let counted = Arc::clone(&sessions);
+        let live: Arc<LiveSessions> = Arc::new(move |database: &DatabaseName| {
+            if database.as_str() == "g1" {
+                counted.load(Ordering::SeqCst)
+            } else {
+                0
+            }
+        });
+        let acks = LocalAcks::default();
+        let task = tokio::spawn(acknowledge_moves(
+            "cas1".into(),
+            Arc::clone(&locator),
+            live,
+            Acks::Local(Arc::clone(&acks)),
+        ));
+        locator.publish(marked(4));
+        // Two sessions left: no acknowledgement, however long they take to close.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(acks.lock().unwrap().is_empty());
+        sessions.store(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(acks.lock().unwrap().is_empty());
+        // The last one gone: acknowledged (at the record's epoch) within a drain check.
+        sessions.store(0, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_millis(100), acked(&acks, 4))
+            .await
+            .expect("acknowledged");
+        // A new move of the same group (another epoch) is acknowledged again.
+        locator.publish(LocationMap::new([(DatabaseName::new("g1"), "sm2".into())]));
+        locator.publish(marked(5));
+        tokio::time::timeout(Duration::from_millis(100), acked(&acks, 5))
+            .await
+            .expect("acknowledged again");
+        task.abort();
+    }
+}
