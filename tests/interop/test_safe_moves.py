@@ -24,7 +24,7 @@ import pytest
 
 import lab.etcd  # scripts/ is on sys.path through conftest
 from conftest import lab, wait_until
-from test_active_manager import Node
+from test_active_manager import Node, backend_of
 
 PASSWORD = "moves-pw-1"
 SERVERS = ("sm1", "sm2", "sm3")
@@ -159,8 +159,9 @@ def fleet(lab_env):
 class Load:
     """Clients logging in all the time, as random users, through every node."""
 
-    def __init__(self, nodes: list[Node], per_node: int = 6):
+    def __init__(self, nodes: list[Node], per_node: int = 6, users: list[str] | None = None):
         self.nodes, self.per_node = nodes, per_node
+        self.users = users or [u.address for u in USERS]
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.results: Counter = Counter()
@@ -172,7 +173,7 @@ class Load:
     def client(self, node: Node, seed: int) -> None:
         rng = random.Random(hash((node.name, seed)))
         while not self.stop.is_set():
-            user = rng.choice(USERS).address
+            user = rng.choice(self.users)
             started = time.monotonic()
             try:
                 client = imaplib.IMAP4("127.0.0.1", node.imap, timeout=15)
@@ -352,6 +353,64 @@ def test_a_group_holding_1000_sessions_moves_once_every_node_closed_them(fleet, 
         for _, process in loads:
             process.terminate()
             process.wait(timeout=30)
+
+
+def test_a_pin_moves_one_user_safely_and_unpin_gives_the_user_back_to_the_group(fleet):
+    placement = wait_until(fleet.settled, 30, "settled")
+    user = USERS[1].address
+    pin = f"pin:{user}"
+    group = group_of(user)
+    source = placement[group]
+    target = next(s for s in SERVERS if s != source)
+    admin = fleet.nodes[0]
+    status, body = admin.api("POST", "/users/pin?user=nobody@example.com&server=sm1")
+    assert status == 422 and "no user" in str(body), body
+    status, body = admin.api("POST", f"/users/unpin?user={user}")
+    assert status == 422 and "not pinned" in str(body), body
+
+    def backend_now(node: Node) -> str:
+        after = len(node.log())
+        client = wait_until(lambda: _try_login(node, user), 15, f"a login through {node.name}", interval=0.1)
+        client.logout()
+        return wait_until(lambda: backend_of(node, user, after), 5, "the session line")
+
+    def settled_pin(server: str | None) -> bool:
+        report = fleet.groups()
+        return pin not in report["moving"] and report["pins"].get(user) == server
+
+    with DoubleServiceWatch(fleet) as watch, Load(fleet.nodes, per_node=2, users=[user]) as load:
+        load.more(10)
+        held = login_of(fleet.nodes[1], user)
+        held.select("INBOX")
+        status, body = admin.api("POST", f"/users/pin?user={user.upper()}&server={target}")
+        assert status == 200 and body == {"user": user, "group": group, "from": source, "to": target}, body
+        wait_until(lambda: settled_pin(target), 20, "the pin made")
+        # The session that was open on the group's server was closed by the pin.
+        wait_until(lambda: _closed(held), 10, "the old session closed")
+        assert all(backend_now(node) == target for node in fleet.nodes)
+        status, body = admin.api("POST", f"/users/pin?user={user}&server={target}")
+        assert status == 422 and "already pinned" in str(body), body
+        load.more(10)
+        # The group itself stays where it was; only the user moved.
+        assert fleet.groups()["placement"][group] == source
+        status, body = admin.api("POST", f"/users/unpin?user={user}")
+        assert status == 200 and body["to"] == source, body
+        wait_until(lambda: settled_pin(None), 20, "the pin removed")
+        assert all(backend_now(node) == source for node in fleet.nodes)
+        load.more(10)
+    assert watch.sighting is None, f"double service: {watch.sighting}"
+    assert not load.errors, load.errors[:5]
+    assert load.results["closed-by-move"] > 0, load.results
+    print(f"\npin and unpin under load of the same user: {dict(load.results)}, "
+          f"doveadm who samples {watch.samples}")
+
+
+def _closed(client: imaplib.IMAP4) -> bool:
+    try:
+        client.noop()
+        return False
+    except (imaplib.IMAP4.abort, OSError, EOFError):
+        return True
 
 
 def login_of(node: Node, user: str) -> imaplib.IMAP4:

@@ -9,16 +9,20 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mailfront_model::group::group_of;
-use mailfront_model::{Principal, Secret};
+use mailfront_model::group::{group_of, pin_of};
+use mailfront_model::{DatabaseName, Principal, Secret};
 
 use crate::{AuthError, Directory, Unavailable};
+
+/// Whether a pin's database (`pin:<address>`) exists in the location map.
+pub type PinLookup = dyn Fn(&DatabaseName) -> bool + Send + Sync;
 
 /// A directory whose principals are placed in groups.
 pub struct GroupedDirectory {
     inner: Arc<dyn Directory>,
     groups: u32,
     every_user: bool,
+    pins: Option<Arc<PinLookup>>,
 }
 
 impl std::fmt::Debug for GroupedDirectory {
@@ -38,12 +42,24 @@ impl GroupedDirectory {
             inner,
             groups,
             every_user,
+            pins: None,
         }
+    }
+
+    /// Users with a pin (its database in the location map, as `pins` says) get the pin's
+    /// database instead of their group: the pin wins.
+    pub fn with_pins(mut self, pins: Arc<PinLookup>) -> Self {
+        self.pins = Some(pins);
+        self
     }
 
     fn grouped(&self, mut principal: Principal) -> Principal {
         if self.every_user || principal.database.as_str().is_empty() {
-            principal.database = group_of(&principal.address, self.groups);
+            let pin = pin_of(&principal.address);
+            principal.database = match &self.pins {
+                Some(pinned) if pinned(&pin) => pin,
+                _ => group_of(&principal.address, self.groups),
+            };
         }
         principal
     }
@@ -130,5 +146,16 @@ version = "15.1"
         assert_eq!(alice.database.as_str(), "DB01");
         let bob = some.lookup("bob@example.com").await.unwrap().unwrap();
         assert_eq!(bob.database.as_str(), "g153");
+    }
+
+    #[tokio::test]
+    async fn a_pin_in_the_map_wins_over_the_group() {
+        let pinned: Arc<PinLookup> =
+            Arc::new(|database: &DatabaseName| database.as_str() == "pin:bob@example.com");
+        let every = GroupedDirectory::new(users(), 256, true).with_pins(pinned);
+        let bob = every.lookup("Bob@Example.com").await.unwrap().unwrap();
+        assert_eq!(bob.database.as_str(), "pin:bob@example.com");
+        let alice = every.lookup("alice@example.com").await.unwrap().unwrap();
+        assert_eq!(alice.database.as_str(), "g70");
     }
 }

@@ -118,6 +118,19 @@ pub enum AdminAction {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Pin a user (placement by group) to a server: the user's sessions elsewhere close, and
+    /// the user is served there whatever the group, until unpinned.
+    Pin {
+        /// The user (address or alias).
+        user: String,
+        /// The server.
+        server: String,
+    },
+    /// Remove a user's pin: the user follows the group again.
+    Unpin {
+        /// The user (address or alias).
+        user: String,
+    },
     /// Put a database on hold (never moved automatically), or take it off.
     Hold {
         /// The database.
@@ -191,6 +204,13 @@ fn route(action: &AdminAction) -> (&'static str, String) {
         AdminAction::Rebalance { dry_run } => {
             let q = if *dry_run { "?dry_run=yes" } else { "" };
             ("POST", format!("/groups/rebalance{q}"))
+        }
+        AdminAction::Pin { user, server } => {
+            let q = query(&[("user", user), ("server", server)]);
+            ("POST", format!("/users/pin{q}"))
+        }
+        AdminAction::Unpin { user } => {
+            ("POST", format!("/users/unpin{}", query(&[("user", user)])))
         }
         AdminAction::Hold { database, state } => {
             let q = query(&[("database", database), ("on", state.word())]);

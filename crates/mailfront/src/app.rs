@@ -209,8 +209,8 @@ impl Core {
         let http_tls = Arc::new(SharedAcceptor::new(build::http_acceptor(config)?));
         let admin_tls = Arc::new(SharedAcceptor::new(build::admin_acceptor(config)?));
         let connector = build::connector(config)?;
-        let directory = build::directory(config, true)?;
         let locator = Arc::new(Locator::new());
+        let directory = build::directory(config, true, &locator)?;
         let (locations, location_file) = start_locations(config, &locator, &rules).await?;
         let services = Arc::new(build::node_services(
             config,

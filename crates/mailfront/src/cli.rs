@@ -397,8 +397,9 @@ fn route_command(
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
+    let locator = Arc::new(Locator::new());
     let loaded = build::topology(&config).and_then(|t| {
-        let directory = runtime.block_on(async { build::directory(&config, false) })?;
+        let directory = runtime.block_on(async { build::directory(&config, false, &locator) })?;
         let (map, _) = runtime.block_on(build::load_locations(&config))?;
         Ok((t, directory, map))
     });
@@ -406,7 +407,6 @@ fn route_command(
         Ok(loaded) => loaded,
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
-    let locator = Arc::new(Locator::new());
     locator.publish(map);
     let resolver = Resolver::new(
         directory,

@@ -27,8 +27,10 @@ use crate::plan::{DatabaseView, Fleet, Move, MoveKind, Policy, ServerView, plan_
 use crate::store::{Store, WriteError};
 
 mod groups;
+mod pins;
 
 pub use groups::{GroupsReport, MoveUnderway, PlacementSettings, Rebalance, ServerShare};
+pub use pins::PinReport;
 
 /// How the Active Manager runs.
 #[derive(Clone, Debug)]

@@ -122,6 +122,34 @@ impl Store {
         }
     }
 
+    /// Deletes `database`'s record (a pin removed) if it is still `expected`, with the nodes'
+    /// acknowledgements of its moves; for a leader's write, only while `fence` holds.
+    pub async fn delete_database(
+        &self,
+        database: &DatabaseName,
+        expected: &Stored<DatabaseRecord>,
+        fence: Option<&Fence>,
+    ) -> Result<(), WriteError> {
+        match self {
+            Store::Etcd(etcd) => etcd
+                .delete_database(database, expected.revision, fence)
+                .await
+                .map_err(from_etcd),
+            Store::File { path, lock, source } => {
+                let _one = lock.lock().await;
+                let mut records = read_records(path).map_err(unavailable)?;
+                match records.databases.get(database) {
+                    Some(current) if current.value == expected.value => {}
+                    _ => return Err(WriteError::Conflict),
+                }
+                records.databases.remove(database);
+                write_records(path, &records).map_err(unavailable)?;
+                reread(source.as_deref());
+                Ok(())
+            }
+        }
+    }
+
     /// Writes `server`'s record if it is still `expected` (`None`: it had none).
     pub async fn write_server(
         &self,

@@ -19,6 +19,19 @@ pub fn group_of(address: &str, groups: u32) -> DatabaseName {
     DatabaseName::new(format!("g{}", group_index(address, groups)))
 }
 
+/// The "database" of a user pinned to a server (`mailfront admin pin`): `pin:<address>`, the
+/// address in lowercase. A pin's record in the location store wins over the user's group.
+pub fn pin_of(address: &str) -> DatabaseName {
+    DatabaseName::new(format!("{PIN_PREFIX}{}", address.to_ascii_lowercase()))
+}
+
+/// The address a pin's database name is for (`None`: not a pin).
+pub fn pinned_user(name: &DatabaseName) -> Option<&str> {
+    name.as_str().strip_prefix(PIN_PREFIX)
+}
+
+const PIN_PREFIX: &str = "pin:";
+
 /// The number N of [`group_of`]'s `g<N>`.
 pub fn group_index(address: &str, groups: u32) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

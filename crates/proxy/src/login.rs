@@ -72,7 +72,7 @@ async fn try_log_in<P: LineProtocol>(
     started: Instant,
 ) -> Result<LoggedIn, Refusal> {
     let resolver = &services.resolver;
-    let principal = resolver
+    let mut principal = resolver
         .authenticate(
             P::PROTOCOL,
             client.client.ip(),
@@ -81,7 +81,8 @@ async fn try_log_in<P: LineProtocol>(
             started,
         )
         .await?;
-    let user = principal.address.as_str();
+    let address = principal.address.clone();
+    let user = address.as_str();
     if let Some(authzid) = &credentials.authzid
         && !principal.answers_to(authzid)
     {
@@ -100,9 +101,25 @@ async fn try_log_in<P: LineProtocol>(
     loop {
         attempt += 1;
         let last = attempt >= LOGIN_ATTEMPTS_ACROSS_MOVES;
+        // A pin made or removed since the directory answered: register under what serves now.
+        if let Some(now) = resolver.regroup(&principal) {
+            principal = now;
+        }
         let resolved = resolver
             .resolve(Mailbox::User(&principal), &Request::protocol(P::PROTOCOL))
             .await;
+        // The user's pin was made or removed while the login was held: start over under it.
+        if resolver.regroup(&principal).is_some() {
+            if last {
+                return Err(Refusal::new(
+                    RejectKind::Temporary,
+                    Source::Locator,
+                    format!("{}'s pin changed while logging in", principal.address),
+                )
+                .for_user(user));
+            }
+            continue;
+        }
         let server = proxied_to::<P>(&resolved, user)?;
         // Registered before the backend login: a move of the user's group that starts
         // meanwhile stops this registration, and the node does not acknowledge the move until

@@ -10,6 +10,10 @@
 //! [`Registry::live`] says none is left); the session says goodbye in its protocol and closes,
 //! and the client's next login goes to the new server. Those closes are spread over
 //! `disconnect_spread`, so that a thousand clients do not all reconnect in the same millisecond.
+//!
+//! A pin (`pin:<address>`, [`mailfront_model::group::pin_of`]) is a database of one user that
+//! wins over the user's group: while it moves (pinned, re-pinned, unpinned), every session of
+//! that user counts and is stopped, whatever database it was registered under.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -18,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use mailfront_location::{LocationMap, Locator};
+use mailfront_model::group::{pin_of, pinned_user};
 use mailfront_model::{DatabaseName, Protocol, ServerName};
 use tokio::sync::Notify;
 
@@ -198,12 +203,18 @@ impl Registry {
         }
     }
 
-    /// How many sessions of `database` are registered (logging in or proxied).
+    /// How many sessions of `database` are registered (logging in or proxied); for a pin, every
+    /// session of its user.
     pub fn live(&self, database: &DatabaseName) -> usize {
-        self.lock()
-            .by_database
-            .get(database)
-            .map_or(0, HashSet::len)
+        let inner = self.lock();
+        match pinned_user(database) {
+            Some(user) => inner
+                .sessions
+                .values()
+                .filter(|e| of_pin(&e.info, database, user))
+                .count(),
+            None => inner.by_database.get(database).map_or(0, HashSet::len),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -222,6 +233,7 @@ impl Registry {
         let stop = Arc::new(Stop::default());
         let database = info.database.clone();
         let server = info.server.clone();
+        let user = info.user.clone();
         {
             let mut inner = self.lock();
             inner
@@ -239,6 +251,14 @@ impl Registry {
         }
         // After inserting: either this check sees the new map, or the change's apply_map sees
         // this session. (A publish happens before its apply_map runs.)
+        let pin = pin_of(&user);
+        if database != pin
+            && let Ok(pinned) = self.locator.locate(&pin)
+        {
+            // The user was pinned after this login looked the user up: it goes by the pin.
+            let to = self.locator.moving(&pin).map_or(pinned, |u| u.to);
+            stop.fire(StopReason::Failover { to: Some(to) });
+        }
         match self.locator.locate(&database) {
             Ok(active) if active == server => {
                 if let Some(underway) = self.locator.moving(&database) {
@@ -344,8 +364,36 @@ impl Registry {
                 stopped.push((database.clone(), server.clone(), count));
             }
         }
+        // A pin moving (or present): its user's sessions under any other database go too.
+        for (pin, active) in map.iter().filter(|(d, _)| pinned_user(d).is_some()) {
+            let user = pinned_user(pin).unwrap_or_default();
+            let underway = map.moving(pin);
+            let to = underway.map_or(active, |u| &u.to);
+            let mut per_server: HashMap<&ServerName, usize> = HashMap::new();
+            for entry in inner.sessions.values() {
+                if entry.info.user.eq_ignore_ascii_case(user)
+                    && &entry.info.database != pin
+                    && entry.stop.fire_after(
+                        StopReason::Failover {
+                            to: Some(to.clone()),
+                        },
+                        self.spread_delay(),
+                    )
+                {
+                    *per_server.entry(&entry.info.server).or_default() += 1;
+                }
+            }
+            for (server, count) in per_server {
+                stopped.push((pin.clone(), server.clone(), count));
+            }
+        }
         stopped
     }
+}
+
+/// Whether `info` is a session of `pin` (the pin of `user`): under the pin, or of its user.
+fn of_pin(info: &SessionInfo, pin: &DatabaseName, user: &str) -> bool {
+    &info.database == pin || info.user.eq_ignore_ascii_case(user)
 }
 
 /// Follows the locator and applies every new map to the registry, until the locator is gone.
@@ -519,6 +567,39 @@ mod tests {
         locator.publish(map(&[("g1", "sm2")]));
         let fine = registry.register(info("fine", "alice", "g1", "sm2"));
         assert_eq!(fine.stop_reason(), None);
+    }
+
+    #[test]
+    fn a_pin_under_way_stops_and_counts_its_users_sessions_under_any_database() {
+        let locator = Arc::new(Locator::new());
+        locator.publish(map(&[("g1", "sm1")]));
+        let registry = Arc::new(Registry::new(Arc::clone(&locator)));
+        let alice = registry.register(info("a", "Alice@example.com", "g1", "sm1"));
+        let bob = registry.register(info("b", "bob@example.com", "g1", "sm1"));
+        let pin = DatabaseName::new("pin:alice@example.com");
+        assert_eq!(registry.live(&pin), 1, "alice's session counts for her pin");
+        let pinned = map(&[("g1", "sm1"), ("pin:alice@example.com", "sm1")]).with_moving([(
+            pin.clone(),
+            mailfront_location::Underway {
+                to: "sm2".into(),
+                epoch: 0,
+            },
+        )]);
+        locator.publish(pinned.clone());
+        let stopped = registry.apply_map(&pinned);
+        assert_eq!(stopped, vec![(pin.clone(), ServerName::new("sm1"), 1)]);
+        assert_eq!(
+            alice.stop_reason(),
+            Some(StopReason::Failover {
+                to: Some("sm2".into())
+            })
+        );
+        assert_eq!(bob.stop_reason(), None, "the group's other users stay");
+        // A login that looked alice up before the pin (under the group) is stopped at once.
+        let late = registry.register(info("late", "alice@example.com", "g1", "sm1"));
+        assert!(late.stop_reason().is_some());
+        drop((alice, late));
+        assert_eq!(registry.live(&pin), 0);
     }
 
     #[test]

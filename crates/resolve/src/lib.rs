@@ -472,6 +472,8 @@ impl Resolver {
         request: &Request<'_>,
         owner: &Principal,
     ) -> Decision {
+        let regrouped = self.regroup(owner);
+        let owner = regrouped.as_ref().unwrap_or(owner);
         // SIP is only redirected and serves no mailbox: it need not wait for a move.
         if request.protocol != Protocol::Sip
             && let Some(reason) = self.settled(&owner.database).await
@@ -481,6 +483,10 @@ impl Resolver {
                 reason,
             };
         }
+        // The hold may have ended with the user's pin removed (or made): route by what serves
+        // the user now. (A login sees the change too, and starts over under it.)
+        let settled = self.regroup(owner);
+        let owner = settled.as_ref().unwrap_or(owner);
         let asked = Instant::now();
         let active = self.locator.locate(&owner.database);
         self.metrics

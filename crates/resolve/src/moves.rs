@@ -11,8 +11,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mailfront_model::DatabaseName;
-use mailfront_model::group::is_group;
+use mailfront_model::group::{group_of, is_group, pin_of, pinned_user};
+use mailfront_model::{DatabaseName, Principal};
 use mailfront_routing::Reason;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -85,15 +85,37 @@ impl Default for MoveHold {
 }
 
 impl MoveHold {
-    /// Whether `database` is a group this node must be present to serve.
+    /// Whether `database` is a group (or a pin) this node must be present to serve.
     fn needs_presence(&self, database: &DatabaseName) -> Option<&Presence> {
         let groups = self.groups?;
         let presence = self.presence.as_deref()?;
-        is_group(database, groups).then_some(presence)
+        (is_group(database, groups) || pinned_user(database).is_some()).then_some(presence)
     }
 }
 
 impl super::Resolver {
+    /// `principal` with the database the location map gives its user now, if that changed
+    /// since the directory answered: a pin made meanwhile wins over the group, and a pin
+    /// removed meanwhile gives the user back to the group. `None`: unchanged (or not placed by
+    /// group). A login asks again before each try, so that it registers under the database it
+    /// is served by.
+    pub fn regroup(&self, principal: &Principal) -> Option<Principal> {
+        let groups = self.moves.load().groups?;
+        let group = group_of(&principal.address, groups);
+        let pin = pin_of(&principal.address);
+        let now = if self.locator.locate(&pin).is_ok() {
+            pin
+        } else {
+            group
+        };
+        let grouped = principal.database == pin_of(&principal.address)
+            || is_group(&principal.database, groups);
+        (grouped && principal.database != now).then(|| Principal {
+            database: now,
+            ..principal.clone()
+        })
+    }
+
     /// Waits while `database` is moving, or is a group this node is not present to serve, at
     /// most the hold's `move_timeout`; `Some(reason)` if it is still so then.
     pub(crate) async fn settled(&self, database: &DatabaseName) -> Option<Reason> {

@@ -17,7 +17,9 @@
 
 use std::collections::BTreeMap;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use mailfront_model::{DatabaseName, ServerName};
 
 use super::client::Prepared;
@@ -290,8 +292,31 @@ impl EtcdRecords {
     ) -> Result<(), WriteError> {
         check_name("database name", database.as_str()).map_err(EtcdError::Invalid)?;
         let key = format!("{}{database}", self.prepared.prefix);
-        self.compare_and_put(key, expected, encode_value(record), fence)
-            .await
+        let put = TxnOp::put(key.as_bytes(), encode_value(record), None);
+        self.compare_and(key, expected, vec![put], fence).await
+    }
+
+    /// Deletes `database`'s record if its key is still at `expected` (a pin removed), with the
+    /// nodes' acknowledgements of its moves in the same transaction (so that a record made
+    /// again under the same name, its epochs starting over, cannot meet an old one); with a
+    /// `fence`, only while the fence's leader key exists at its creation revision.
+    pub async fn delete_database(
+        &self,
+        database: &DatabaseName,
+        expected: i64,
+        fence: Option<&Fence>,
+    ) -> Result<(), WriteError> {
+        check_name("database name", database.as_str()).map_err(EtcdError::Invalid)?;
+        let key = format!("{}{database}", self.prepared.prefix);
+        let mut ops = vec![TxnOp::delete(key.as_bytes(), None)];
+        if let Some(presence) = &self.presence {
+            let acks = format!("{}{database}/", presence.acks);
+            ops.push(TxnOp::delete(
+                acks.as_bytes(),
+                Some(DeleteOptions::new().with_prefix()),
+            ));
+        }
+        self.compare_and(key, expected, ops, fence).await
     }
 
     /// Writes `server`'s record if its key is still at `expected` (0: absent).
@@ -305,14 +330,16 @@ impl EtcdRecords {
         let key = format!("{}{server}", self.servers_prefix);
         // Serialising a flag and a string cannot fail.
         let value = serde_json::to_string(record).unwrap_or_default();
-        self.compare_and_put(key, expected, value, None).await
+        let put = TxnOp::put(key.as_bytes(), value, None);
+        self.compare_and(key, expected, vec![put], None).await
     }
 
-    async fn compare_and_put(
+    /// Runs `ops` if `key` is still at `expected` (0: absent) and the `fence` holds.
+    async fn compare_and(
         &self,
         key: String,
         expected: i64,
-        value: String,
+        ops: Vec<TxnOp>,
         fence: Option<&Fence>,
     ) -> Result<(), WriteError> {
         let unchanged = if expected == 0 {
@@ -330,10 +357,7 @@ impl EtcdRecords {
             ));
             otherwise.push(TxnOp::get(fence.key.clone(), None));
         }
-        let txn = Txn::new()
-            .when(when)
-            .and_then([TxnOp::put(key.as_bytes(), value, None)])
-            .or_else(otherwise);
+        let txn = Txn::new().when(when).and_then(ops).or_else(otherwise);
         let response = self
             .call("put", |mut client| async move { client.txn(txn).await })
             .await?;

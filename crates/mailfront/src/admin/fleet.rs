@@ -29,7 +29,7 @@ use serde_json::json;
 use super::Answer;
 
 /// The paths this module answers.
-pub(super) const PATHS: [&str; 8] = [
+pub(super) const PATHS: [&str; 10] = [
     "/databases",
     "/servers",
     "/databases/move",
@@ -38,6 +38,8 @@ pub(super) const PATHS: [&str; 8] = [
     "/servers/evacuate",
     "/groups",
     "/groups/rebalance",
+    "/users/pin",
+    "/users/unpin",
 ];
 
 fn failed(error: &CommandError) -> Answer {
@@ -83,6 +85,8 @@ pub(super) async fn answer(
         ("POST", "/servers/evacuate") => evacuate(manager, query).await,
         ("GET", "/groups") => groups(manager, registry).await,
         ("POST", "/groups/rebalance") => rebalance(manager, query).await,
+        ("POST", "/users/pin") => pin(manager, query).await,
+        ("POST", "/users/unpin") => unpin(manager, query).await,
         _ => Err(Answer::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed",
@@ -173,6 +177,22 @@ async fn groups(manager: &ActiveManager, registry: &Registry) -> Result<Answer, 
         StatusCode::OK,
         &json!({ "leader": manager.is_leader(), "groups": report, "sessions": sessions }),
     ))
+}
+
+async fn pin(manager: &ActiveManager, query: &str) -> Result<Answer, Answer> {
+    let user = required(query, "user")?;
+    let server = ServerName::new(required(query, "server")?);
+    let started = manager
+        .pin_user(&user, &server)
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(Answer::json(StatusCode::OK, &json!(started)))
+}
+
+async fn unpin(manager: &ActiveManager, query: &str) -> Result<Answer, Answer> {
+    let user = required(query, "user")?;
+    let started = manager.unpin_user(&user).await.map_err(|e| failed(&e))?;
+    Ok(Answer::json(StatusCode::OK, &json!(started)))
 }
 
 async fn rebalance(manager: &ActiveManager, query: &str) -> Result<Answer, Answer> {

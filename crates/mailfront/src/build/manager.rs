@@ -18,7 +18,7 @@ use mailfront_manager::presence::{Acks, LiveSessions, PresenceKeeper, acknowledg
 use mailfront_manager::probe::{ProbeMode, ProbeSettings};
 use mailfront_manager::store::Store;
 use mailfront_metrics::Metrics;
-use mailfront_model::group::is_group;
+use mailfront_model::group::{is_group, pinned_user};
 use mailfront_model::{DatabaseName, Secret, ServerName};
 use mailfront_proxy::NodeServices;
 use mailfront_proxy::registry::StopReason;
@@ -151,7 +151,10 @@ pub fn safe_moves(
                 lease,
                 close_groups: Box::new(move || {
                     registry.stop_where(
-                        |info| is_group(&info.database, groups),
+                        |info| {
+                            is_group(&info.database, groups)
+                                || pinned_user(&info.database).is_some()
+                        },
                         &StopReason::Failover { to: None },
                     )
                 }),

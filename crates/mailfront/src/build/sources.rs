@@ -6,11 +6,12 @@ use std::sync::Arc;
 use mailfront_directory::Directory;
 use mailfront_directory::cache::CachedDirectory;
 use mailfront_directory::file::{self as directory_file, FileDirectory};
-use mailfront_directory::grouped::GroupedDirectory;
+use mailfront_directory::grouped::{GroupedDirectory, PinLookup};
 use mailfront_directory::ldap::LdapDirectory;
-use mailfront_location::LocationMap;
 use mailfront_location::etcd;
 use mailfront_location::file as location_file;
+use mailfront_location::{LocationMap, Locator};
+use mailfront_model::DatabaseName;
 use mailfront_net::tls;
 
 use super::topology::location_validator;
@@ -45,17 +46,31 @@ pub async fn probe_directory(config: &Config) -> Result<Option<String>, String> 
 }
 
 /// The directory the configuration describes. With `follow`, the embedded file is watched for
-/// edits (a running node); without, it is read once (`route`).
-pub fn directory(config: &Config, follow: bool) -> Result<Arc<dyn Directory>, String> {
+/// edits (a running node); without, it is read once (`route`). With placement by group, a
+/// user's pin in `locator`'s map wins over the group.
+pub fn directory(
+    config: &Config,
+    follow: bool,
+    locator: &Arc<Locator>,
+) -> Result<Arc<dyn Directory>, String> {
     let Some(placement) = &config.placement else {
         return backend_directory(config, follow);
     };
     let every_user = placement.mode == PlacementMode::Groups;
-    Ok(Arc::new(GroupedDirectory::new(
-        backend_directory(config, follow)?,
-        placement.groups,
-        every_user,
-    )))
+    let locator = Arc::clone(locator);
+    let pins: Arc<PinLookup> = Arc::new(move |pin: &DatabaseName| {
+        locator
+            .snapshot()
+            .is_some_and(|map| map.active(pin).is_some())
+    });
+    Ok(Arc::new(
+        GroupedDirectory::new(
+            backend_directory(config, follow)?,
+            placement.groups,
+            every_user,
+        )
+        .with_pins(pins),
+    ))
 }
 
 /// The directory `[directory]` names, before placement by group.

@@ -14,16 +14,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mailfront_location::record::{DatabaseRecord, MoveStamp, Moving, Records, unix_now};
-use mailfront_model::group::is_group;
+use mailfront_location::record::{DatabaseRecord, MoveStamp, Moving, Records, Stored, unix_now};
+use mailfront_model::group::{is_group, pinned_user};
 use mailfront_model::{DatabaseName, ServerName};
 
-use super::ActiveManager;
+use super::{ActiveManager, pins};
 use crate::leader::Term;
 use crate::ops::{CommandError, MoveReport};
 use crate::placement::{self, GroupMove};
 use crate::plan::{Fleet, MoveKind};
 use crate::store::WriteError;
+use mailfront_location::etcd::records::Fence;
 
 /// How users are placed by group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,8 +47,11 @@ pub struct GroupsReport {
     /// Per server: its weight, its share now (0 while it takes no groups) and how many groups
     /// it serves.
     pub servers: BTreeMap<String, ServerShare>,
-    /// The moves under way: group → where from, where to, since when, which nodes acknowledged.
+    /// The moves under way: group (or pin) → where from, where to, since when, which nodes
+    /// acknowledged.
     pub moving: BTreeMap<String, MoveUnderway>,
+    /// The pinned users: address → server (where it goes, while it moves).
+    pub pins: BTreeMap<String, String>,
 }
 
 /// A group's move under way, for operators.
@@ -143,6 +147,13 @@ impl ActiveManager {
                 continue;
             };
             let fence = term.fence.as_ref();
+            if waiting_for.is_empty() && moving.by == pins::UNPIN {
+                // No session of the user is left anywhere and every node holds the user: the
+                // pin can go, and the user follows the group again.
+                self.remove_pin(database, current, fence, "every present node acknowledged")
+                    .await;
+                continue;
+            }
             if waiting_for.is_empty() {
                 let stamp = MoveStamp {
                     by: moving.by.clone(),
@@ -187,6 +198,11 @@ impl ActiveManager {
                 underway = true;
                 continue;
             }
+            if moving.by == pins::PIN && record.moved.is_none() {
+                // A pin never made: nobody was served by it (its logins were held), so it goes.
+                self.remove_pin(database, current, fence, "the pin was not made: not every present node acknowledged within placement.move_timeout").await;
+                continue;
+            }
             let written = self
                 .store
                 .write_database(database, current, &record.unmarked(), fence)
@@ -202,6 +218,30 @@ impl ActiveManager {
             );
         }
         underway
+    }
+
+    /// Deletes a pin's record (and the nodes' acknowledgements of its moves).
+    async fn remove_pin(
+        &self,
+        pin: &DatabaseName,
+        current: &Stored<DatabaseRecord>,
+        fence: Option<&Fence>,
+        why: &str,
+    ) {
+        match self.store.delete_database(pin, current, fence).await {
+            Ok(()) => {
+                // With the location file, this node's acknowledgements live in memory: a pin
+                // made again starts its epochs over and must not meet an old one.
+                self.local_acks
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(pin);
+                tracing::info!(node = %self.settings.node, database = %pin, reason = %why, "pin removed: the user follows the group again");
+            }
+            Err(error) => {
+                tracing::warn!(node = %self.settings.node, database = %pin, %error, "pin not removed yet");
+            }
+        }
     }
 
     /// Where the groups are, and each server's share.
@@ -246,6 +286,7 @@ impl ActiveManager {
         Ok(GroupsReport {
             groups: placement.groups,
             moving,
+            pins: Self::pins(&records),
             placement: current
                 .iter()
                 .map(|(g, s)| (g.to_string(), s.to_string()))
@@ -331,7 +372,7 @@ impl ActiveManager {
         if let Some(placement) = &self.settings.placement {
             fleet
                 .databases
-                .retain(|name, _| !is_group(name, placement.groups));
+                .retain(|name, _| !is_group(name, placement.groups) && pinned_user(name).is_none());
         }
         fleet
     }
