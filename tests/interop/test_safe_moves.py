@@ -270,7 +270,9 @@ def test_no_user_is_ever_served_by_two_backends_while_groups_move(fleet):
         load.more(40)
         # 2. A server given no groups: the leader moves all of its groups by itself.
         fleet.reweigh(sm1=0)
-        fleet.settled_as({"sm2": GROUPS // 2, "sm3": GROUPS // 2})
+        drained = fleet.settled_as({"sm2": GROUPS // 2, "sm3": GROUPS // 2})
+        # Only sm1's groups moved.
+        assert {g for g in after if drained[g] != after[g]} == {g for g in after if after[g] == "sm1"}
         moved_groups += sum(1 for g in after if after[g] == "sm1")
         load.more(40)
         # 3. Back to three: a rebalance moves a third back.
