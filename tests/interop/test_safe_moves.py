@@ -421,7 +421,7 @@ def login_of(node: Node, user: str) -> imaplib.IMAP4:
     return client
 
 
-def test_a_login_held_past_move_timeout_gets_the_temporary_error_and_then_goes_to_the_new_server(fleet):
+def test_a_login_held_past_move_timeout_gets_the_temporary_error_and_then_goes_to_the_new_server(fleet, lab_env):
     placement = wait_until(fleet.settled, 30, "settled")
     user = USERS[0].address
     group = group_of(user)
@@ -439,6 +439,11 @@ def test_a_login_held_past_move_timeout_gets_the_temporary_error_and_then_goes_t
             login_of(asking, user)
         held = time.monotonic() - started
         assert MOVE_TIMEOUT - 0.1 <= held < MOVE_TIMEOUT + 2, held
+        # `mailfront route` explains the move under way without waiting for it.
+        explained = subprocess.run([str(lab_env.binary), "route", "--config", str(asking.config), user],
+                                   capture_output=True, text=True, timeout=30)
+        assert explained.returncode == 0, explained.stderr
+        assert f"{group} is moving to {target}" in explained.stdout, explained.stdout
     finally:
         signal_node(frozen, signal.SIGCONT)
     # The frozen node's lease ran out (or it came back and acknowledged): the move is done, and

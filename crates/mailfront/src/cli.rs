@@ -5,12 +5,14 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use mailfront_location::Locator;
 use mailfront_metrics::Metrics;
 use mailfront_model::{Principal, Protocol};
 use mailfront_password::{Scheme, hash_password};
+use mailfront_resolve::moves::MoveHold;
 use mailfront_resolve::{Mailbox, Resolver};
 use mailfront_routing::{Decision, HttpRequest, Request, Topology};
 use tracing_subscriber::EnvFilter;
@@ -415,6 +417,12 @@ fn route_command(
         build::resolver_settings(&config),
         Arc::new(Metrics::new()),
     );
+    // An explanation does not wait for a move under way: it says the move is under way.
+    resolver.set_move_hold(MoveHold {
+        move_timeout: Duration::ZERO,
+        groups: config.placement.as_ref().map(|p| p.groups),
+        presence: None,
+    });
     let resolved = runtime.block_on(resolver.resolve(Mailbox::Address(user), &request));
     if let Some(why) = &resolved.directory_error {
         return fail(why);
