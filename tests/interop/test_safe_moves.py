@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import threading
@@ -446,14 +447,67 @@ def test_a_login_held_past_move_timeout_gets_the_temporary_error_and_then_goes_t
         assert f"{group} is moving to {target}" in explained.stdout, explained.stdout
     finally:
         signal_node(frozen, signal.SIGCONT)
-    # The frozen node's lease ran out (or it came back and acknowledged): the move is done, and
-    # the user goes to the new server through every node.
+    # The frozen node, running again, acknowledged (before the move was called off): the move
+    # is done, and the user goes to the new server through every node.
     wait_until(lambda: fleet.settled() and fleet.settled()[group] == target, 20, "the move done")
     for node in fleet.nodes:
         client = wait_until(lambda: _try_login(node, user), 15, f"a login through {node.name}", interval=0.2)
         client.logout()
         backend = re.findall(r"session proxied.*user=" + re.escape(user) + r".*backend=(\S+)", node.log())
         assert backend and backend[-1] == target, backend[-3:]
+
+
+def test_a_node_frozen_past_its_lease_forwards_nothing_to_the_old_server_when_it_wakes(fleet):
+    """The fence: a node SIGSTOPped while the leader moves a group without it (its lease ran
+    out) must not forward a single command of that group's sessions when it runs again — not
+    even before it has heard of the move."""
+    placement = wait_until(fleet.settled, 30, "settled")
+    user = USERS[2].address
+    group = group_of(user)
+    source = placement[group]
+    target = next(s for s in SERVERS if s != source)
+    frozen, asking = fleet.nodes[1], fleet.nodes[0]
+    conn = socket.create_connection(("127.0.0.1", frozen.imap), timeout=15)
+    reader = conn.makefile("rb")
+
+    def until(tag: bytes) -> bytes:
+        lines = b""
+        while not lines.split(b"\r\n")[-2:-1] or not lines.split(b"\r\n")[-2].startswith(tag + b" "):
+            line = reader.readline()
+            assert line, lines
+            lines += line
+        return lines
+
+    reader.readline()  # greeting
+    conn.sendall(f"a LOGIN {user} {PASSWORD}\r\n".encode())
+    assert b"a OK" in until(b"a")
+    conn.sendall(b"b SELECT INBOX\r\n")
+    assert b"b OK" in until(b"b")
+    signal_node(frozen, signal.SIGSTOP)
+    try:
+        # The move waits for the frozen node and is called off after move_timeout; once the
+        # node's lease has run out it no longer counts, and the next try flips without it.
+        def moved() -> bool:
+            placement = fleet.settled()
+            if placement and placement[group] == target:
+                return True
+            if placement:
+                asking.api("POST", f"/databases/move?database={group}&server={target}")
+            return False
+        wait_until(moved, LEASE_TTL + 15, "the move done without the frozen node", interval=0.5)
+        # A command the client sends meanwhile waits in the frozen node's socket buffer.
+        conn.sendall(b"c NOOP\r\n")
+    finally:
+        signal_node(frozen, signal.SIGCONT)
+    rest = b""
+    conn.settimeout(15)
+    while chunk := conn.recv(4096):
+        rest += chunk
+    conn.close()
+    assert b"c OK" not in rest and b"c NO" not in rest, f"the old server answered after the move: {rest!r}"
+    assert b"* BYE" in rest, rest
+    # And the old server has no session of the user left.
+    wait_until(lambda: user not in fleet.who(source), 10, "the old session gone")
 
 
 def signal_node(node: Node, sig: int) -> None:

@@ -186,6 +186,11 @@ async fn proxied<P: LineProtocol>(
     let _live = metrics.session(P::PROTOCOL.as_str(), server.as_str());
     let mut backend_stream = backend.stream;
     let mut relay = Relay::new();
+    if services.resolver.fences(&database) {
+        let resolver = Arc::clone(&services.resolver);
+        let (database, server) = (database.clone(), server.clone());
+        relay = relay.fenced(Arc::new(move || resolver.may_serve(&database, &server)));
+    }
     let prelude = write_read_ahead(&mut client, &mut backend_stream, backend.leftover, pending);
     let (extra_in, extra_out, written) = prelude.await;
     let result = match written {
@@ -210,12 +215,22 @@ async fn proxied<P: LineProtocol>(
                     let reason = registration.stop_reason();
                     stopped(protocol, metrics, &relay, &mut client, reason, &database).await
                 }
+                RelayEnd::Fenced => {
+                    tracing::warn!(session = %id, user = %user, database = %database, backend = %server, "client's bytes not forwarded: this node may no longer serve the database there (its presence lapsed, or the map moved it)");
+                    let reason = Some(StopReason::Failover { to: None });
+                    stopped(protocol, metrics, &relay, &mut client, reason, &database).await;
+                    end.as_str()
+                }
                 _ => end.as_str(),
             }
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
-    if let Some(StopReason::Failover { .. }) = registration.stop_reason() {
+    if matches!(
+        registration.stop_reason(),
+        Some(StopReason::Failover { .. })
+    ) || result == RelayEnd::Fenced.as_str()
+    {
         // A move waits until this session has left the registry: leave it only once the
         // mailbox server has closed its side too.
         crate::backend::close_and_drain(&mut backend_stream).await;

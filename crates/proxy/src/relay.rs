@@ -8,6 +8,7 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -51,11 +52,16 @@ fn give_back(buffer: Option<Box<[u8]>>) {
 /// after LOGOUT still gets the server's goodbye).
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Whether the client's bytes may still go to the backend (see [`Relay::fenced`]).
+pub type Fence = dyn Fn() -> bool + Send + Sync;
+
 /// A fault on one side of a pipe.
 #[derive(Debug)]
 enum Fault {
     Read(io::Error),
     Write(io::Error),
+    /// The fence said no: what was read is dropped.
+    Fenced,
 }
 
 /// One direction of the relay.
@@ -85,6 +91,7 @@ impl Pipe {
         cx: &mut Context<'_>,
         reader: &mut R,
         writer: &mut W,
+        fence: Option<&Fence>,
     ) -> Poll<Result<(), Fault>>
     where
         R: AsyncRead + Unpin,
@@ -139,6 +146,9 @@ impl Pipe {
                     if n == 0 {
                         self.read_done = true;
                         give_back(self.buf.take());
+                    } else if fence.is_some_and(|may_forward| !may_forward()) {
+                        give_back(self.buf.take());
+                        return Poll::Ready(Err(Fault::Fenced));
                     } else {
                         self.pos = 0;
                         self.cap = n;
@@ -165,6 +175,9 @@ pub enum RelayEnd {
     BackendError(io::Error),
     /// Nothing moved either way for the idle timeout.
     Idle,
+    /// The fence refused the client's bytes (this node may no longer serve the session's
+    /// database on this backend); they were not forwarded.
+    Fenced,
 }
 
 impl RelayEnd {
@@ -177,15 +190,26 @@ impl RelayEnd {
             RelayEnd::ClientError(_) => "client-error",
             RelayEnd::BackendError(_) => "backend-error",
             RelayEnd::Idle => "idle-timeout",
+            RelayEnd::Fenced => "fenced",
         }
     }
 }
 
 /// A client and its logged-in backend, relaying.
-#[derive(Debug)]
 pub struct Relay {
     up: Pipe,
     down: Pipe,
+    fence: Option<Arc<Fence>>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("up", &self.up)
+            .field("down", &self.down)
+            .field("fenced", &self.fence.is_some())
+            .finish()
+    }
 }
 
 impl Default for Relay {
@@ -200,7 +224,17 @@ impl Relay {
         Self {
             up: Pipe::new(),
             down: Pipe::new(),
+            fence: None,
         }
+    }
+
+    /// The relay asks `may_forward` before it forwards each read of the client's bytes, and
+    /// ends with [`RelayEnd::Fenced`] (the bytes dropped) when it says no. Safe moves use it: a
+    /// node that was frozen past its lease must not forward a single command to the old server
+    /// before it learns that the group moved without it.
+    pub fn fenced(mut self, may_forward: Arc<Fence>) -> Self {
+        self.fence = Some(may_forward);
+        self
     }
 
     /// Bytes relayed from the client to the backend so far.
@@ -226,25 +260,30 @@ impl Relay {
         backend: &mut Stream,
     ) -> Poll<RelayEnd> {
         if !self.up.done {
-            match self.up.poll_copy(cx, client, backend) {
+            match self
+                .up
+                .poll_copy(cx, client, backend, self.fence.as_deref())
+            {
                 Poll::Ready(Ok(())) => {
                     if !self.down.done {
                         return Poll::Ready(RelayEnd::ClientClosed);
                     }
                 }
                 Poll::Ready(Err(Fault::Read(e))) => return Poll::Ready(RelayEnd::ClientError(e)),
+                Poll::Ready(Err(Fault::Fenced)) => return Poll::Ready(RelayEnd::Fenced),
                 Poll::Ready(Err(Fault::Write(e))) => return Poll::Ready(RelayEnd::BackendError(e)),
                 Poll::Pending => {}
             }
         }
         if !self.down.done {
-            match self.down.poll_copy(cx, backend, client) {
+            match self.down.poll_copy(cx, backend, client, None) {
                 Poll::Ready(Ok(())) => {
                     if !self.up.done {
                         return Poll::Ready(RelayEnd::BackendClosed);
                     }
                 }
                 Poll::Ready(Err(Fault::Read(e))) => return Poll::Ready(RelayEnd::BackendError(e)),
+                Poll::Ready(Err(Fault::Fenced)) => return Poll::Ready(RelayEnd::Fenced),
                 Poll::Ready(Err(Fault::Write(e))) => return Poll::Ready(RelayEnd::ClientError(e)),
                 Poll::Pending => {}
             }
@@ -366,6 +405,34 @@ mod tests {
         assert!(matches!(end, RelayEnd::ClientClosed), "{end:?}");
         assert_eq!(up, upload.len() as u64);
         assert_eq!(down, talk.len() as u64 + 7);
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_drops_the_clients_bytes_and_ends_the_relay() {
+        let (mut client_far, client_near) = pair().await;
+        let (backend_near, mut backend_far) = pair().await;
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let gate = Arc::clone(&open);
+        let task = tokio::spawn(async move {
+            let mut relay = Relay::new().fenced(Arc::new(move || {
+                gate.load(std::sync::atomic::Ordering::SeqCst)
+            }));
+            let (mut c, mut b) = (Stream::Plain(client_near), Stream::Plain(backend_near));
+            let end = relay.run(&mut c, &mut b, std::future::pending()).await;
+            (end, relay.client_to_backend())
+        });
+        client_far.write_all(b"a NOOP\r\n").await.unwrap();
+        let mut got = [0u8; 8];
+        backend_far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"a NOOP\r\n", "an open fence forwards");
+        open.store(false, std::sync::atomic::Ordering::SeqCst);
+        client_far.write_all(b"b NOOP\r\n").await.unwrap();
+        let (end, up) = task.await.unwrap();
+        assert!(matches!(end, RelayEnd::Fenced), "{end:?}");
+        assert_eq!(up, 8, "the fenced read is not counted as forwarded");
+        let mut rest = Vec::new();
+        backend_far.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
     }
 
     #[tokio::test]

@@ -94,6 +94,26 @@ impl MoveHold {
 }
 
 impl super::Resolver {
+    /// Whether sessions of `database` need a fence (see [`Self::may_serve`]): a group or a pin,
+    /// with an array store (etcd) in which this node must be present.
+    pub fn fences(&self, database: &DatabaseName) -> bool {
+        self.moves.load().needs_presence(database).is_some()
+    }
+
+    /// Whether this node may still forward a client's bytes of `database` to `server`: it is
+    /// present in the array's store, and its map still has the database on that server. False
+    /// after a freeze longer than the presence (the leader may have moved the group without this
+    /// node) until the node is back with a fresh map — and then the map says where it went.
+    pub fn may_serve(&self, database: &DatabaseName, server: &mailfront_model::ServerName) -> bool {
+        let hold = self.moves.load();
+        hold.needs_presence(database)
+            .is_none_or(Presence::is_present)
+            && self
+                .locator
+                .locate(database)
+                .is_ok_and(|active| &active == server)
+    }
+
     /// `principal` with the database the location map gives its user now, if that changed
     /// since the directory answered: a pin made meanwhile wins over the group, and a pin
     /// removed meanwhile gives the user back to the group. `None`: unchanged (or not placed by
