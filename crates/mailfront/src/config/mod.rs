@@ -332,6 +332,12 @@ impl Config {
                         database.name
                     ));
                 }
+                if mailfront_model::group::pinned_user(&name).is_some() {
+                    return Err(format!(
+                        "database[{i}].name: `{}` is a pin's name (pin:<address>) under [placement]",
+                        database.name
+                    ));
+                }
             }
         }
         Ok(())

@@ -548,6 +548,16 @@ fn placement_needs_the_active_manager_and_sane_counts() {
         config.server[0].weight, 1,
         "a server's weight defaults to 1"
     );
+    assert_eq!(
+        (placement.move_timeout, placement.disconnect_spread),
+        (Duration::from_secs(10), Duration::from_secs(2)),
+        "safe moves' defaults"
+    );
+    let manager = config.active_manager.expect("[active_manager]");
+    assert_eq!(
+        (manager.nodes_prefix.as_str(), manager.acks_prefix.as_str()),
+        ("/mailfront/nodes/", "/mailfront/acks/")
+    );
     let rows = [
         ("[placement]".to_owned(), "placement:"),
         (
@@ -561,6 +571,20 @@ fn placement_needs_the_active_manager_and_sane_counts() {
         (
             format!("{managed}[placement]\n\n[[database]]\nname = \"g7\"\ncopies = [\"mbx1\"]"),
             "database[0].name",
+        ),
+        (
+            format!(
+                "{managed}[placement]\n\n[[database]]\nname = \"pin:a@b.c\"\ncopies = [\"mbx1\"]"
+            ),
+            "database[0].name",
+        ),
+        (
+            format!("{managed}[placement]\nmove_timeout = \"500ms\""),
+            "placement.move_timeout",
+        ),
+        (
+            format!("{managed}[placement]\nmove_timeout = \"3s\"\ndisconnect_spread = \"3s\""),
+            "placement.disconnect_spread",
         ),
     ];
     for (extra, key) in rows {
