@@ -62,6 +62,9 @@ pub enum MoveKind {
     Evacuation,
     /// An operator's rebalance of groups ([`crate::placement`]).
     Rebalance,
+    /// The Active Manager moved a group off a server that takes no groups any more (weight 0,
+    /// removed, in maintenance).
+    Drain,
 }
 
 impl MoveKind {
@@ -72,6 +75,7 @@ impl MoveKind {
             MoveKind::Switchover => "switchover",
             MoveKind::Evacuation => "evacuation",
             MoveKind::Rebalance => "rebalance",
+            MoveKind::Drain => "drain",
         }
     }
 
@@ -82,6 +86,7 @@ impl MoveKind {
             "switchover" => Some(MoveKind::Switchover),
             "evacuation" => Some(MoveKind::Evacuation),
             "rebalance" => Some(MoveKind::Rebalance),
+            "drain" => Some(MoveKind::Drain),
             _ => None,
         }
     }

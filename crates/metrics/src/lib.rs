@@ -111,7 +111,14 @@ pub const HTTP_RESULTS: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 /// Reload outcomes (`mailfront_config_reloads_total{result}`).
 pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
 /// Kinds of database moves (`mailfront_database_moves_total{kind}`).
-pub const MOVE_KINDS: [&str; 4] = ["failover", "switchover", "evacuation", "rebalance"];
+pub const MOVE_KINDS: [&str; 6] = [
+    "failover",
+    "switchover",
+    "evacuation",
+    "rebalance",
+    "drain",
+    "pin",
+];
 /// Directions of relayed bytes (`mailfront_relayed_bytes_total{direction}`).
 pub const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
 

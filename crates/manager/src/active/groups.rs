@@ -426,18 +426,19 @@ impl ActiveManager {
         let mut started = false;
         let topology = self.resolver.topology();
         for step in &moves {
-            let reason = match &step.from {
-                None => "first placement".to_owned(),
-                Some(from) if topology.servers.get(from).is_none_or(|s| s.weight == 0) => {
-                    format!("{from} takes no groups (removed, or weight 0)")
-                }
+            let (kind, reason) = match &step.from {
+                None => (MoveKind::Failover, "first placement".to_owned()),
+                Some(from) if topology.servers.get(from).is_none_or(|s| s.weight == 0) => (
+                    MoveKind::Drain,
+                    format!("{from} takes no groups (removed, or weight 0)"),
+                ),
                 Some(from) if fleet.servers.get(from).is_some_and(|s| s.maintenance) => {
-                    format!("{from} is in maintenance")
+                    (MoveKind::Drain, format!("{from} is in maintenance"))
                 }
-                Some(from) => self.down_reason(from),
+                Some(from) => (MoveKind::Failover, self.down_reason(from)),
             };
             let written = self
-                .write_group_move(records, step, MoveKind::Failover, &reason, Some(term))
+                .write_group_move(records, step, kind, &reason, Some(term))
                 .await;
             started |= written.is_ok() && step.from.is_some();
         }
