@@ -13,11 +13,13 @@ class Radicale(Child):
     `storage` is shared between servers, like the mail folders, so a calendar follows its
     database copy."""
 
-    def __init__(self, root: Path, name: str, port: int, storage: Path):
+    def __init__(self, root: Path, name: str, port: int, storage: Path, rights: Path | None = None):
         self.dir = root / f"radicale-{name}"
         super().__init__(f"radicale {name}", self.dir / "radicale.log")
         self.port = port
         self.storage = storage
+        # Radicale's own rights file (`from_file`), or each user reaching only their own collections.
+        self.rights = f"type = from_file\nfile = {rights}" if rights else "type = owner_only"
         self.url = f"http://127.0.0.1:{port}/"
 
     def start(self, timeout: float = 20.0) -> None:
@@ -26,7 +28,7 @@ class Radicale(Child):
         config = self.dir / "config"
         config.write_text(
             f"[server]\nhosts = 127.0.0.1:{self.port}\n[auth]\ntype = http_x_remote_user\n"
-            f"[rights]\ntype = owner_only\n[storage]\nfilesystem_folder = {self.storage}\n"
+            f"[rights]\n{self.rights}\n[storage]\nfilesystem_folder = {self.storage}\n"
             f"[web]\ntype = internal\n[logging]\nlevel = info\n"
         )
         # Debian's module is for Debian's python3, which may not be the first on PATH.

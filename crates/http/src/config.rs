@@ -43,6 +43,11 @@ pub struct ServiceConfig {
     /// A query parameter naming the mailbox a request acts on (an anchor, like an availability
     /// query about another user), e.g. `mailbox`.
     pub anchor_query: Option<String>,
+    /// Whether the first path segment after `path` names the mailbox a request acts on, as in
+    /// DAV paths (`/dav/<address>/calendar/`): a segment with an `@` is the anchor, so a
+    /// request for another user's collection goes to that user's server.
+    #[serde(default)]
+    pub anchor_path: bool,
     /// A header that tells the backend the prefix it is mounted under (Radicale reads
     /// `X-Script-Name`), so its links point back through mailfront.
     pub prefix_header: Option<String>,

@@ -192,8 +192,9 @@ fn refused(kind: RejectKind, reason: &Reason) -> Response<Body> {
 }
 
 /// The mailbox a request names besides the caller's (the anchor mailbox): the
-/// `X-AnchorMailbox` header, or the service's anchor query parameter.
-fn anchor_of(service: &ServiceConfig, request: &Request<Incoming>) -> Option<String> {
+/// `X-AnchorMailbox` header, the service's anchor query parameter, MAPI's `MailboxId`, or (with
+/// `anchor_path`) the address in the path.
+fn anchor_of<B>(service: &ServiceConfig, request: &Request<B>) -> Option<String> {
     request
         .headers()
         .get("x-anchormailbox")
@@ -205,6 +206,23 @@ fn anchor_of(service: &ServiceConfig, request: &Request<Incoming>) -> Option<Str
         })
         // MAPI over HTTP names the mailbox as `MailboxId=<guid>@<tenant>`.
         .or_else(|| form::field(request.uri().query()?, "MailboxId"))
+        .or_else(|| {
+            service
+                .anchor_path
+                .then(|| path_anchor(&service.path, request.uri().path()))
+                .flatten()
+        })
+}
+
+/// The address a DAV-style path names right after the service's `prefix`
+/// (`/dav/bob%40example.com/calendar/` → `bob@example.com`); `None` when the first segment is
+/// not an address (the root, `.well-known`, a principal path without one).
+fn path_anchor(prefix: &str, path: &str) -> Option<String> {
+    let rest = path.strip_prefix(prefix)?;
+    let segment = rest.split('/').next()?;
+    // A path is not a form: `+` is itself (user+tag@example.com), not a space.
+    let decoded = form::decode_component(&segment.replace('+', "%2B"))?;
+    (decoded.contains('@') && !decoded.chars().any(char::is_control)).then_some(decoded)
 }
 
 /// The host the client asked for: the URI's authority, else the `Host` header.
@@ -221,4 +239,27 @@ pub(crate) fn host_of<B>(request: &Request<B>) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_anchor;
+
+    #[test]
+    fn a_dav_path_names_the_mailbox_after_the_service_prefix() {
+        for (path, anchor) in [
+            ("/dav/bob@example.com/calendar/", Some("bob@example.com")),
+            ("/dav/bob%40example.com/", Some("bob@example.com")),
+            ("/dav/bob+tag@example.com/x", Some("bob+tag@example.com")),
+            ("/dav/bob@example.com", Some("bob@example.com")),
+            ("/dav/", None),
+            ("/dav/.well-known/caldav", None),
+            ("/dav/principals/x/", None),
+            ("/other/bob@example.com/", None),
+            ("/dav/bob%0a@example.com/", None),
+            ("/dav/%ff@example.com/", None),
+        ] {
+            assert_eq!(path_anchor("/dav/", path).as_deref(), anchor, "{path}");
+        }
+    }
 }
