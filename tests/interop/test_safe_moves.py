@@ -427,7 +427,7 @@ def test_a_login_held_past_move_timeout_gets_the_temporary_error_and_then_goes_t
     user = USERS[0].address
     group = group_of(user)
     frozen, asking = fleet.nodes[2], fleet.nodes[0]
-    # A node that cannot acknowledge: the move waits for its lease to run out (5 s).
+    # A node that cannot acknowledge (its lease, 5 s, outlasts move_timeout): the move waits.
     signal_node(frozen, signal.SIGSTOP)
     try:
         source = placement[group]
@@ -435,21 +435,24 @@ def test_a_login_held_past_move_timeout_gets_the_temporary_error_and_then_goes_t
         status, body = asking.api("POST", f"/databases/move?database={group}&server={target}")
         assert status == 200, body
         wait_until(lambda: group in fleet.groups(asking)["moving"], 5, "the move under way")
+        marked = time.monotonic()
+        # `mailfront route` explains the move under way without waiting for it (while the move
+        # is surely still under way: it is called off only after move_timeout).
+        explained = subprocess.run([str(lab_env.binary), "route", "--config", str(asking.config), user],
+                                   capture_output=True, text=True, timeout=30)
+        assert explained.returncode == 0, explained.stderr
+        if time.monotonic() - marked < MOVE_TIMEOUT:
+            assert f"{group} is moving to {target}" in explained.stdout, explained.stdout
         started = time.monotonic()
         with pytest.raises(imaplib.IMAP4.error, match=r"UNAVAILABLE"):
             login_of(asking, user)
         held = time.monotonic() - started
         assert MOVE_TIMEOUT - 0.1 <= held < MOVE_TIMEOUT + 2, held
-        # `mailfront route` explains the move under way without waiting for it.
-        explained = subprocess.run([str(lab_env.binary), "route", "--config", str(asking.config), user],
-                                   capture_output=True, text=True, timeout=30)
-        assert explained.returncode == 0, explained.stderr
-        assert f"{group} is moving to {target}" in explained.stdout, explained.stdout
     finally:
         signal_node(frozen, signal.SIGCONT)
-    # The frozen node, running again, acknowledged (before the move was called off): the move
-    # is done, and the user goes to the new server through every node.
-    wait_until(lambda: fleet.settled() and fleet.settled()[group] == target, 20, "the move done")
+    # The frozen node, running again, acknowledges: the move is done (made again if it was
+    # called off meanwhile), and the user goes to the new server through every node.
+    wait_until(lambda: move_done(fleet, asking, group, target), 20, "the move done", interval=0.5)
     for node in fleet.nodes:
         client = wait_until(lambda: _try_login(node, user), 15, f"a login through {node.name}", interval=0.2)
         client.logout()
@@ -487,14 +490,8 @@ def test_a_node_frozen_past_its_lease_forwards_nothing_to_the_old_server_when_it
     try:
         # The move waits for the frozen node and is called off after move_timeout; once the
         # node's lease has run out it no longer counts, and the next try flips without it.
-        def moved() -> bool:
-            placement = fleet.settled()
-            if placement and placement[group] == target:
-                return True
-            if placement:
-                asking.api("POST", f"/databases/move?database={group}&server={target}")
-            return False
-        wait_until(moved, LEASE_TTL + 15, "the move done without the frozen node", interval=0.5)
+        wait_until(lambda: move_done(fleet, asking, group, target), LEASE_TTL + 15,
+                   "the move done without the frozen node", interval=0.5)
         # A command the client sends meanwhile waits in the frozen node's socket buffer.
         conn.sendall(b"c NOOP\r\n")
     finally:
@@ -508,6 +505,17 @@ def test_a_node_frozen_past_its_lease_forwards_nothing_to_the_old_server_when_it
     assert b"* BYE" in rest, rest
     # And the old server has no session of the user left.
     wait_until(lambda: user not in fleet.who(source), 10, "the old session gone")
+
+
+def move_done(fleet: Fleet, asking: Node, group: str, target: str) -> bool:
+    """Whether `group` is settled on `target`; if it is settled elsewhere (a move called off),
+    asks for the move again."""
+    placement = fleet.settled()
+    if placement and placement[group] == target:
+        return True
+    if placement:
+        asking.api("POST", f"/databases/move?database={group}&server={target}")
+    return False
 
 
 def signal_node(node: Node, sig: int) -> None:

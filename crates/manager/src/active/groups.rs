@@ -26,6 +26,11 @@ use crate::plan::{Fleet, MoveKind};
 use crate::store::WriteError;
 use mailfront_location::etcd::records::Fence;
 
+/// How long after `move_timeout` an unacknowledged move is called off: every login held by it
+/// (each for at most `move_timeout`) has had its temporary error by then, instead of racing the
+/// call-off to the old server.
+const CALL_OFF_GRACE: Duration = Duration::from_secs(1);
+
 /// How users are placed by group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlacementSettings {
@@ -194,7 +199,7 @@ impl ActiveManager {
                 continue;
             }
             let waited = Duration::from_secs(unix_now().saturating_sub(moving.since));
-            if waited <= placement.move_timeout {
+            if waited <= placement.move_timeout + CALL_OFF_GRACE {
                 underway = true;
                 continue;
             }
