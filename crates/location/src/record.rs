@@ -118,6 +118,12 @@ impl DatabaseRecord {
         }
     }
 
+    /// Where the database is served once the move under way (if any) is done: the move's
+    /// target, else the active server.
+    pub fn destination(&self) -> &ServerName {
+        self.moving.as_ref().map_or(&self.active, |m| &m.to)
+    }
+
     /// The record without its move under way (an aborted move).
     pub fn unmarked(&self) -> Self {
         Self {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use mailfront_location::etcd::records::EtcdRecords;
 use mailfront_location::record::{MoveStamp, Records, unix_now};
 use mailfront_metrics::Metrics;
 use mailfront_model::{DatabaseName, Protocol, ServerName, SiteName};
@@ -127,6 +128,15 @@ impl ActiveManager {
     /// array's only node).
     pub fn local_acks(&self) -> crate::presence::LocalAcks {
         Arc::clone(&self.local_acks)
+    }
+
+    /// The etcd store this manager writes to (`None` with the location file): the node's
+    /// presence and acknowledgements go through the same client.
+    pub fn etcd_records(&self) -> Option<Arc<EtcdRecords>> {
+        match &self.store {
+            Store::Etcd(records) => Some(Arc::clone(records)),
+            Store::File { .. } => None,
+        }
     }
 
     /// Every record; with the location file, this node is the one present node and its

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use mailfront_location::etcd::records::{EtcdRecords, Fence};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -117,10 +117,14 @@ async fn campaign(
     election: &Election,
     publish: &watch::Sender<Option<Term>>,
 ) -> Result<(), String> {
-    let ttl_secs = i64::try_from(election.ttl.as_secs().max(2)).unwrap_or(i64::MAX);
-    let ttl = Duration::from_secs(ttl_secs.unsigned_abs());
+    let LeaseTiming {
+        secs,
+        ttl,
+        every,
+        margin,
+    } = LeaseTiming::new(election.ttl);
     let lease = client
-        .lease_grant(ttl_secs, None)
+        .lease_grant(secs, None)
         .await
         .map_err(|e| format!("lease grant: {e}"))?
         .id();
@@ -131,8 +135,6 @@ async fn campaign(
     let mut campaigner = client.clone();
     let mut campaigning =
         Box::pin(campaigner.campaign(election.key.clone(), election.node.clone(), lease));
-    let every = ttl / 3;
-    let margin = ttl / 4;
     let mut fence: Option<Fence> = None;
     let mut next = Instant::now();
     let result = loop {
@@ -148,18 +150,10 @@ async fn campaign(
                 next = Instant::now();
             }
             () = tokio::time::sleep_until(next) => {
-                let sent = Instant::now();
-                let answered = tokio::time::timeout(every, async {
-                    keeper.keep_alive().await.map_err(|e| e.to_string())?;
-                    answers.message().await.map_err(|e| e.to_string())
-                })
-                .await;
-                match answered {
-                    Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
-                    Ok(Ok(_)) => break Err("the lease expired".to_owned()),
-                    Ok(Err(why)) => break Err(format!("keep-alive: {why}")),
-                    Err(_) => break Err("keep-alive unanswered".to_owned()),
-                }
+                let sent = match keep_alive(&mut keeper, &mut answers, every).await {
+                    Ok(sent) => sent,
+                    Err(why) => break Err(why),
+                };
                 if let Some(fence) = &fence {
                     publish.send_replace(Some(Term {
                         fence: Some(fence.clone()),
@@ -173,4 +167,53 @@ async fn campaign(
     // Best effort: give the lease back so the next leader need not wait for it to expire.
     let _ = tokio::time::timeout(every, client.lease_revoke(lease)).await;
     result
+}
+
+/// How a lease of `active_manager.lease_ttl` is kept (the leader's and each node's presence):
+/// whole seconds, at least 2; a keep-alive every third of the TTL; and whatever the lease
+/// guarantees ends a quarter of the TTL before the lease could expire in etcd.
+pub(crate) struct LeaseTiming {
+    /// The TTL asked of etcd, in seconds.
+    pub secs: i64,
+    /// The same TTL.
+    pub ttl: Duration,
+    /// How often a keep-alive is sent (and how long its answer may take).
+    pub every: Duration,
+    /// How long before the lease could expire its holder stops relying on it.
+    pub margin: Duration,
+}
+
+impl LeaseTiming {
+    pub fn new(ttl: Duration) -> Self {
+        let secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
+        let ttl = Duration::from_secs(secs.unsigned_abs());
+        Self {
+            secs,
+            ttl,
+            every: ttl / 3,
+            margin: ttl / 4,
+        }
+    }
+}
+
+/// One keep-alive of a lease: sent, and its answer awaited for at most `every`. Returns when it
+/// was sent (what the lease's validity counts from); an expired lease, an error or no answer in
+/// time is an error (a late answer could not be told from the next one's: start over).
+pub(crate) async fn keep_alive(
+    keeper: &mut LeaseKeeper,
+    answers: &mut LeaseKeepAliveStream,
+    every: Duration,
+) -> Result<Instant, String> {
+    let sent = Instant::now();
+    let answered = tokio::time::timeout(every, async {
+        keeper.keep_alive().await.map_err(|e| e.to_string())?;
+        answers.message().await.map_err(|e| e.to_string())
+    })
+    .await;
+    match answered {
+        Ok(Ok(Some(answer))) if answer.ttl() > 0 => Ok(sent),
+        Ok(Ok(_)) => Err("the lease expired".to_owned()),
+        Ok(Err(why)) => Err(format!("keep-alive: {why}")),
+        Err(_) => Err("keep-alive unanswered".to_owned()),
+    }
 }

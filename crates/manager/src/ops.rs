@@ -35,7 +35,8 @@ impl fmt::Display for CommandError {
     }
 }
 
-fn written(error: WriteError, what: &str) -> CommandError {
+/// A failed write as the operator's command answers it: a conflict names `what` changed.
+pub(crate) fn written(error: WriteError, what: &str) -> CommandError {
     match error {
         WriteError::Conflict | WriteError::Fenced => CommandError::Conflict(format!(
             "{what} changed meanwhile (another operator or a failover was first); nothing written"

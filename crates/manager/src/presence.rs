@@ -28,6 +28,8 @@ use mailfront_resolve::moves::Presence;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::leader::LeaseTiming;
+
 /// How many sessions of a database this node has (logging in or proxied).
 pub type LiveSessions = dyn Fn(&DatabaseName) -> usize + Send + Sync;
 
@@ -172,13 +174,15 @@ impl PresenceKeeper {
 
     /// One lease: grant, say present, catch up, keep alive. Returns when the lease is lost.
     async fn one_lease(&self) -> Result<(), String> {
-        let ttl_secs = i64::try_from(self.ttl.as_secs().max(2)).unwrap_or(i64::MAX);
-        let ttl = Duration::from_secs(ttl_secs.unsigned_abs());
-        let margin = ttl / 4;
-        let every = ttl / 3;
+        let LeaseTiming {
+            secs,
+            ttl,
+            every,
+            margin,
+        } = LeaseTiming::new(self.ttl);
         let mut client = self.records.client().await.map_err(|e| e.to_string())?;
         let granted_at = Instant::now();
-        let lease = tokio::time::timeout(every, client.lease_grant(ttl_secs, None))
+        let lease = tokio::time::timeout(every, client.lease_grant(secs, None))
             .await
             .map_err(|_| "lease grant unanswered".to_owned())?
             .map_err(|e| format!("lease grant: {e}"))?
@@ -226,19 +230,9 @@ impl PresenceKeeper {
             if Instant::now() >= valid_until {
                 return Err("presence lease keep-alives unanswered".to_owned());
             }
-            let sent = Instant::now();
-            let answered = tokio::time::timeout(every, async {
-                keeper.keep_alive().await.map_err(|e| e.to_string())?;
-                answers.message().await.map_err(|e| e.to_string())
-            })
-            .await;
-            match answered {
-                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
-                Ok(Ok(_)) => return Err("the presence lease expired".to_owned()),
-                Ok(Err(why)) => return Err(format!("keep-alive: {why}")),
-                // A late answer could not be told from the next one's: start over.
-                Err(_) => return Err("presence lease keep-alive unanswered".to_owned()),
-            }
+            let sent = crate::leader::keep_alive(&mut keeper, &mut answers, every)
+                .await
+                .map_err(|why| format!("presence lease: {why}"))?;
             valid_until = sent + ttl - margin;
             self.presence.present_until(valid_until);
             next = sent + every;

@@ -193,6 +193,7 @@ async fn proxied<P: LineProtocol>(
     }
     let prelude = write_read_ahead(&mut client, &mut backend_stream, backend.leftover, pending);
     let (extra_in, extra_out, written) = prelude.await;
+    let mut fenced = false;
     let result = match written {
         Err(_) => "io-error",
         Ok(()) => {
@@ -216,6 +217,7 @@ async fn proxied<P: LineProtocol>(
                     stopped(protocol, metrics, &relay, &mut client, reason, &database).await
                 }
                 RelayEnd::Fenced => {
+                    fenced = true;
                     tracing::warn!(session = %id, user = %user, database = %database, backend = %server, "client's bytes not forwarded: this node may no longer serve the database there (its presence lapsed, or the map moved it)");
                     let reason = Some(StopReason::Failover { to: None });
                     stopped(protocol, metrics, &relay, &mut client, reason, &database).await;
@@ -226,10 +228,11 @@ async fn proxied<P: LineProtocol>(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
-    if matches!(
-        registration.stop_reason(),
-        Some(StopReason::Failover { .. })
-    ) || result == RelayEnd::Fenced.as_str()
+    if fenced
+        || matches!(
+            registration.stop_reason(),
+            Some(StopReason::Failover { .. })
+        )
     {
         // A move waits until this session has left the registry: leave it only once the
         // mailbox server has closed its side too.

@@ -346,48 +346,48 @@ impl Registry {
             };
             let underway = map.moving(database);
             let to = underway.map_or(active, |u| &u.to);
-            let mut per_server: HashMap<&ServerName, usize> = HashMap::new();
-            for key in keys {
-                if let Some(entry) = inner.sessions.get(key)
-                    && (&entry.info.server != active || underway.is_some())
-                    && entry.stop.fire_after(
-                        StopReason::Failover {
-                            to: Some(to.clone()),
-                        },
-                        self.spread_delay(),
-                    )
-                {
-                    *per_server.entry(&entry.info.server).or_default() += 1;
-                }
-            }
-            for (server, count) in per_server {
-                stopped.push((database.clone(), server.clone(), count));
-            }
+            let moving = keys
+                .iter()
+                .filter_map(|key| inner.sessions.get(key))
+                .filter(|e| &e.info.server != active || underway.is_some());
+            self.stop_spread(moving, database, to, &mut stopped);
         }
         // A pin moving (or present): its user's sessions under any other database go too.
-        for (pin, active) in map.iter().filter(|(d, _)| pinned_user(d).is_some()) {
-            let user = pinned_user(pin).unwrap_or_default();
-            let underway = map.moving(pin);
-            let to = underway.map_or(active, |u| &u.to);
-            let mut per_server: HashMap<&ServerName, usize> = HashMap::new();
-            for entry in inner.sessions.values() {
-                if entry.info.user.eq_ignore_ascii_case(user)
-                    && &entry.info.database != pin
-                    && entry.stop.fire_after(
-                        StopReason::Failover {
-                            to: Some(to.clone()),
-                        },
-                        self.spread_delay(),
-                    )
-                {
-                    *per_server.entry(&entry.info.server).or_default() += 1;
-                }
-            }
-            for (server, count) in per_server {
-                stopped.push((pin.clone(), server.clone(), count));
-            }
+        let pins = map
+            .iter()
+            .filter_map(|(pin, active)| Some((pin, pinned_user(pin)?, active)));
+        for (pin, user, active) in pins {
+            let to = map.moving(pin).map_or(active, |u| &u.to);
+            let elsewhere = inner
+                .sessions
+                .values()
+                .filter(|e| e.info.user.eq_ignore_ascii_case(user) && &e.info.database != pin);
+            self.stop_spread(elsewhere, pin, to, &mut stopped);
         }
         stopped
+    }
+
+    /// Stops `entries` for a move of `database` to `to`, each at its own moment within the
+    /// disconnect spread; adds how many were stopped, per server, to `stopped`.
+    fn stop_spread<'a>(
+        &self,
+        entries: impl Iterator<Item = &'a Entry>,
+        database: &DatabaseName,
+        to: &ServerName,
+        stopped: &mut Vec<(DatabaseName, ServerName, usize)>,
+    ) {
+        let mut per_server: HashMap<&ServerName, usize> = HashMap::new();
+        for entry in entries {
+            let reason = StopReason::Failover {
+                to: Some(to.clone()),
+            };
+            if entry.stop.fire_after(reason, self.spread_delay()) {
+                *per_server.entry(&entry.info.server).or_default() += 1;
+            }
+        }
+        for (server, count) in per_server {
+            stopped.push((database.clone(), server.clone(), count));
+        }
     }
 }
 

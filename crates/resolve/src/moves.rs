@@ -121,16 +121,17 @@ impl super::Resolver {
     /// is served by.
     pub fn regroup(&self, principal: &Principal) -> Option<Principal> {
         let groups = self.moves.load().groups?;
-        let group = group_of(&principal.address, groups);
         let pin = pin_of(&principal.address);
+        if principal.database != pin && !is_group(&principal.database, groups) {
+            // A database of the user's own: not placed by group.
+            return None;
+        }
         let now = if self.locator.locate(&pin).is_ok() {
             pin
         } else {
-            group
+            group_of(&principal.address, groups)
         };
-        let grouped = principal.database == pin_of(&principal.address)
-            || is_group(&principal.database, groups);
-        (grouped && principal.database != now).then(|| Principal {
+        (principal.database != now).then(|| Principal {
             database: now,
             ..principal.clone()
         })

@@ -134,10 +134,9 @@ pub fn safe_moves(
     let live: Arc<LiveSessions> = Arc::new(move |database: &DatabaseName| registry.live(database));
     let node = config.node.name.clone();
     let mut tasks = Vec::new();
-    let (presence, acks) = match (&config.location, relister) {
-        (LocationConfig::Etcd(etcd), Some(relister)) => {
+    let (presence, acks) = match (manager.etcd_records(), relister) {
+        (Some(records), Some(relister)) => {
             let (manager_config, _) = settings_of(config);
-            let records = Arc::new(etcd_records(config, etcd, &manager_config)?);
             let presence = Arc::new(Presence::new());
             let (lease, leases) = tokio::sync::watch::channel(None);
             let registry = Arc::clone(&services.registry);

@@ -58,11 +58,7 @@ pub fn directory(
     };
     let every_user = placement.mode == PlacementMode::Groups;
     let locator = Arc::clone(locator);
-    let pins: Arc<PinLookup> = Arc::new(move |pin: &DatabaseName| {
-        locator
-            .snapshot()
-            .is_some_and(|map| map.active(pin).is_some())
-    });
+    let pins: Arc<PinLookup> = Arc::new(move |pin: &DatabaseName| locator.locate(pin).is_ok());
     Ok(Arc::new(
         GroupedDirectory::new(
             backend_directory(config, follow)?,

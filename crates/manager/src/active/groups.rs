@@ -107,7 +107,7 @@ impl ActiveManager {
             .filter(|(name, _)| is_group(name, placement.groups))
             .map(|(name, stored)| {
                 let record = &stored.value;
-                let server = record.moving.as_ref().map_or(&record.active, |m| &m.to);
+                let server = record.destination();
                 (name.clone(), server.clone())
             })
             .collect()
@@ -357,12 +357,7 @@ impl ActiveManager {
             None,
         )
         .await
-        .map_err(|e| match e {
-            WriteError::Unavailable(why) => CommandError::Unavailable(why),
-            WriteError::Conflict | WriteError::Fenced => {
-                CommandError::Conflict(format!("{group} changed meanwhile; nothing written"))
-            }
-        })?;
+        .map_err(|e| crate::ops::written(e, group.as_str()))?;
         Ok(MoveReport {
             database: group.to_string(),
             from: record.active.to_string(),

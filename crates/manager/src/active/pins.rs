@@ -21,8 +21,7 @@ use mailfront_model::group::{group_of, pin_of, pinned_user};
 use mailfront_model::{DatabaseName, ServerName};
 
 use super::ActiveManager;
-use crate::ops::CommandError;
-use crate::store::WriteError;
+use crate::ops::{CommandError, written};
 
 /// The `by` of a pin's move (made or re-pinned).
 pub(super) const PIN: &str = "pin";
@@ -63,7 +62,7 @@ impl ActiveManager {
             by: PIN.to_owned(),
             reason: "pinned by an operator".to_owned(),
         };
-        let (from, written) = match records.databases.get(&pin) {
+        let (from, outcome) = match records.databases.get(&pin) {
             Some(stored) => {
                 let record = &stored.value;
                 if let Some(underway) = &record.moving {
@@ -78,8 +77,8 @@ impl ActiveManager {
                     )));
                 }
                 let marked = record.marked_moving(moving);
-                let written = self.store.write_database(&pin, stored, &marked, None).await;
-                (record.active.clone(), written)
+                let outcome = self.store.write_database(&pin, stored, &marked, None).await;
+                (record.active.clone(), outcome)
             }
             None => {
                 // Made marked: until every node has closed the user's sessions (under the group)
@@ -91,7 +90,7 @@ impl ActiveManager {
                 (from, self.store.create_database(&pin, &record, None).await)
             }
         };
-        written.map_err(|e| conflict(e, &address))?;
+        outcome.map_err(|e| written(e, &format!("{address}'s pin")))?;
         tracing::info!(node = %self.settings.node, user = %address, %group, from = %from, to = %server, "pin started: nodes close the user's sessions and hold the user's logins");
         Ok(PinReport {
             user: address,
@@ -129,7 +128,7 @@ impl ActiveManager {
         self.store
             .write_database(&pin, stored, &marked, None)
             .await
-            .map_err(|e| conflict(e, &address))?;
+            .map_err(|e| written(e, &format!("{address}'s pin")))?;
         tracing::info!(node = %self.settings.node, user = %address, %group, from = %record.active, "unpin started: nodes close the user's sessions and hold the user's logins");
         Ok(PinReport {
             user: address,
@@ -147,7 +146,7 @@ impl ActiveManager {
             .filter_map(|(name, stored)| {
                 let user = pinned_user(name)?;
                 let record = &stored.value;
-                let server = record.moving.as_ref().map_or(&record.active, |m| &m.to);
+                let server = record.destination();
                 Some((user.to_owned(), server.to_string()))
             })
             .collect()
@@ -179,21 +178,6 @@ impl ActiveManager {
     /// Where `group` is served (where it goes, while it moves), if it is placed.
     fn group_server(&self, records: &Records, group: &DatabaseName) -> Option<ServerName> {
         let record = &records.databases.get(group)?.value;
-        Some(
-            record
-                .moving
-                .as_ref()
-                .map_or(&record.active, |m| &m.to)
-                .clone(),
-        )
-    }
-}
-
-fn conflict(error: WriteError, address: &str) -> CommandError {
-    match error {
-        WriteError::Unavailable(why) => CommandError::Unavailable(why),
-        WriteError::Conflict | WriteError::Fenced => CommandError::Conflict(format!(
-            "{address}'s pin changed meanwhile; nothing written"
-        )),
+        Some(record.destination().clone())
     }
 }
