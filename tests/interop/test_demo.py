@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import imaplib
 import os
@@ -34,14 +35,19 @@ def backend_of_last_session(log: str, user: str) -> str | None:
     return found[-1] if found else None
 
 
-@pytest.fixture
-def demo():
+# The demo's build: debug unless the caller says otherwise.
+DEMO_ENV = dict(os.environ, MAILFRONT_PROFILE=os.environ.get("MAILFRONT_PROFILE", "debug"))
+
+
+@contextlib.contextmanager
+def running_demo(*args: str):
+    """`scripts/demo *args`, once it printed its ready line: yields the process and everything it
+    printed; then stops it (and fails if it never got ready). Skips when the contract ports are
+    taken."""
     if port_open(1143):
         pytest.skip("port 1143 is taken (a demo already running?); the demo test needs the contract ports")
-    env = dict(os.environ, MAILFRONT_PROFILE=os.environ.get("MAILFRONT_PROFILE", "debug"))
-    process = subprocess.Popen(
-        [str(DEMO)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-    )
+    process = subprocess.Popen([str(DEMO), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=DEMO_ENV, start_new_session=True)
     output = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -51,17 +57,25 @@ def demo():
         output.append(line)
         if line.strip() == "mailfront demo ready":
             break
-    assert output and output[-1].strip() == "mailfront demo ready", "".join(output)
-    yield process
-    if process.poll() is None:
-        # SIGTERM first: the demo stops what it started (mailfront and Dovecot run in sessions
-        # of their own, out of reach of a SIGKILL of the demo's group).
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    try:
+        assert output and output[-1].strip() == "mailfront demo ready", "".join(output)
+        yield process, "".join(output)
+    finally:
+        if process.poll() is None:
+            # SIGTERM first: the demo stops what it started (mailfront, Dovecot and etcd run in
+            # sessions of their own, out of reach of a SIGKILL of the demo's group).
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+def demo():
+    with running_demo() as (process, _):
+        yield process
 
 
 def sip_invite(uri: str) -> str:

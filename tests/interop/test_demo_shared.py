@@ -15,38 +15,18 @@ import urllib.request
 import pytest
 
 from conftest import lab, wait_until
-from test_demo import DEMO, port_open
+from test_demo import DEMO, DEMO_ENV, port_open, running_demo
 from test_placement import group_of
 
 SERVERS = {"sm1", "sm2", "sm3"}
 GROUPS = 64  # the demo's [placement] groups
 ALICE = "alice@example.com"
-DEMO_ENV = dict(os.environ, MAILFRONT_PROFILE=os.environ.get("MAILFRONT_PROFILE", "debug"))
 
 
 @pytest.fixture
 def shared_demo():
-    if port_open(1143):
-        pytest.skip("port 1143 is taken (a demo already running?); the demo test needs the contract ports")
-    process = subprocess.Popen([str(DEMO), "--shared"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=DEMO_ENV, start_new_session=True)
-    output = []
-    # readline() returns "" once the demo exits, so a demo that fails to start ends the loop.
-    for line in iter(process.stdout.readline, ""):
-        output.append(line)
-        if line.strip() == "mailfront demo ready":
-            break
-    assert output and output[-1].strip() == "mailfront demo ready", "".join(output)
-    yield process, "".join(output)
-    if process.poll() is None:
-        # SIGTERM first: the demo stops what it started (mailfront, Dovecot and etcd run in
-        # sessions of their own, out of reach of a SIGKILL of the demo's group).
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with running_demo("--shared") as started:
+        yield started
 
 
 def demo_command(*args: str) -> subprocess.CompletedProcess:

@@ -33,6 +33,39 @@ def group_of(address: str, groups: int = GROUPS) -> str:
     return f"g{value % groups}"
 
 
+def fleet_config(root: Path, etcd: lab.etcd.Etcd, servers: dict[str, lab.Ports], weights: dict[str, int],
+                 node: Node, cert: Path, key: Path, sections: dict) -> dict:
+    """A node of a shared-store fleet: `servers` (by name, with their `weights`), the users file
+    in `root`, locations in `etcd`, one plaintext IMAP listener and the admin API; `sections`
+    (health, the Active Manager, placement …) on top."""
+    config = lab.node_config(
+        node=node.name,
+        servers=[lab.ServerEntry(name, ports) for name, ports in servers.items()],
+        users_file=root / "users.toml",
+        locations_file=root / "unused-locations.toml",
+        cert=cert,
+        key=key,
+        master_password_file=root / "secrets" / "master.pw",
+        location=etcd.location_config(timeout="1s"),
+        listeners=[lab.listener(None, "imap", node.imap, "none", allow_plaintext_auth=True)],
+        sections={
+            "timeouts": {"auth_failure_delay": "100ms", "backend_connect": "3s", "backend_login": "3s"},
+            "admin": {"address": f"127.0.0.1:{node.admin}"},
+            **sections,
+        },
+    )
+    for server in config["server"]:
+        server["weight"] = weights[server["name"]]
+    return config
+
+
+def groups_report(node: Node) -> dict:
+    """A node's `/groups` report: placement, shares, moves under way, pins."""
+    status, body = node.api("GET", "/groups")
+    assert status == 200, body
+    return body["groups"]
+
+
 class Shared:
     def __init__(self, root: Path, binary: Path, etcd: lab.etcd.Etcd):
         self.root, self.binary, self.etcd = root, binary, etcd
@@ -41,33 +74,16 @@ class Shared:
         self.weights = {"pmx1": 1, "pmx2": 1, "pmx3": 1, "pmx4": 0}
 
     def settings(self, node: Node, cert: Path, key: Path) -> dict:
-        ports = {name: server.ports for name, server in self.servers.items()}
-        config = lab.node_config(
-            node=node.name,
-            servers=[lab.ServerEntry(name, ports[name]) for name in SERVERS],
-            users_file=self.root / "users.toml",
-            locations_file=self.root / "unused-locations.toml",
-            cert=cert,
-            key=key,
-            master_password_file=self.root / "secrets" / "master.pw",
-            location=self.etcd.location_config(timeout="1s"),
-            listeners=[lab.listener(None, "imap", node.imap, "none", allow_plaintext_auth=True)],
-            sections={
-                "timeouts": {"auth_failure_delay": "100ms", "backend_connect": "3s", "backend_login": "3s"},
-                "admin": {"address": f"127.0.0.1:{node.admin}"},
-                "health": {"interval": f"{int(INTERVAL * 1000)}ms", "timeout": "250ms", "fall": FALL, "rise": 2},
-                "active_manager": {"lease_ttl": f"{int(TTL)}s", "hold_down": "60s"},
-                "placement": {"mode": "groups", "groups": GROUPS, "max_parallel_moves": GROUPS},
-            },
-        )
-        for server in config["server"]:
-            server["weight"] = self.weights[server["name"]]
-        return config
+        return fleet_config(self.root, self.etcd, {name: self.servers[name].ports for name in SERVERS},
+                            self.weights, node, cert, key, {
+                                "health": {"interval": f"{int(INTERVAL * 1000)}ms", "timeout": "250ms",
+                                           "fall": FALL, "rise": 2},
+                                "active_manager": {"lease_ttl": f"{int(TTL)}s", "hold_down": "60s"},
+                                "placement": {"mode": "groups", "groups": GROUPS, "max_parallel_moves": GROUPS},
+                            })
 
     def groups(self, node: Node | None = None) -> dict:
-        status, body = (node or self.nodes[0]).api("GET", "/groups")
-        assert status == 200, body
-        return body["groups"]
+        return groups_report(node or self.nodes[0])
 
     def serving(self, node: Node | None = None) -> dict[str, int]:
         return {name: s["serving"] for name, s in self.groups(node)["servers"].items()}

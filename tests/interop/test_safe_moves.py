@@ -26,6 +26,7 @@ import pytest
 import lab.etcd  # scripts/ is on sys.path through conftest
 from conftest import lab, wait_until
 from test_active_manager import Node, backend_of
+from test_placement import fleet_config, group_of, groups_report
 
 PASSWORD = "moves-pw-1"
 SERVERS = ("sm1", "sm2", "sm3")
@@ -45,38 +46,21 @@ class Fleet:
         self.weights = {"sm1": 1, "sm2": 1, "sm3": 0}
 
     def settings(self, node: Node) -> dict:
-        config = lab.node_config(
-            node=node.name,
-            servers=[lab.ServerEntry(name, self.servers[name].ports) for name in SERVERS],
-            users_file=self.root / "users.toml",
-            locations_file=self.root / "unused-locations.toml",
-            cert=self.cert,
-            key=self.key,
-            master_password_file=self.root / "secrets" / "master.pw",
-            location=self.etcd.location_config(timeout="1s"),
-            listeners=[lab.listener(None, "imap", node.imap, "none", allow_plaintext_auth=True)],
-            sections={
-                "timeouts": {"auth_failure_delay": "100ms", "backend_connect": "3s", "backend_login": "3s"},
-                "admin": {"address": f"127.0.0.1:{node.admin}"},
-                # Every client here is 127.0.0.1, and one test holds 1,000 sessions.
-                "limits": {"max_connections_per_client": 2 * CROWD_SESSIONS},
-                # Lenient probes: a backend slowed by the load must not look down (these tests
-                # move groups on purpose; test_active_manager covers detection).
-                "health": {"interval": "1s", "timeout": "1s", "fall": 8, "rise": 2},
-                "active_manager": {"lease_ttl": f"{LEASE_TTL}s", "hold_down": "60s"},
-                "placement": {"mode": "groups", "groups": GROUPS, "max_parallel_moves": GROUPS,
-                              "move_timeout": f"{int(MOVE_TIMEOUT * 1000)}ms",
-                              "disconnect_spread": f"{int(SPREAD * 1000)}ms"},
-            },
-        )
-        for server in config["server"]:
-            server["weight"] = self.weights[server["name"]]
-        return config
+        return fleet_config(self.root, self.etcd, {name: self.servers[name].ports for name in SERVERS},
+                            self.weights, node, self.cert, self.key, {
+            # Every client here is 127.0.0.1, and one test holds 1,000 sessions.
+            "limits": {"max_connections_per_client": 2 * CROWD_SESSIONS},
+            # Lenient probes: a backend slowed by the load must not look down (these tests
+            # move groups on purpose; test_active_manager covers detection).
+            "health": {"interval": "1s", "timeout": "1s", "fall": 8, "rise": 2},
+            "active_manager": {"lease_ttl": f"{LEASE_TTL}s", "hold_down": "60s"},
+            "placement": {"mode": "groups", "groups": GROUPS, "max_parallel_moves": GROUPS,
+                          "move_timeout": f"{int(MOVE_TIMEOUT * 1000)}ms",
+                          "disconnect_spread": f"{int(SPREAD * 1000)}ms"},
+        })
 
     def groups(self, node: Node | None = None) -> dict:
-        status, body = (node or self.nodes[0]).api("GET", "/groups")
-        assert status == 200, body
-        return body["groups"]
+        return groups_report(node or self.nodes[0])
 
     def settled(self) -> dict | None:
         """The placement once every group is placed and no move is under way."""
@@ -111,7 +95,7 @@ class Fleet:
 def crowd() -> list[lab.User]:
     """25 users of CROWD_GROUP (Dovecot and the users file know them; the load above does not)."""
     names = (f"crowd{i}@example.com" for i in range(100_000))
-    return [lab.User(a, "shared", password=PASSWORD) for a in names if group_of(a) == CROWD_GROUP][:25]
+    return [lab.User(a, "shared", password=PASSWORD) for a in names if group_of(a, GROUPS) == CROWD_GROUP][:25]
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +346,7 @@ def test_a_pin_moves_one_user_safely_and_unpin_gives_the_user_back_to_the_group(
     placement = wait_until(fleet.settled, 30, "settled")
     user = USERS[1].address
     pin = f"pin:{user}"
-    group = group_of(user)
+    group = group_of(user, GROUPS)
     source = placement[group]
     target = next(s for s in SERVERS if s != source)
     admin = fleet.nodes[0]
@@ -425,7 +409,7 @@ def login_of(node: Node, user: str) -> imaplib.IMAP4:
 def test_a_login_held_past_move_timeout_gets_the_temporary_error_and_then_goes_to_the_new_server(fleet, lab_env):
     placement = wait_until(fleet.settled, 30, "settled")
     user = USERS[0].address
-    group = group_of(user)
+    group = group_of(user, GROUPS)
     frozen, asking = fleet.nodes[2], fleet.nodes[0]
     # A node that cannot acknowledge (its lease, 5 s, outlasts move_timeout): the move waits.
     signal_node(frozen, signal.SIGSTOP)
@@ -466,7 +450,7 @@ def test_a_node_frozen_past_its_lease_forwards_nothing_to_the_old_server_when_it
     even before it has heard of the move."""
     placement = wait_until(fleet.settled, 30, "settled")
     user = USERS[2].address
-    group = group_of(user)
+    group = group_of(user, GROUPS)
     source = placement[group]
     target = next(s for s in SERVERS if s != source)
     frozen, asking = fleet.nodes[1], fleet.nodes[0]
@@ -529,11 +513,3 @@ def _try_login(node: Node, user: str):
         return login_of(node, user)
     except (imaplib.IMAP4.error, OSError):
         return None
-
-
-def group_of(address: str, groups: int = GROUPS) -> str:
-    """mailfront's group of an address: FNV-1a 64 of the lowercase address, modulo `groups`."""
-    value = 0xcbf29ce484222325
-    for byte in address.lower().encode():
-        value = ((value ^ byte) * 0x100000001b3) % 2**64
-    return f"g{value % groups}"
