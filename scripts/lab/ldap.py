@@ -19,13 +19,26 @@ Users are dicts (or objects with the same attributes, such as `lab.User`) with t
 `protocols` (list, or None for all), `enabled` (bool, default True), `guid` (a UUID, stored as the
 entry's entryUUID; default: slapd makes one), and optionally `uid` (default: the address's local
 part), `display_name`, `sip_extension`.
+
+`Slapd(..., profile="active-directory")` loads Active Directory-style users instead (with the
+AD look-alike schema `scripts/ldap/ad-lab.schema`), for mailfront's `profile =
+"active-directory"`. Their keys: `upn` (required: userPrincipalName), `password`, `mail`,
+`proxy_addresses` (list: `SMTP:primary`, `smtp:alias`, `X500:…`), `object_guid` and
+`mailbox_guid` (UUID text, stored as AD's 16 bytes in Microsoft's byte order, base64 in the LDIF:
+`uuid.UUID(text).bytes_le`), `database` (becomes the first RDN of a `homeMDB` DN; or give
+`home_mdb`, a whole DN), `uac` (userAccountControl, default 512; 514 is disabled), and
+optionally `cn` (default: the UPN's local part), `display_name`, `sip_extension`, `version`.
+`sizelimit=N` gives slapd a size limit of N entries per search (soft and hard) that paged
+searches (RFC 2696) may exceed, as AD's MaxPageSize works.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -33,6 +46,11 @@ from .packages import ensure_installed
 from .processes import Child, alive, stop_pid
 
 SCHEMA = Path(__file__).resolve().parent.parent / "ldap" / "mailfront-test.schema"
+AD_SCHEMA = Path(__file__).resolve().parent.parent / "ldap" / "ad-lab.schema"
+PROFILES = ("openldap", "active-directory")
+# Where the lab's homeMDB DNs point: an Exchange configuration container, as AD has one.
+DATABASES_DN = ("CN=Databases,CN=Exchange Administrative Group (FYDIBOHF23SPDLT),CN=Administrative Groups,"
+                "CN=Example,CN=Microsoft Exchange,CN=Services,CN=Configuration,DC=example,DC=com")
 SUFFIX = "dc=example,dc=com"
 PEOPLE = f"ou=people,{SUFFIX}"
 SERVICE_DN = f"cn=mailfront,ou=services,{SUFFIX}"
@@ -65,9 +83,82 @@ def _ldif_value(name: str, value: str) -> str:
         and "\r" not in value and "\0" not in value
     if safe:
         return f"{name}: {value}\n"
-    import base64
-
     return f"{name}:: {base64.b64encode(value.encode()).decode()}\n"
+
+
+def ad_guid_bytes(text: str) -> bytes:
+    """The 16 bytes AD stores for a GUID given as text: Microsoft's layout, the first three
+    fields little-endian (`00112233-4455-…` → `33 22 11 00 55 44 …`)."""
+    return uuid.UUID(text).bytes_le
+
+
+def _ldif_binary(name: str, value: bytes) -> str:
+    return f"{name}:: {base64.b64encode(value).decode()}\n"
+
+
+def home_mdb(database: str) -> str:
+    """The homeMDB DN of `database` in the lab (`CN=DB01,CN=Databases,…`), escaped as RFC 4514 says."""
+    escaped = "".join("\\" + c if c in ',+"\\<>;=' else c for c in database)
+    if escaped.startswith(("#", " ")):
+        escaped = "\\" + escaped
+    return f"CN={escaped},{DATABASES_DN}"
+
+
+def ad_dn(user: Any) -> str:
+    """The DN of an AD-style user: cn (default: the UPN's local part) under ou=people."""
+    cn = _get(user, "cn") or _get(user, "upn").rsplit("@", 1)[0]
+    return f"cn={cn},{PEOPLE}"
+
+
+def ad_users_ldif(users: Iterable[Any]) -> str:
+    """The entries for AD-style `users` under ou=people (inetOrgPerson + mailfrontAdUser), with
+    binary GUIDs."""
+    out = []
+    seen: set[str] = set()
+    for user in users:
+        upn = _get(user, "upn")
+        if not upn or "@" not in upn:
+            raise ValueError(f"AD user without a userPrincipalName: {user!r}")
+        dn = ad_dn(user)
+        if dn in seen:
+            raise ValueError(f"two users with the DN {dn!r}: give one of them a `cn`")
+        seen.add(dn)
+        password = _get(user, "password") or ""
+        if not password:
+            raise ValueError(f"{upn}: no password")
+        if not password.startswith("{"):
+            password = hash_ssha(password)
+        cn = dn.split(",", 1)[0].split("=", 1)[1]
+        lines = [
+            f"dn: {dn}\n",
+            "objectClass: inetOrgPerson\n",
+            "objectClass: mailfrontAdUser\n",
+            _ldif_value("cn", cn),
+            _ldif_value("sn", cn),
+            _ldif_value("userPrincipalName", upn),
+            _ldif_value("userPassword", password),
+            f"userAccountControl: {int(_get(user, 'uac', 512))}\n",
+        ]
+        if _get(user, "display_name"):
+            lines.append(_ldif_value("displayName", _get(user, "display_name")))
+        if _get(user, "mail"):
+            lines.append(_ldif_value("mail", _get(user, "mail")))
+        for proxy in _get(user, "proxy_addresses") or []:
+            lines.append(_ldif_value("proxyAddresses", proxy))
+        if _get(user, "object_guid"):
+            lines.append(_ldif_binary("objectGUID", ad_guid_bytes(_get(user, "object_guid"))))
+        if _get(user, "mailbox_guid"):
+            lines.append(_ldif_binary("msExchMailboxGuid", ad_guid_bytes(_get(user, "mailbox_guid"))))
+        mdb = _get(user, "home_mdb") or (home_mdb(_get(user, "database")) if _get(user, "database") else None)
+        if mdb:
+            lines.append(_ldif_value("homeMDB", mdb))
+        if _get(user, "sip_extension"):
+            lines.append(_ldif_value("telephoneNumber", _get(user, "sip_extension")))
+        if _get(user, "version"):
+            lines[2:2] = ["objectClass: mailfrontUser\n"]
+            lines.append(_ldif_value("mailboxVersion", str(_get(user, "version"))))
+        out.append("".join(lines))
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def users_ldif(users: Iterable[Any]) -> str:
@@ -121,11 +212,17 @@ class Slapd(Child):
     `root`. `access="open"` lets anyone read entries (userPassword only for binds);
     `access="service"` lets only the service account (`SERVICE_DN`) and each user (their own
     entry) read. With `tls` (a `lab.Tls`), slapd also offers StartTLS on `port` and implicit TLS
-    on `ldaps_port`."""
+    on `ldaps_port`. `profile="active-directory"` loads AD-style users (see the module
+    documentation); `sizelimit` limits every search to that many entries except paged ones."""
 
-    def __init__(self, root: Path, port: int, access: str = "open", tls: Any = None, ldaps_port: int = 0):
+    def __init__(self, root: Path, port: int, access: str = "open", tls: Any = None, ldaps_port: int = 0,
+                 profile: str = "openldap", sizelimit: int | None = None):
         if access not in ("open", "service"):
             raise ValueError(f"access must be 'open' or 'service', not {access!r}")
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
+        self.profile = profile
+        self.sizelimit = sizelimit
         if tls is not None and not ldaps_port:
             raise ValueError("tls needs an ldaps_port")
         self.root = root
@@ -155,6 +252,9 @@ class Slapd(Child):
             acl = "access to * by * read\n"
         else:
             acl = f'access to * by dn.exact="{SERVICE_DN}" read by self read by anonymous auth by * none\n'
+        # Paged searches may go past the limit (size.prtotal), as AD's MaxPageSize allows.
+        limits = "" if self.sizelimit is None else \
+            f"sizelimit size.soft={self.sizelimit} size.hard={self.sizelimit} size.prtotal=unlimited\n"
         self.conf.write_text(
             f"""# written by scripts/lab/ldap.py
 include /etc/ldap/schema/core.schema
@@ -162,7 +262,8 @@ include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
 include {SCHEMA}
-pidfile {self.root}/slapd.pid
+include {AD_SCHEMA}
+{limits}pidfile {self.root}/slapd.pid
 modulepath /usr/lib/ldap
 moduleload back_mdb
 {tls}database mdb
@@ -171,7 +272,7 @@ suffix "{SUFFIX}"
 rootdn "{ROOT_DN}"
 rootpw {hash_ssha(self.root_password)}
 directory {self.root}/data
-index mail,mailAlternateAddress eq
+index mail,mailAlternateAddress,userPrincipalName,proxyAddresses eq
 access to attrs=userPassword by self write by anonymous auth by * none
 {acl}"""
         )
@@ -197,7 +298,8 @@ access to attrs=userPassword by self write by anonymous auth by * none
                 f.unlink()
         data.mkdir(parents=True, exist_ok=True)
         ldif = self.root / "users.ldif"
-        ldif.write_text(self.base_ldif() + users_ldif(self.users))
+        entries = ad_users_ldif(self.users) if self.profile == "active-directory" else users_ldif(self.users)
+        ldif.write_text(self.base_ldif() + entries)
         subprocess.run(["slapadd", "-q", "-f", str(self.conf), "-l", str(ldif)], check=True,
                        stdin=subprocess.DEVNULL, capture_output=True)
         self.loaded = True
@@ -216,9 +318,13 @@ access to attrs=userPassword by self write by anonymous auth by * none
             self.start()
 
     def dn_of(self, address: str) -> str:
-        """The DN of a user loaded from the list (uid defaults to the address's local part)."""
+        """The DN of a user loaded from the list (uid defaults to the address's local part; for
+        AD-style users, `address` is the UPN)."""
         for user in self.users:
-            if _get(user, "address") == address:
+            if self.profile == "active-directory":
+                if _get(user, "upn") == address:
+                    return ad_dn(user)
+            elif _get(user, "address") == address:
                 return f"uid={_get(user, 'uid') or address.split('@')[0]},{PEOPLE}"
         raise KeyError(address)
 
@@ -275,6 +381,8 @@ access to attrs=userPassword by self write by anonymous auth by * none
         searches unless `service=False`; implicit TLS with the lab CA if `ldaps`), with `extra`
         keys (timeout, cache_ttl, …)."""
         directory: dict[str, Any] = {"backend": "ldap"}
+        if self.profile != "openldap":
+            directory["profile"] = self.profile
         if ldaps:
             if self.tls is None:
                 raise ValueError("this slapd has no TLS")

@@ -21,10 +21,16 @@
 //! pool_size = 8               # connections kept for searches (and as many for binds)
 //! cache_ttl = "60s"           # for CachedDirectory
 //! negative_cache_ttl = "10s"  # for CachedDirectory
+//! page_size = 500             # entries per page when listing (RFC 2696)
+//! profile = "openldap"        # or "active-directory": other defaults (see below)
+//! # default_version = "15.1"  # for entries without a version; default: none (openldap)
 //!
-//! [directory.attributes]      # the defaults
+//! [directory.attributes]      # the defaults (of the openldap profile)
 //! address = "mail"
 //! aliases = "mailAlternateAddress"
+//! proxy_addresses = ""        # not read
+//! mailbox_guid_fallback = ""  # not read
+//! account_control = ""        # not read
 //! display_name = "cn"
 //! mailbox_guid = "entryUUID"
 //! # tenant = "o"              # optional; default: the domain of the address
@@ -77,6 +83,30 @@
 //! case) the user is disabled: the password is still checked, but the principal has *no*
 //! protocols, so routing refuses every protocol with the protocol's own "not allowed" answer.
 //!
+//! # Active Directory
+//!
+//! `profile = "active-directory"` ([`Profile::ActiveDirectory`]) sets AD's defaults: the filter
+//! `(|(userPrincipalName={login})(mail={login})(proxyAddresses=smtp:{login}))`, the primary
+//! address from the `SMTP:` value of `proxyAddresses` (else `mail`) and aliases from its `smtp:`
+//! values, the mailbox GUID from `msExchMailboxGuid` (else `objectGUID`), the database from the
+//! first RDN of `homeMDB`, the display name from `displayName`, the disabled state from
+//! `userAccountControl`'s ACCOUNTDISABLE bit, and the version `15.1` when `mailboxVersion` is
+//! absent. GUID attributes are 16 bytes in Microsoft's layout (the first three fields
+//! little-endian): an entry's GUID is rendered as canonical lowercase text, and a GUID lookup
+//! searches for the bytes, each escaped (RFC 4515). The decoding is in `ad`; an entry it cannot
+//! read (a GUID of another length, a `homeMDB` that is not a DN, a `userAccountControl` that is
+//! not an integer) is unusable, as above. (Windows refuses the bind of a disabled account itself,
+//! so there a disabled user's login fails as a wrong password would; the bit still disables the
+//! principal that lookups find.)
+//!
+//! # Listing
+//!
+//! The address book ([`Directory::list`]) reads every entry with an address under the base in
+//! pages of `page_size` (the Simple Paged Results control, RFC 2696), all on one connection, so
+//! a server's size limit per search (AD's MaxPageSize) does not cut the list. At most
+//! 10,000 entries are read (then a warning). The server's control is read without panicking
+//! (`paging`).
+//!
 //! # Failures
 //!
 //! Every network step of one call (waiting for a pooled connection, connecting, TLS, binding,
@@ -87,13 +117,16 @@
 //!
 //! # Where is what
 //!
-//! The keys, their checks and the files they name are in `config`; the URL, the filter and DN
-//! templates and their escaping in `syntax`; entries and their mapping to a [`Principal`] in
-//! `entry`; the connection pools in `pool`. This module holds [`LdapDirectory`] and its
+//! The keys, the profiles, their checks and the files they name are in `config`; the URL, the
+//! filter and DN templates and their escaping in `syntax`; entries and their mapping to a
+//! [`Principal`] in `entry`, with Active Directory's value formats in `ad`; paged searches in
+//! `paging`; the connection pools in `pool`. This module holds [`LdapDirectory`] and its
 //! [`Directory`] implementation: the searches and binds of a call.
 
+mod ad;
 mod config;
 mod entry;
+mod paging;
 mod pool;
 mod syntax;
 
@@ -105,12 +138,12 @@ use ldap3::{LdapResult, Scope, SearchOptions};
 use mailfront_model::{Principal, Secret};
 use tokio::time::Instant;
 
-pub use config::{LdapAttributes, LdapConfig, LdapSetupError};
+pub use config::{LdapAttributes, LdapConfig, LdapSetupError, Profile};
 pub use syntax::{escape_dn_value, escape_filter_value};
 
 use crate::{AuthError, Directory, Unavailable};
 use config::{read_service_password, tls_config};
-use entry::{Entry, parse_entry, principal_from_entry};
+use entry::{Entry, Mapping, parse_entry, principal_from_entry};
 use pool::{Pool, Role};
 use syntax::Template;
 
@@ -133,8 +166,12 @@ struct Settings {
     user_dn: Option<Template>,
     service: Option<(String, Secret<String>)>,
     timeout: Duration,
-    attributes: LdapAttributes,
+    mapping: Mapping,
     requested: Vec<String>,
+    /// The attributes whose values are kept as bytes (the AD profile's GUIDs).
+    binary: Vec<String>,
+    /// Entries per page when listing (validated to fit).
+    page_size: i32,
 }
 
 /// The LDAP directory backend.
@@ -193,6 +230,17 @@ impl LdapDirectory {
             .map(|t| Template::parse(t, &["login", "local", "domain"]))
             .transpose()
             .map_err(LdapSetupError::Invalid)?;
+        let default_version = config
+            .default_version
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| LdapSetupError::Invalid(format!("directory.default_version: {e}")))?;
+        let mapping = Mapping {
+            names: config.attributes.clone(),
+            profile: config.profile,
+            default_version,
+        };
         let settings = Settings {
             url: config.url.clone(),
             starttls: config.starttls,
@@ -202,8 +250,10 @@ impl LdapDirectory {
             user_dn,
             service,
             timeout: config.timeout,
-            attributes: config.attributes.clone(),
             requested: config.attributes.requested(),
+            binary: mapping.binary_attributes(),
+            mapping,
+            page_size: i32::try_from(config.page_size).unwrap_or(i32::MAX),
         };
         Ok(Self {
             settings,
@@ -249,30 +299,44 @@ impl LdapDirectory {
     }
 
     /// Every entry with an address under the base (at most [`MAX_LISTED`]), for the address
-    /// book.
+    /// book. Read in pages of `page_size` entries with the Simple Paged Results control
+    /// (RFC 2696), all on one connection (a paging cookie belongs to its connection), so that
+    /// the server's size limit per search does not cut the list. A server that does not page
+    /// answers the first request with everything it will give, which is then the list.
     async fn search_all(&self, deadline: Instant) -> Result<Vec<Entry>, Unavailable> {
         let base = self.settings.base.as_str();
         let attributes = &self.settings.requested;
-        let filter = format!("({}=*)", self.settings.attributes.address);
-        let result = self
-            .run(&self.search, deadline, "search", |mut ldap| {
-                let filter = filter.clone();
-                async move {
-                    ldap.with_search_options(SearchOptions::new().sizelimit(MAX_LISTED))
-                        .search(base, Scope::Subtree, &filter, attributes)
-                        .await
-                }
+        let names = &self.settings.mapping.names;
+        let filter = if names.proxy_addresses.is_empty() {
+            format!("({}=*)", names.address)
+        } else {
+            format!("(|({}=*)({}=*))", names.address, names.proxy_addresses)
+        };
+        let page_size = self.settings.page_size;
+        let listing = self
+            .run(&self.search, deadline, "search", |ldap| {
+                paging::search_paged(ldap, base, &filter, attributes, page_size, MAX_LISTED)
             })
             .await?;
-        let ldap3::SearchResult(entries, outcome) = result;
-        if outcome.rc == SIZE_LIMIT_EXCEEDED {
-            tracing::warn!(base = %self.settings.base, limit = MAX_LISTED, "address list truncated at the size limit");
-        } else if outcome.rc != 0 {
-            return Err(self.unavailable("search", describe(&outcome)));
+        if let Some(problem) = &listing.problem {
+            return Err(self.unavailable("search", problem));
         }
-        Ok(entries
+        let outcome = &listing.outcome;
+        if outcome.rc == SIZE_LIMIT_EXCEEDED || listing.truncated {
+            tracing::warn!(
+                base = %self.settings.base,
+                limit = MAX_LISTED,
+                listed = listing.entries.len(),
+                "address list truncated at the size limit"
+            );
+        } else if outcome.rc != 0 {
+            return Err(self.unavailable("search", describe(outcome)));
+        }
+        let binary = &self.settings.binary;
+        Ok(listing
+            .entries
             .into_iter()
-            .filter_map(|e| parse_entry(e.0))
+            .filter_map(|e| parse_entry(e.0, binary))
             .collect())
     }
 
@@ -291,28 +355,59 @@ impl LdapDirectory {
         value: &str,
         what: &str,
     ) -> Result<Option<Principal>, Unavailable> {
-        if attribute.is_empty()
-            || value.is_empty()
-            || value.len() > MAX_LOGIN_LEN
-            || value.chars().any(char::is_control)
-        {
+        if attribute.is_empty() || !usable_name(value) {
             return Ok(None);
         }
         let filter = format!("({attribute}={})", escape_filter_value(value));
+        self.lookup_filter(filter, value, what).await
+    }
+
+    /// The one user `filter` finds (searched for `value`, named `what` in a warning about an
+    /// ambiguous directory).
+    async fn lookup_filter(
+        &self,
+        filter: String,
+        value: &str,
+        what: &str,
+    ) -> Result<Option<Principal>, Unavailable> {
         let deadline = Instant::now() + self.settings.timeout;
-        match self.search_entry(filter, deadline).await? {
+        match self.search_entry(filter.clone(), deadline).await? {
             Found::One(entry) => Ok(self.usable(&entry)),
             Found::Nobody => Ok(None),
             Found::Several => {
                 tracing::warn!(
                     value,
-                    attribute = %attribute,
+                    filter = %filter,
                     base = %self.settings.base,
                     "{what} matches more than one directory entry; treated as unknown"
                 );
                 Ok(None)
             }
         }
+    }
+
+    /// The filter that finds the entry whose mailbox GUID is `guid` (text, any case), or `None`
+    /// when `guid` cannot be one. Text GUIDs compare as text (`entryUUID`'s UUID matching
+    /// ignores case). Binary GUIDs (the AD profile) compare as AD's 16 bytes, escaped: the
+    /// first three fields little-endian. With a fallback attribute, an entry is found by the
+    /// fallback only when it has no value of the main attribute, as the mapping reads it.
+    fn guid_filter(&self, guid: &str) -> Option<String> {
+        let names = &self.settings.mapping.names;
+        let value = if self.settings.mapping.binary_guids() {
+            ad::escape_filter_bytes(&ad::ms_bytes_from_guid_text(guid)?)
+        } else {
+            if !usable_name(guid) {
+                return None;
+            }
+            escape_filter_value(guid)
+        };
+        let main = &names.mailbox_guid;
+        let fallback = &names.mailbox_guid_fallback;
+        Some(if fallback.is_empty() {
+            format!("({main}={value})")
+        } else {
+            format!("(|({main}={value})(&(!({main}=*))({fallback}={value})))")
+        })
     }
 
     /// Searches `filter` under the base (subtree, at most two entries), on a search connection.
@@ -338,7 +433,7 @@ impl LdapDirectory {
         }
         match entries.into_iter().next() {
             None => Ok(Found::Nobody),
-            Some(entry) => parse_entry(entry.0)
+            Some(entry) => parse_entry(entry.0, &self.settings.binary)
                 .map(Found::One)
                 .ok_or_else(|| self.unavailable("search", "malformed entry in the result")),
         }
@@ -404,11 +499,14 @@ impl LdapDirectory {
             );
             return Ok(None);
         }
-        Ok(entries.into_iter().next().and_then(|e| parse_entry(e.0)))
+        Ok(entries
+            .into_iter()
+            .next()
+            .and_then(|e| parse_entry(e.0, &self.settings.binary)))
     }
 
     fn usable(&self, entry: &Entry) -> Option<Principal> {
-        match principal_from_entry(entry, &self.settings.attributes) {
+        match principal_from_entry(entry, &self.settings.mapping) {
             Ok(principal) => Some(principal),
             Err(problem) => {
                 tracing::warn!(
@@ -449,6 +547,11 @@ impl LdapDirectory {
             Err(e) => Err(AuthError::Unavailable(e.0)),
         }
     }
+}
+
+/// Whether `value` may be searched for: not empty, not too long, no control characters.
+fn usable_name(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_LOGIN_LEN && !value.chars().any(char::is_control)
 }
 
 /// An LDAP result for a message: `rc=50 (insufficientAccessRights), dn: "", text: "…"`.
@@ -521,16 +624,20 @@ impl Directory for LdapDirectory {
         }
     }
 
-    /// Searches `(<mailbox_guid attribute>=<guid>)` under the base, like an extension.
+    /// Searches `(<mailbox_guid attribute>=<guid>)` under the base, like an extension (see
+    /// `guid_filter` for binary GUIDs and the fallback attribute). A `guid` that cannot be one
+    /// (in the AD profile: not 32 hex digits) finds nobody, without asking the server.
     async fn lookup_guid(&self, guid: &str) -> Result<Option<Principal>, Unavailable> {
-        let attribute = &self.settings.attributes.mailbox_guid;
-        self.lookup_by(attribute, guid, "mailbox GUID").await
+        match self.guid_filter(guid) {
+            Some(filter) => self.lookup_filter(filter, guid, "mailbox GUID").await,
+            None => Ok(None),
+        }
     }
 
     /// Searches `(<sip_extension attribute>=<extension>)` under the base (the attribute's own
     /// equality rule decides what matches: `telephoneNumber` ignores spaces and hyphens).
     async fn lookup_extension(&self, extension: &str) -> Result<Option<Principal>, Unavailable> {
-        let attribute = &self.settings.attributes.sip_extension;
+        let attribute = &self.settings.mapping.names.sip_extension;
         self.lookup_by(attribute, extension, "extension").await
     }
 }
