@@ -1,7 +1,7 @@
 //! SMTP command parsing (`smtp::command::parse`) on arbitrary lines. Invariants: no panic;
 //! paths and domains hold no control character, paths are at most `MAX_PATH` bytes; a parsed
 //! MAIL, RCPT, BDAT or EHLO written back in canonical form parses to the same command
-//! (MailParams' `Display` is the form a delivery replays).
+//! (MailParams' and RcptParams' `Display` are the forms a delivery replays).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -31,13 +31,13 @@ fuzz_target!(|data: &[u8]| {
             }
             format!("MAIL FROM:<{from}>{params}")
         }
-        Command::Rcpt { to } => {
+        Command::Rcpt { to, params } => {
             assert!(!to.is_empty() && to.len() <= MAX_PATH);
             assert_clean_name(to);
             if to.starts_with('@') {
                 return; // as for MAIL
             }
-            format!("RCPT TO:<{to}>")
+            format!("RCPT TO:<{to}>{params}")
         }
         Command::Bdat { size, last } => {
             format!("BDAT {size}{}", if *last { " LAST" } else { "" })

@@ -11,11 +11,11 @@ use mailfront_fuzz::{Input, assert_crlf_lines, find};
 use mailfront_model::BackendTls;
 use mailfront_protocol::Machine;
 use mailfront_protocol::Step;
-use mailfront_protocol::smtp::command::{Body, MailParams};
+use mailfront_protocol::smtp::command::{Body, MailParams, RcptParams, Ret};
 use mailfront_protocol::smtp::delivery::{
     DeliveryClient, DeliveryEvent, DeliveryProtocol, verdict,
 };
-use mailfront_protocol::smtp::receiver::Envelope;
+use mailfront_protocol::smtp::receiver::{Envelope, Recipient};
 
 fuzz_target!(|data: &[u8]| {
     let input = Input::new(data);
@@ -35,13 +35,27 @@ fuzz_target!(|data: &[u8]| {
     let recipients: Vec<String> = (0..1 + (flags >> 3 & 3))
         .map(|i| format!("rcpt{i}@example.com"))
         .collect();
+    // Some envelopes ask for DSN and SMTPUTF8, which only a server announcing them hears.
+    let extended = flags & 32 != 0;
     let envelope = Envelope {
         from: "sender@fuzz.test".to_owned(),
         params: MailParams {
             size: Some(1234),
             body: Some(Body::EightBitMime),
+            ret: extended.then_some(Ret::Hdrs),
+            envid: extended.then(|| "e+2B1".to_owned()),
+            smtputf8: extended,
         },
-        recipients: recipients.clone(),
+        recipients: recipients
+            .iter()
+            .map(|address| Recipient {
+                address: address.clone(),
+                params: RcptParams {
+                    notify: extended.then(|| "SUCCESS".to_owned()),
+                    orcpt: None,
+                },
+            })
+            .collect(),
     };
     let mut client = DeliveryClient::new(protocol, tls, "mx.fuzz".to_owned(), envelope);
     let mut fed = 0;
@@ -79,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Step::Event(DeliveryEvent::ReadyForContent) => {
                 for r in &recipients {
-                    assert!(find(&sent, format!("RCPT TO:<{r}>\r\n").as_bytes()).is_some());
+                    assert!(find(&sent, format!("RCPT TO:<{r}>").as_bytes()).is_some());
                 }
                 assert!(sent.ends_with(b"DATA\r\n"));
                 // The driver streams the content, then says it is complete.

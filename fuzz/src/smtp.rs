@@ -3,7 +3,9 @@
 //! the driver of the front-end transport machine.
 
 use mailfront_protocol::smtp::data::{DataDecoder, DotStuffer};
-use mailfront_protocol::smtp::receiver::{Envelope, Receiver, ReceiverEvent, ReceiverSettings};
+use mailfront_protocol::smtp::receiver::{
+    DeliveryExtensions, Envelope, Receiver, ReceiverEvent, ReceiverSettings,
+};
 use mailfront_protocol::smtp::reply::Reply;
 use mailfront_protocol::{ClientTls, Machine, Step};
 
@@ -116,7 +118,7 @@ pub fn assert_stuffing_round_trip(content: &[u8], pieces: &[&[u8]]) {
 
 /// What the flag bits choose for the transport: bits 0–1 TLS, bit 2 chunking, bit 3 small
 /// limits, bits 4–5 the mode (0–1 raw stream, 2 one DATA transaction then the stream, 3 one BDAT
-/// transfer whose chunks the PRNG cuts).
+/// transfer whose chunks the PRNG cuts), bit 6 DSN and SMTPUTF8 passed on.
 pub fn transport_settings(flags: u8) -> ReceiverSettings {
     let tls = match flags & 3 {
         0 | 3 => ClientTls::StartTls,
@@ -131,6 +133,11 @@ pub fn transport_settings(flags: u8) -> ReceiverSettings {
         max_recipients: if small { 2 } else { 100 },
         max_line_length: if small { 80 } else { 2048 },
         chunking: flags & 4 != 0 || (flags >> 4) & 3 == 3,
+        // Bit 6: the servers behind offer DSN and SMTPUTF8, so the parameters are taken.
+        passes_on: DeliveryExtensions {
+            dsn: flags & 64 != 0,
+            smtputf8: flags & 64 != 0,
+        },
     }
 }
 
@@ -381,10 +388,13 @@ pub fn drive_transport(input: Input<'_>) {
             let first = first.expect("the structured message was not delivered");
             assert_eq!(first.data, mode == 2);
             assert_eq!(first.envelope.from, "sender@fuzz.test");
-            assert_eq!(
-                first.envelope.recipients,
-                vec!["rcpt@example.com".to_owned()]
-            );
+            let addresses: Vec<&str> = first
+                .envelope
+                .recipients
+                .iter()
+                .map(|r| r.address.as_str())
+                .collect();
+            assert_eq!(addresses, ["rcpt@example.com"]);
             assert_eq!(
                 Some(&first.content),
                 expected.as_ref(),

@@ -17,6 +17,7 @@ One module per job:
     mailfront     the binary, a node's process, its configuration (dicts written with tomli-w)
     radicale      Radicale, a mailbox server's HTTP service
     smtp_sink     an SMTP server that keeps what it receives (the outbound relay host)
+    postfix       Postfix, a mailbox server's own MTA in front of its Dovecot (DSN, SMTPUTF8)
     ldap          OpenLDAP slapd, for the LDAP directory      (`from lab import ldap`)
     etcd          etcd, for the location store                (`from lab import etcd`)
     haproxy       HAProxy, the array's load balancer          (`from lab import haproxy`)
@@ -38,6 +39,7 @@ from .mailfront import (LAB_THROTTLE, Mailfront, ServerEntry, build_mailfront, h
 from .packages import COMMANDS, ensure_installed
 from .processes import (Child, alive, children_by_parent, free_port, http_ok, insecure_tls, process_tree,
                         stop_pid, wait_for_greeting)
+from .postfix import Postfix
 from .radicale import Radicale
 from .smtp_sink import SmtpSink
 from .users import DEMO_PASSWORD, User

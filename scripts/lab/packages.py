@@ -23,12 +23,16 @@ KINDS: dict[str, tuple[list[str], list[str]]] = {
               ["slapd", "ldap-utils"]),
     "etcd": (["/usr/bin/etcd", "/usr/bin/etcdctl"], ["etcd-server", "etcd-client"]),
     "nginx": (["/usr/sbin/nginx", "/usr/lib/nginx/modules/ngx_mail_module.so"], ["nginx", "libnginx-mod-mail"]),
+    "postfix": (["/usr/sbin/postfix"], ["postfix"]),  # a mailbox server's own MTA (DSN, SMTPUTF8)
 }
 COMMANDS = {kind: files[0] for kind, (files, _) in KINDS.items()}
 
-# Answers given to a package before it is installed: the lab runs its own slapd, so the package
-# must not configure and start a system-wide one.
-PRESEED = {"slapd": "slapd slapd/no_configuration boolean true\n"}
+# Answers given to a package before it is installed: the lab runs its own slapd and Postfix, so
+# the packages must not configure and start system-wide ones.
+PRESEED = {
+    "slapd": "slapd slapd/no_configuration boolean true\n",
+    "postfix": "postfix postfix/main_mailer_type select No configuration\n",
+}
 
 
 def ensure_installed(*kinds: str) -> None:

@@ -542,7 +542,16 @@ async fn probe_within(
                 DeliveryProtocol::Lmtp => Greeting::Lmtp,
                 DeliveryProtocol::Smtp => Greeting::Smtp,
             };
-            dialogue.run(greeting(kind)).await
+            let mut probe = greeting(kind);
+            let verdict = dialogue.run_with(&mut probe).await;
+            // What the server announces decides what the inbound listeners offer.
+            if let Some(offers) = probe.offers() {
+                context
+                    .resolver
+                    .health()
+                    .learn_delivery_offers(&server.name, offers);
+            }
+            verdict
         }
         (Protocol::Http, _) => {
             dialogue
@@ -564,9 +573,14 @@ struct Dialogue<'a> {
 impl Dialogue<'_> {
     /// Pumps `probe` to its verdict by the deadline.
     async fn run<P: Probe>(self, mut probe: P) -> Result<(), String> {
+        self.run_with(&mut probe).await
+    }
+
+    /// Pumps `probe` to its verdict by the deadline, leaving it to be asked what it read.
+    async fn run_with<P: Probe>(self, probe: &mut P) -> Result<(), String> {
         let mut pace = Until(self.deadline);
         loop {
-            match pump(&mut probe, self.conn, self.role, &mut pace).await {
+            match pump(probe, self.conn, self.role, &mut pace).await {
                 Ok(ProbeEvent::Healthy) => return Ok(()),
                 Ok(ProbeEvent::Unhealthy(why)) => return Err(why),
                 Err(Interrupt::Closed | Interrupt::Failed(ConnEnd::Closed)) => probe.eof(),

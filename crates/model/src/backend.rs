@@ -23,6 +23,26 @@ pub enum SaslMechanism {
     Login,
 }
 
+/// The SMTP extensions a front-door listener offers only because every server it hands mail
+/// to announces them (mailfront keeps no queue, so it cannot take on what they cannot do).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryExtensions {
+    /// Delivery status notifications (`DSN`, RFC 3461): RET, ENVID, NOTIFY, ORCPT.
+    pub dsn: bool,
+    /// Internationalized addresses and headers (`SMTPUTF8`, RFC 6531).
+    pub smtputf8: bool,
+}
+
+impl DeliveryExtensions {
+    /// What both offer.
+    pub fn and(self, other: Self) -> Self {
+        Self {
+            dsn: self.dsn && other.dsn,
+            smtputf8: self.smtputf8 && other.smtputf8,
+        }
+    }
+}
+
 /// How a mailbox server (or relay) takes delivery of a message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeliveryProtocol {

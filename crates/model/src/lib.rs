@@ -16,7 +16,7 @@ mod secret;
 mod source;
 mod version;
 
-pub use backend::{BackendTls, DeliveryProtocol, SaslMechanism};
+pub use backend::{BackendTls, DeliveryExtensions, DeliveryProtocol, SaslMechanism};
 pub use cidr::Cidr;
 pub use names::{DatabaseName, ServerName, SiteName};
 pub use principal::Principal;

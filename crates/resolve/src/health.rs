@@ -9,13 +9,18 @@
 //! - without probes, a server that a delivery could not reach is skipped for
 //!   [`BackendHealth::RETRY_AFTER`] when there is a choice, so that every message does not pay
 //!   its timeout again.
+//!
+//! Beside health, the board keeps what each delivery server last announced of the extensions an
+//! inbound listener can only pass on (DSN, SMTPUTF8), as probes and deliveries read it in the
+//! server's `LHLO`/`EHLO` answer: a listener offers one only while every delivery server is
+//! known to.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use mailfront_model::{Protocol, ServerName};
+use mailfront_model::{DeliveryExtensions, Protocol, ServerName};
 use tokio::time::Instant;
 
 /// A server's probed state, endpoint by endpoint, and whether it is in maintenance.
@@ -47,6 +52,8 @@ pub struct BackendHealth {
     probing: AtomicBool,
     probed: RwLock<HashMap<ServerName, ServerHealth>>,
     down_until: Mutex<HashMap<ServerName, Instant>>,
+    /// What each delivery server announced in its last `LHLO`/`EHLO` answer.
+    delivery_offers: RwLock<HashMap<ServerName, DeliveryExtensions>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -143,6 +150,36 @@ impl BackendHealth {
         self.passive().remove(server);
     }
 
+    /// Records what `server` announced in an answer to `LHLO`/`EHLO` (a probe's or a
+    /// delivery's).
+    pub fn learn_delivery_offers(&self, server: &ServerName, offers: DeliveryExtensions) {
+        if read(&self.delivery_offers).get(server) != Some(&offers) {
+            tracing::info!(backend = %server, dsn = offers.dsn, smtputf8 = offers.smtputf8, "delivery server's extensions");
+            write(&self.delivery_offers).insert(server.clone(), offers);
+        }
+    }
+
+    /// What every one of `servers` is known to offer: an extension counts only if each of them
+    /// announced it last time it was asked (a server never asked offers nothing, and so do no
+    /// servers at all).
+    pub fn delivery_offers<'a>(
+        &self,
+        servers: impl IntoIterator<Item = &'a ServerName>,
+    ) -> DeliveryExtensions {
+        let known = read(&self.delivery_offers);
+        let all = DeliveryExtensions {
+            dsn: true,
+            smtputf8: true,
+        };
+        let mut servers = servers.into_iter().peekable();
+        if servers.peek().is_none() {
+            return DeliveryExtensions::default();
+        }
+        servers.fold(all, |offers, server| {
+            offers.and(known.get(server).copied().unwrap_or_default())
+        })
+    }
+
     /// Whether a delivery may be tried at `server`: its delivery endpoint is not known down,
     /// it is not in maintenance, and (without probes) it did not fail recently.
     pub fn may_deliver(&self, server: &ServerName) -> bool {
@@ -160,6 +197,46 @@ impl BackendHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_extension_is_offered_only_when_every_server_announced_it() {
+        let board = BackendHealth::default();
+        let (a, b) = (ServerName::new("mbx1"), ServerName::new("mbx2"));
+        let both = DeliveryExtensions {
+            dsn: true,
+            smtputf8: true,
+        };
+        assert_eq!(
+            board.delivery_offers([&a, &b]),
+            DeliveryExtensions::default()
+        );
+        board.learn_delivery_offers(&a, both);
+        assert_eq!(board.delivery_offers([&a]), both);
+        assert_eq!(
+            board.delivery_offers([&a, &b]),
+            DeliveryExtensions::default()
+        );
+        board.learn_delivery_offers(
+            &b,
+            DeliveryExtensions {
+                dsn: true,
+                smtputf8: false,
+            },
+        );
+        assert_eq!(
+            board.delivery_offers([&a, &b]),
+            DeliveryExtensions {
+                dsn: true,
+                smtputf8: false
+            }
+        );
+        // A server that stops announcing one takes it away.
+        board.learn_delivery_offers(&a, DeliveryExtensions::default());
+        assert_eq!(
+            board.delivery_offers([&a, &b]),
+            DeliveryExtensions::default()
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn probes_decide_once_they_run_and_failures_count_before() {

@@ -34,6 +34,8 @@ RELAY = b"554 5.7.1 Relaying denied\r\n"
 UNKNOWN = b"550 5.1.1 User unknown\r\n"
 TOO_BIG = b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
 SYNTAX = b"501 5.5.4 Syntax error in parameters or arguments\r\n"
+UNSUPPORTED = b"555 5.5.4 Unsupported parameter\r\n"
+NEEDS_UTF8 = b"553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n"
 MAX_MESSAGE = 200000  # transport.max_message_size in the lab
 
 
@@ -137,6 +139,22 @@ CASES = [
          GREETS + MAIL_OK + RCPT_OK + TOO_BIG + BYE),
     Case("bdat-empty-last-chunk", EHLO + MAIL + rcpt("bob@example.com") + b"BDAT 0 LAST\r\n" + Q,
          GREETS + MAIL_OK + RCPT_OK + ACCEPTED + BYE),
+    # DSN and SMTPUTF8: the lab's Dovecot 2.3 announces neither, so neither is offered; a
+    # malformed parameter is a syntax error whatever is offered (RFC 3461 §4, RFC 6531 §3.4).
+    Case("dsn-not-offered", EHLO + b"MAIL FROM:<sender@remote.example> RET=FULL ENVID=x\r\n" + MAIL
+         + b"RCPT TO:<bob@example.com> NOTIFY=SUCCESS\r\n" + Q,
+         GREETS + UNSUPPORTED + MAIL_OK + UNSUPPORTED + BYE),
+    Case("dsn-malformed", EHLO + b"MAIL FROM:<sender@remote.example> RET=MAYBE\r\n"
+         + b"MAIL FROM:<sender@remote.example> ENVID=a=b\r\n" + MAIL
+         + b"RCPT TO:<bob@example.com> NOTIFY=NEVER,SUCCESS\r\n" + b"RCPT TO:<bob@example.com> ORCPT=bob\r\n" + Q,
+         GREETS + SYNTAX + SYNTAX + MAIL_OK + SYNTAX + SYNTAX + BYE),
+    Case("dsn-envid-over-100", EHLO + b"MAIL FROM:<sender@remote.example> ENVID=" + b"e" * 101 + b"\r\n" + Q,
+         GREETS + SYNTAX + BYE),
+    Case("smtputf8-not-offered", EHLO + b"MAIL FROM:<sender@remote.example> SMTPUTF8\r\n" + Q,
+         GREETS + UNSUPPORTED + BYE),
+    Case("utf8-address-without-smtputf8", EHLO + "MAIL FROM:<j\u00f6rg@remote.example>\r\n".encode() + MAIL
+         + "RCPT TO:<b\u00f6b@example.com>\r\n".encode() + Q,
+         GREETS + NEEDS_UTF8 + MAIL_OK + NEEDS_UTF8 + BYE),
 ]
 
 # How many messages each row hands to a mailbox server (every other row: none).

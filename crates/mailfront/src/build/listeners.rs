@@ -14,7 +14,7 @@ use mailfront_protocol::smtp::receiver::ReceiverSettings;
 use mailfront_protocol::smtp::submission::SubmissionSettings;
 use mailfront_protocol::{ClientTls, Limits};
 use mailfront_proxy::driver::ListenerContext;
-use mailfront_proxy::mail_transfer::{MailTransferContext, TransferMode};
+use mailfront_proxy::mail_transfer::{MailTransferContext, NonMailboxRecipients, TransferMode};
 use mailfront_proxy::sip::SipContext;
 use mailfront_routing::Endpoint;
 use tokio::net::TcpListener;
@@ -134,6 +134,8 @@ pub fn mail_transfer_context(
             max_recipients: config.transport.max_recipients,
             max_line_length: config.limits.max_line_length,
             chunking: config.transport.chunking,
+            // Learned per session from the delivery servers (mail_transfer::session_settings).
+            passes_on: Default::default(),
         },
         acceptor: Arc::clone(acceptor),
         mode: transport_mode(config, listener.protocol)?,
@@ -152,6 +154,7 @@ pub fn transport_mode(config: &Config, protocol: ListenerProtocol) -> Result<Tra
                 .iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
+            non_mailbox: NonMailboxRecipients::new(&config.transport.non_mailbox_recipients),
         });
     }
     let outbound = config

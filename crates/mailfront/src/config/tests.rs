@@ -594,6 +594,32 @@ fn placement_needs_the_active_manager_and_sane_counts() {
 }
 
 #[test]
+fn non_mailbox_recipients_are_local_parts_or_addresses_in_accepted_domains() {
+    let with = |list: &str| {
+        validated(&format!(
+            "{MINIMAL}\n[transport]\naccepted_domains = [\"example.com\"]\nnon_mailbox_recipients = {list}\n"
+        ))
+    };
+    let config = with(r#"["postmaster", "Lists@Example.com"]"#).unwrap();
+    assert_eq!(config.transport.non_mailbox_recipients.len(), 2);
+    for (list, error) in [
+        (
+            r#"["lists@other.org"]"#,
+            "not in transport.accepted_domains",
+        ),
+        (r#"["@example.com"]"#, "has no local part"),
+        (r#"["post master"]"#, "is not a local part or an address"),
+        (r#"[""]"#, "is not a local part or an address"),
+    ] {
+        let got = with(list).map(|_| ()).expect_err(list);
+        assert!(
+            got.starts_with("transport.non_mailbox_recipients[0]: ") && got.contains(error),
+            "{list}: {got}"
+        );
+    }
+}
+
+#[test]
 fn a_site_that_refers_imap_logins_names_its_host() {
     let with = |site: &str| {
         let text = format!("{MINIMAL}\n[[site]]\nname = \"west\"\n{site}\n");

@@ -19,6 +19,13 @@ pub struct TransportConfig {
     pub max_recipients: usize,
     /// Offer CHUNKING (BDAT).
     pub chunking: bool,
+    /// Addresses taken though the directory has no mailbox for them — role addresses such as
+    /// `postmaster` (RFC 5321 §4.5.1), lists a mailbox server expands: a local part alone names
+    /// it at every accepted domain, a whole address names one address in an accepted domain. A
+    /// mailbox of the same address wins. Such a recipient goes along with the message's mailbox
+    /// recipients; a message with none goes to a random delivery server of this node's site.
+    /// Default: none.
+    pub non_mailbox_recipients: Vec<String>,
 }
 
 impl Default for TransportConfig {
@@ -28,6 +35,7 @@ impl Default for TransportConfig {
             max_message_size: 35 * 1024 * 1024,
             max_recipients: 100,
             chunking: true,
+            non_mailbox_recipients: Vec::new(),
         }
     }
 }
@@ -62,6 +70,34 @@ pub(super) fn validate(config: &Config) -> Result<(), String> {
         if domain.trim().is_empty() || domain.contains(['@', ' ']) {
             return Err(format!(
                 "transport.accepted_domains[{i}]: `{domain}` is not a domain"
+            ));
+        }
+    }
+    for (i, entry) in transport.non_mailbox_recipients.iter().enumerate() {
+        let key = format!("transport.non_mailbox_recipients[{i}]");
+        let domain = match entry.rsplit_once('@') {
+            Some((local, domain)) if !local.is_empty() => Some(domain),
+            Some(_) => return Err(format!("{key}: `{entry}` has no local part")),
+            None => None,
+        };
+        if entry.trim().is_empty()
+            || !entry.is_ascii()
+            || entry
+                .chars()
+                .any(|c| c.is_ascii_control() || matches!(c, ' ' | '<' | '>'))
+        {
+            return Err(format!(
+                "{key}: `{entry}` is not a local part or an address"
+            ));
+        }
+        if let Some(domain) = domain
+            && !transport
+                .accepted_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
+        {
+            return Err(format!(
+                "{key}: `{entry}` is not in transport.accepted_domains"
             ));
         }
     }

@@ -1,6 +1,9 @@
 //! The greeting probe: does the server greet as its protocol says a ready server does?
 
 use super::{MAX_PROBE_LINE, ProbeEvent, excerpt};
+use mailfront_model::DeliveryExtensions;
+
+use crate::capabilities::Capabilities;
 use crate::conversation::{Conversation, Input, Peer};
 use crate::line::LineReader;
 use crate::smtp::reply::{Reply, ReplyReader};
@@ -85,6 +88,8 @@ pub struct GreetingProbe {
     helo: String,
     peer: Peer<ProbeEvent, Reader>,
     stage: Stage,
+    /// What an LMTP or SMTP server announced in its answer to `LHLO`/`EHLO`.
+    offers: Option<DeliveryExtensions>,
 }
 
 /// A name that is safe to send after `LHLO`/`EHLO`: the characters of a domain or an address
@@ -111,7 +116,14 @@ impl GreetingProbe {
             // consequence to the machine.
             peer: Peer::new(kind.reader(), false),
             stage: Stage::Greeting,
+            offers: None,
         }
+    }
+
+    /// For a delivery server that answered `LHLO`/`EHLO`: which of the extensions an inbound
+    /// listener passes on it announced.
+    pub fn offers(&self) -> Option<DeliveryExtensions> {
+        self.offers
     }
 
     fn healthy(&mut self, goodbye: &[u8]) {
@@ -153,7 +165,14 @@ impl GreetingProbe {
                 self.peer.send(line);
                 self.stage = Stage::Hello;
             }
-            (Stage::Hello, _) if reply.code == 250 => self.healthy(QUIT),
+            (Stage::Hello, _) if reply.code == 250 => {
+                let announced = Capabilities::new(reply.lines.iter().skip(1).cloned().collect());
+                self.offers = Some(DeliveryExtensions {
+                    dsn: announced.has("DSN"),
+                    smtputf8: announced.has("SMTPUTF8"),
+                });
+                self.healthy(QUIT)
+            }
             (Stage::Hello, verb) => {
                 let verb = verb.unwrap_or("hello");
                 self.unhealthy(format!("{verb}: {}", reply_excerpt(reply)));

@@ -153,6 +153,26 @@ fn lmtp_and_smtp_say_hello() {
 }
 
 #[test]
+fn the_hello_answer_says_what_a_delivery_server_offers() {
+    let mut probe = GreetingProbe::new(Greeting::Lmtp, "cas1");
+    assert_eq!(probe.offers(), None);
+    run_on(
+        &mut probe,
+        &[b"220 mx\r\n250-mx\r\n250-DSN\r\n250 8BITMIME\r\n"],
+    );
+    assert_eq!(
+        probe.offers(),
+        Some(mailfront_model::DeliveryExtensions {
+            dsn: true,
+            smtputf8: false
+        })
+    );
+    let mut refused = GreetingProbe::new(Greeting::Smtp, "cas1");
+    run_on(&mut refused, &[b"220 mx\r\n451 busy\r\n"]);
+    assert_eq!(refused.offers(), None);
+}
+
+#[test]
 fn a_hello_name_cannot_add_a_command() {
     let (sent, _) = run(
         GreetingProbe::new(Greeting::Lmtp, "cas1\r\nRSET x"),

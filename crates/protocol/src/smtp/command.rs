@@ -23,10 +23,12 @@ pub enum Command {
         /// ESMTP parameters.
         params: MailParams,
     },
-    /// `RCPT TO:<path>`.
+    /// `RCPT TO:<path> params`.
     Rcpt {
         /// The forward path.
         to: String,
+        /// ESMTP parameters.
+        params: RcptParams,
     },
     /// `DATA`.
     Data,
@@ -67,6 +69,107 @@ pub struct MailParams {
     pub size: Option<u64>,
     /// `BODY=7BIT` or `BODY=8BITMIME` (RFC 6152).
     pub body: Option<Body>,
+    /// `RET=FULL` or `RET=HDRS` (DSN, RFC 3461 §4.3).
+    pub ret: Option<Ret>,
+    /// `ENVID=` (DSN, RFC 3461 §4.4): the envelope's identifier, still xtext-encoded as sent.
+    pub envid: Option<String>,
+    /// `SMTPUTF8` (RFC 6531 §3.4): addresses and headers may be UTF-8.
+    pub smtputf8: bool,
+}
+
+impl MailParams {
+    /// Whether the client asked for delivery status notifications (RFC 3461) on MAIL.
+    pub fn uses_dsn(&self) -> bool {
+        self.ret.is_some() || self.envid.is_some()
+    }
+}
+
+/// The `RET=` parameter (RFC 3461 §4.3): what a failure notice returns of the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ret {
+    /// The whole message.
+    Full,
+    /// Its headers only.
+    Hdrs,
+}
+
+/// ESMTP parameters of RCPT TO that mailfront understands: those of DSN (RFC 3461).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RcptParams {
+    /// `NOTIFY=` (RFC 3461 §4.1): `NEVER`, or some of `SUCCESS`, `FAILURE`, `DELAY` joined by
+    /// commas; upper case.
+    pub notify: Option<String>,
+    /// `ORCPT=` (RFC 3461 §4.2): `addr-type;xtext`, as sent.
+    pub orcpt: Option<String>,
+}
+
+impl fmt::Display for RcptParams {
+    /// The parameters as they follow the path on a RCPT line (each with a leading space).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(notify) = &self.notify {
+            write!(f, " NOTIFY={notify}")?;
+        }
+        if let Some(orcpt) = &self.orcpt {
+            write!(f, " ORCPT={orcpt}")?;
+        }
+        Ok(())
+    }
+}
+
+impl RcptParams {
+    /// Whether the client asked for delivery status notifications for this recipient.
+    pub fn uses_dsn(&self) -> bool {
+        self.notify.is_some() || self.orcpt.is_some()
+    }
+}
+
+/// Longest `ENVID` value (RFC 3461 §4.4: 100 characters).
+const MAX_ENVID: usize = 100;
+/// Longest `ORCPT` value (RFC 3461 §4.2: 500 characters).
+const MAX_ORCPT: usize = 500;
+
+/// Whether `value` is xtext (RFC 3461 §4: printable ASCII but `+` and `=`, with `+XX` for any
+/// octet), or under SMTPUTF8 also UTF-8 (RFC 6533 §3: utf-8-xtext).
+fn is_xtext(value: &str, utf8: bool) -> bool {
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => {
+                let hex = |j: usize| {
+                    bytes
+                        .get(j)
+                        .is_some_and(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+                };
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b'!'..=b'~' if b != b'=' => i += 1,
+            0x80.. if utf8 => i += 1,
+            _ => return false,
+        }
+    }
+    !value.is_empty()
+}
+
+/// A `NOTIFY=` value in canonical form (RFC 3461 §4.1), or `None` if it is not one.
+fn notify_value(value: &str) -> Option<String> {
+    if value.eq_ignore_ascii_case("NEVER") {
+        return Some("NEVER".to_owned());
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for word in value.split(',') {
+        let word = ["SUCCESS", "FAILURE", "DELAY"]
+            .into_iter()
+            .find(|w| w.eq_ignore_ascii_case(word))?;
+        if seen.contains(&word) {
+            return None;
+        }
+        seen.push(word);
+    }
+    Some(seen.join(","))
 }
 
 /// The `BODY=` parameter.
@@ -88,6 +191,18 @@ impl fmt::Display for MailParams {
         }
         if let Some(size) = self.size {
             write!(f, " SIZE={size}")?;
+        }
+        if let Some(ret) = self.ret {
+            f.write_str(match ret {
+                Ret::Full => " RET=FULL",
+                Ret::Hdrs => " RET=HDRS",
+            })?;
+        }
+        if let Some(envid) = &self.envid {
+            write!(f, " ENVID={envid}")?;
+        }
+        if self.smtputf8 {
+            f.write_str(" SMTPUTF8")?;
         }
         Ok(())
     }
@@ -196,6 +311,50 @@ fn mail_params(rest: &str) -> Result<MailParams, CommandError> {
             });
         } else if key.eq_ignore_ascii_case("AUTH") {
             // RFC 4954 §5: the AUTH= parameter may be ignored by a server that does not trust it.
+        } else if key.eq_ignore_ascii_case("RET") && params.ret.is_none() {
+            params.ret = Some(if value.eq_ignore_ascii_case("FULL") {
+                Ret::Full
+            } else if value.eq_ignore_ascii_case("HDRS") {
+                Ret::Hdrs
+            } else {
+                return Err(CommandError::Syntax);
+            });
+        } else if key.eq_ignore_ascii_case("ENVID") && params.envid.is_none() {
+            // Checked once SMTPUTF8 (which may follow) is known.
+            params.envid = Some(value.to_owned());
+        } else if word.eq_ignore_ascii_case("SMTPUTF8") {
+            params.smtputf8 = true;
+        } else {
+            return Err(CommandError::Parameter);
+        }
+    }
+    if let Some(envid) = &params.envid
+        && (envid.len() > MAX_ENVID || !is_xtext(envid, params.smtputf8))
+    {
+        return Err(CommandError::Syntax);
+    }
+    Ok(params)
+}
+
+/// RCPT parameters. Whether SMTPUTF8 is in force is the transaction's business: an ORCPT is
+/// allowed UTF-8 here, and the receiver refuses non-ASCII without SMTPUTF8.
+fn rcpt_params(rest: &str) -> Result<RcptParams, CommandError> {
+    let mut params = RcptParams::default();
+    for word in rest.split(' ').filter(|w| !w.is_empty()) {
+        let (key, value) = word.split_once('=').unwrap_or((word, ""));
+        if key.eq_ignore_ascii_case("NOTIFY") && params.notify.is_none() {
+            params.notify = Some(notify_value(value).ok_or(CommandError::Syntax)?);
+        } else if key.eq_ignore_ascii_case("ORCPT") && params.orcpt.is_none() {
+            let valid = value.len() <= MAX_ORCPT
+                && value.split_once(';').is_some_and(|(kind, address)| {
+                    !kind.is_empty()
+                        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && is_xtext(address, true)
+                });
+            if !valid {
+                return Err(CommandError::Syntax);
+            }
+            params.orcpt = Some(value.to_owned());
         } else {
             return Err(CommandError::Parameter);
         }
@@ -239,11 +398,10 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             if to.is_empty() {
                 return Err(CommandError::Address);
             }
-            // No RCPT parameters are offered (no DSN).
-            if !params.trim().is_empty() {
-                return Err(CommandError::Parameter);
-            }
-            Ok(Command::Rcpt { to })
+            Ok(Command::Rcpt {
+                to,
+                params: rcpt_params(params)?,
+            })
         }
         b"DATA" => no_args(Command::Data),
         b"BDAT" => {
@@ -302,7 +460,8 @@ mod tests {
                 from: "a@b.c".into(),
                 params: MailParams {
                     size: Some(1000),
-                    body: Some(Body::EightBitMime)
+                    body: Some(Body::EightBitMime),
+                    ..MailParams::default()
                 }
             }
         );
@@ -316,19 +475,22 @@ mod tests {
         assert_eq!(
             ok("RCPT TO:<alice@example.com>"),
             Command::Rcpt {
-                to: "alice@example.com".into()
+                to: "alice@example.com".into(),
+                params: RcptParams::default(),
             }
         );
         assert_eq!(
             ok("RCPT TO:<@relay.net:alice@example.com>"),
             Command::Rcpt {
-                to: "alice@example.com".into()
+                to: "alice@example.com".into(),
+                params: RcptParams::default(),
             }
         );
         assert_eq!(
             ok("RCPT TO:<@a.net,@[192.0.2.1]:alice@example.com>"),
             Command::Rcpt {
-                to: "alice@example.com".into()
+                to: "alice@example.com".into(),
+                params: RcptParams::default(),
             }
         );
         // A "route" with a quote in it is not one (found by fuzzing).
@@ -341,7 +503,8 @@ mod tests {
         assert_eq!(
             ok("RCPT TO:<\"a >b\"@example.com>"),
             Command::Rcpt {
-                to: "\"a >b\"@example.com".into()
+                to: "\"a >b\"@example.com".into(),
+                params: RcptParams::default(),
             }
         );
         assert_eq!(
@@ -370,7 +533,8 @@ mod tests {
         assert_eq!(
             MailParams {
                 size: Some(5),
-                body: Some(Body::SevenBit)
+                body: Some(Body::SevenBit),
+                ..MailParams::default()
             }
             .to_string(),
             " BODY=7BIT SIZE=5"
@@ -389,13 +553,16 @@ mod tests {
         assert_eq!(err(b"RCPT TO:<>"), CommandError::Address);
         assert_eq!(err(b"RCPT TO:<no-at-sign>"), CommandError::Address);
         assert_eq!(err(b"RCPT TO:<a\x01b@c>"), CommandError::Address);
-        assert_eq!(err(b"RCPT TO:<a@b> NOTIFY=NEVER"), CommandError::Parameter);
+        assert_eq!(err(b"RCPT TO:<a@b> FOO=BAR"), CommandError::Parameter);
         assert_eq!(err(b"MAIL FROM:<a@b> SIZE=big"), CommandError::Syntax);
         assert_eq!(
             err(b"MAIL FROM:<a@b> BODY=BINARYMIME"),
             CommandError::Parameter
         );
-        assert_eq!(err(b"MAIL FROM:<a@b> RET=FULL"), CommandError::Parameter);
+        assert_eq!(
+            err(b"MAIL FROM:<a@b> MT-PRIORITY=3"),
+            CommandError::Parameter
+        );
         assert_eq!(err(b"BDAT"), CommandError::Syntax);
         assert_eq!(err(b"BDAT -1"), CommandError::Syntax);
         assert_eq!(err(b"BDAT 99999999999999999999999"), CommandError::Syntax);
@@ -404,5 +571,67 @@ mod tests {
         assert_eq!(err(b"MAIL FROM:<\xff@b>"), CommandError::Syntax);
         let long = format!("RCPT TO:<{}@b>", "a".repeat(300));
         assert_eq!(err(long.as_bytes()), CommandError::Address);
+    }
+
+    #[test]
+    fn dsn_and_smtputf8_parameters() {
+        let ok = |line: &str| parse(line.as_bytes()).unwrap();
+        assert_eq!(
+            ok("MAIL FROM:<a@b.c> RET=hdrs ENVID=QQ+2B314 SMTPUTF8"),
+            Command::Mail {
+                from: "a@b.c".into(),
+                params: MailParams {
+                    ret: Some(Ret::Hdrs),
+                    envid: Some("QQ+2B314".into()),
+                    smtputf8: true,
+                    ..MailParams::default()
+                }
+            }
+        );
+        assert_eq!(
+            ok("RCPT TO:<x@y.z> notify=failure,Delay ORCPT=rfc822;x+40y.z"),
+            Command::Rcpt {
+                to: "x@y.z".into(),
+                params: RcptParams {
+                    notify: Some("FAILURE,DELAY".into()),
+                    orcpt: Some("rfc822;x+40y.z".into()),
+                }
+            }
+        );
+        assert_eq!(
+            MailParams {
+                ret: Some(Ret::Full),
+                envid: Some("e1".into()),
+                smtputf8: true,
+                ..MailParams::default()
+            }
+            .to_string(),
+            " RET=FULL ENVID=e1 SMTPUTF8"
+        );
+        let err = |line: &str| parse(line.as_bytes()).unwrap_err();
+        let cases = [
+            ("MAIL FROM:<a@b> RET=ALL", CommandError::Syntax),
+            ("MAIL FROM:<a@b> RET=FULL RET=HDRS", CommandError::Parameter),
+            ("MAIL FROM:<a@b> ENVID=a=b", CommandError::Syntax),
+            ("MAIL FROM:<a@b> ENVID=a+zz", CommandError::Syntax),
+            ("MAIL FROM:<a@b> ENVID=", CommandError::Syntax),
+            ("MAIL FROM:<a@b> ENVID=\u{e9}", CommandError::Syntax),
+            ("RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS", CommandError::Syntax),
+            ("RCPT TO:<a@b> NOTIFY=SUCCESS,SUCCESS", CommandError::Syntax),
+            ("RCPT TO:<a@b> NOTIFY=", CommandError::Syntax),
+            ("RCPT TO:<a@b> ORCPT=a@b", CommandError::Syntax),
+            ("RCPT TO:<a@b> ORCPT=;a@b", CommandError::Syntax),
+            (
+                "RCPT TO:<a@b> NOTIFY=NEVER NOTIFY=NEVER",
+                CommandError::Parameter,
+            ),
+        ];
+        for (line, error) in cases {
+            assert_eq!(err(line), error, "{line}");
+        }
+        // Under SMTPUTF8 an ENVID may be UTF-8 (RFC 6533).
+        assert!(parse("MAIL FROM:<a@b> SMTPUTF8 ENVID=\u{e9}t\u{e9}".as_bytes()).is_ok());
+        let long = format!("MAIL FROM:<a@b> ENVID={}", "e".repeat(101));
+        assert_eq!(err(&long), CommandError::Syntax);
     }
 }

@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use mailfront_model::BackendTls;
 pub use mailfront_model::DeliveryProtocol;
 
-use super::command::Body;
-use super::receiver::Envelope;
+use super::command::{Body, Ret};
+use super::receiver::{DeliveryExtensions, Envelope};
 use super::reply::{Reply, ReplyReader};
 use super::trace::is_clean_name;
 use crate::capabilities::Capabilities;
@@ -125,6 +125,15 @@ impl DeliveryClient {
         }
     }
 
+    /// Which of the extensions a listener passes on the server announced in its answer to
+    /// `LHLO`/`EHLO` (none before it).
+    pub fn offers(&self) -> DeliveryExtensions {
+        DeliveryExtensions {
+            dsn: self.extensions.has("DSN"),
+            smtputf8: self.extensions.has("SMTPUTF8"),
+        }
+    }
+
     /// Tells a server that announces `XCLIENT` where the message came from.
     pub fn with_origin(mut self, origin: Origin) -> Self {
         self.origin = Some(origin);
@@ -160,7 +169,29 @@ impl DeliveryClient {
         self.stage = Stage::Hello;
     }
 
+    /// What the envelope needs that the server does not offer, if anything: then the server
+    /// cannot take the message as the client sent it.
+    fn missing_extension(&self) -> Option<&'static str> {
+        let needs_dsn = self.envelope.params.uses_dsn()
+            || self.envelope.recipients.iter().any(|r| r.params.uses_dsn());
+        if needs_dsn && !self.extensions.has("DSN") {
+            Some("DSN")
+        } else if self.envelope.params.smtputf8 && !self.extensions.has("SMTPUTF8") {
+            Some("SMTPUTF8")
+        } else {
+            None
+        }
+    }
+
     fn mail(&mut self) {
+        if let Some(extension) = self.missing_extension() {
+            // Temporary: another server (or this one, upgraded) may take it.
+            self.refuse(Reply::new(
+                451,
+                format!("4.3.3 The mailbox server does not offer {extension}"),
+            ));
+            return;
+        }
         let mut line = format!("MAIL FROM:<{}>", self.envelope.from);
         match self.envelope.params.body {
             Some(Body::EightBitMime) if self.extensions.has("8BITMIME") => {
@@ -172,6 +203,21 @@ impl DeliveryClient {
         if let (Some(size), true) = (self.envelope.params.size, self.extensions.has("SIZE")) {
             line.push_str(&format!(" SIZE={size}"));
         }
+        // Only a server that offers them hears these (checked above when the client used them).
+        let params = &self.envelope.params;
+        if self.extensions.has("DSN") {
+            match params.ret {
+                Some(Ret::Full) => line.push_str(" RET=FULL"),
+                Some(Ret::Hdrs) => line.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(envid) = &params.envid {
+                line.push_str(&format!(" ENVID={envid}"));
+            }
+        }
+        if params.smtputf8 {
+            line.push_str(" SMTPUTF8");
+        }
         line.push_str("\r\n");
         self.peer.send(line);
         self.stage = Stage::Mail;
@@ -180,7 +226,11 @@ impl DeliveryClient {
     fn rcpt(&mut self, index: usize) {
         match self.envelope.recipients.get(index) {
             Some(to) => {
-                let line = format!("RCPT TO:<{to}>\r\n");
+                let mut line = format!("RCPT TO:<{}>", to.address);
+                if self.extensions.has("DSN") {
+                    line.push_str(&to.params.to_string());
+                }
+                line.push_str("\r\n");
                 self.peer.send(line);
                 self.stage = Stage::Rcpt(index);
             }
@@ -295,7 +345,7 @@ impl DeliveryClient {
                             .envelope
                             .recipients
                             .iter()
-                            .map(|r| (r.clone(), reply.clone()))
+                            .map(|r| (r.address.clone(), reply.clone()))
                             .collect();
                     }
                     DeliveryProtocol::Lmtp => {
@@ -304,7 +354,7 @@ impl DeliveryClient {
                             .envelope
                             .recipients
                             .get(index)
-                            .cloned()
+                            .map(|r| r.address.clone())
                             .unwrap_or_default();
                         self.results.push((to, reply));
                     }
@@ -383,7 +433,8 @@ pub fn verdict(results: &[(String, Reply)]) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::command::MailParams;
+    use crate::smtp::command::{MailParams, RcptParams};
+    use crate::smtp::receiver::Recipient;
     use crate::testing::converse;
 
     fn envelope(recipients: &[&str]) -> Envelope {
@@ -392,8 +443,15 @@ mod tests {
             params: MailParams {
                 size: Some(42),
                 body: Some(Body::EightBitMime),
+                ..MailParams::default()
             },
-            recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+            recipients: recipients
+                .iter()
+                .map(|r| Recipient {
+                    address: (*r).to_owned(),
+                    params: RcptParams::default(),
+                })
+                .collect(),
         }
     }
 
@@ -437,6 +495,68 @@ mod tests {
             assert_eq!(results.len(), 2);
             assert!(results[0].1.is_positive() && results[1].1.is_transient());
         }
+    }
+
+    #[test]
+    fn dsn_and_smtputf8_go_only_to_a_server_that_offers_them() {
+        let mut env = envelope(&["a@example.com"]);
+        env.params.ret = Some(Ret::Full);
+        env.params.envid = Some("e+2B1".into());
+        env.params.smtputf8 = true;
+        env.recipients[0].params = RcptParams {
+            notify: Some("SUCCESS,FAILURE".into()),
+            orcpt: Some("rfc822;a+40example.com".into()),
+        };
+        let client = |env: &Envelope| {
+            DeliveryClient::new(
+                DeliveryProtocol::Smtp,
+                BackendTls::None,
+                "cas1".into(),
+                env.clone(),
+            )
+        };
+        let offers = b"220 mx\r\n250-mx\r\n250-8BITMIME\r\n250-DSN\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n";
+        let (sent, end) = run(client(&env), offers, offers.len());
+        assert_eq!(
+            sent,
+            "EHLO cas1\r\nMAIL FROM:<s@x.org> BODY=8BITMIME RET=FULL ENVID=e+2B1 SMTPUTF8\r\nRCPT TO:<a@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+40example.com\r\nDATA\r\n<CONTENT>"
+        );
+        assert!(matches!(end, DeliveryEvent::Finished(_)));
+        // A server without DSN cannot take a message that asks for notifications: it is
+        // refused temporarily before MAIL, so the next candidate is tried.
+        let plain = b"220 mx\r\n250-mx\r\n250 SMTPUTF8\r\n";
+        let (sent, end) = run(client(&env), plain, 1);
+        assert_eq!(sent, "EHLO cas1\r\n", "no MAIL (the driver says QUIT)");
+        assert_eq!(
+            end,
+            DeliveryEvent::Refused(Reply::new(
+                451,
+                "4.3.3 The mailbox server does not offer DSN"
+            ))
+        );
+        let mut utf8_only = env.clone();
+        utf8_only.params = MailParams {
+            smtputf8: true,
+            ..MailParams::default()
+        };
+        utf8_only.recipients[0].params = RcptParams::default();
+        let no_utf8 = b"220 mx\r\n250-mx\r\n250 DSN\r\n";
+        let (_, end) = run(client(&utf8_only), no_utf8, 3);
+        assert_eq!(
+            end,
+            DeliveryEvent::Refused(Reply::new(
+                451,
+                "4.3.3 The mailbox server does not offer SMTPUTF8"
+            ))
+        );
+        // Nothing asked: nothing passed, whatever the server offers.
+        let (sent, _) = run(client(&envelope(&["a@example.com"])), offers, 5);
+        assert!(
+            sent.starts_with(
+                "EHLO cas1\r\nMAIL FROM:<s@x.org> BODY=8BITMIME\r\nRCPT TO:<a@example.com>\r\n"
+            ),
+            "{sent}"
+        );
     }
 
     #[test]

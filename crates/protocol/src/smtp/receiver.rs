@@ -7,13 +7,14 @@
 //! [`ReceiverEvent::CheckRecipient`] and [`ReceiverEvent::OpenDelivery`], streams the content
 //! with [`ReceiverEvent::Content`], and relays the driver's final verdict.
 
-use super::command::{self, Command, MailParams};
+use super::command::{self, Command, CommandError, MailParams, RcptParams};
 use super::data::DataDecoder;
 use super::reply::Reply;
 use super::submission::syntax_reply;
 use crate::ClientTls;
 use crate::conversation::{Conversation, Input, Peer};
 use crate::line::LineReader;
+pub use mailfront_model::DeliveryExtensions;
 
 /// Commands that move no message forward (NOOP, RSET, VRFY, EXPN, HELP, and lines that do not
 /// parse) a session may send before a message is accepted, and again after each one: beyond it
@@ -36,6 +37,8 @@ pub struct ReceiverSettings {
     pub max_line_length: usize,
     /// Offer CHUNKING (BDAT, RFC 3030).
     pub chunking: bool,
+    /// What the servers behind this listener take and this session may therefore pass on.
+    pub passes_on: DeliveryExtensions,
 }
 
 impl Default for ReceiverSettings {
@@ -47,6 +50,7 @@ impl Default for ReceiverSettings {
             max_recipients: 100,
             max_line_length: 2048,
             chunking: true,
+            passes_on: DeliveryExtensions::default(),
         }
     }
 }
@@ -59,7 +63,16 @@ pub struct Envelope {
     /// MAIL FROM parameters to pass on.
     pub params: MailParams,
     /// The accepted recipients, in order.
-    pub recipients: Vec<String>,
+    pub recipients: Vec<Recipient>,
+}
+
+/// One accepted recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The forward path.
+    pub address: String,
+    /// Its RCPT parameters, to pass on.
+    pub params: RcptParams,
 }
 
 /// What the transport machine reports to its driver through [`Step::Event`](crate::Step::Event).
@@ -88,6 +101,11 @@ impl Reply {
     /// A recipient outside the accepted domains.
     pub fn relaying_denied() -> Reply {
         Reply::new(554, "5.7.1 Relaying denied")
+    }
+
+    /// A non-ASCII address in a transaction without `SMTPUTF8` (RFC 6531's enhanced code 5.6.7).
+    pub fn needs_smtputf8() -> Reply {
+        Reply::new(553, "5.6.7 Non-ASCII address requires SMTPUTF8")
     }
 
     /// A recipient the directory does not know.
@@ -148,7 +166,7 @@ impl Reply {
 struct Transaction {
     from: String,
     params: MailParams,
-    recipients: Vec<String>,
+    recipients: Vec<Recipient>,
     /// Content bytes received (DATA or BDAT), for the size limit.
     size: u64,
     /// The delivery is open at the driver.
@@ -161,7 +179,7 @@ struct Transaction {
 enum Phase {
     Commands,
     /// Waiting for [`Receiver::recipient_checked`].
-    CheckingRecipient(String),
+    CheckingRecipient(Recipient),
     /// Waiting for [`Receiver::delivery_opened`]; `bdat` holds the chunk command.
     Opening {
         bdat: Option<(u64, bool)>,
@@ -271,14 +289,15 @@ impl Receiver {
 
     /// The answer to [`ReceiverEvent::CheckRecipient`]: `Err` carries the refusal to send.
     pub fn recipient_checked(&mut self, verdict: Result<(), Reply>) {
-        let Phase::CheckingRecipient(to) = std::mem::replace(&mut self.phase, Phase::Commands)
+        let Phase::CheckingRecipient(recipient) =
+            std::mem::replace(&mut self.phase, Phase::Commands)
         else {
             return;
         };
         match verdict {
             Ok(()) => {
                 if let Some(transaction) = &mut self.transaction {
-                    transaction.recipients.push(to);
+                    transaction.recipients.push(recipient);
                 }
                 self.reply(Reply::new(250, "2.1.5 OK"));
             }
@@ -354,6 +373,12 @@ impl Receiver {
         if settings.tls.offers_starttls(self.peer.is_secure()) {
             reply.lines.push("STARTTLS".to_owned());
         }
+        if settings.passes_on.dsn {
+            reply.lines.push("DSN".to_owned());
+        }
+        if settings.passes_on.smtputf8 {
+            reply.lines.push("SMTPUTF8".to_owned());
+        }
         reply
     }
 
@@ -408,10 +433,17 @@ impl Receiver {
                 Err(refusal) => self.reply(refusal),
             },
             Command::Mail { from, params } => {
+                let offered = self.settings.passes_on;
                 if self.helo.is_none() {
                     self.reply(Reply::new(503, "5.5.1 Send HELO/EHLO first"));
                 } else if self.transaction.is_some() {
                     self.reply(Reply::new(503, "5.5.1 Nested MAIL command"));
+                } else if (params.uses_dsn() && !offered.dsn)
+                    || (params.smtputf8 && !offered.smtputf8)
+                {
+                    self.reply(syntax_reply(CommandError::Parameter));
+                } else if !params.smtputf8 && !from.is_ascii() {
+                    self.reply(Reply::needs_smtputf8());
                 } else if params
                     .size
                     .is_some_and(|s| s > self.settings.max_message_size)
@@ -429,16 +461,25 @@ impl Receiver {
                     self.reply(Reply::new(250, "2.1.0 OK"));
                 }
             }
-            Command::Rcpt { to } => match &self.transaction {
+            Command::Rcpt { to, params } => match &self.transaction {
                 None => self.reply(Reply::new(503, "5.5.1 Need MAIL command first")),
                 Some(t) if t.recipients.len() >= self.settings.max_recipients => {
                     self.reply(Reply::new(452, "4.5.3 Too many recipients"));
+                }
+                Some(_) if params.uses_dsn() && !self.settings.passes_on.dsn => {
+                    self.reply(syntax_reply(CommandError::Parameter));
+                }
+                Some(t) if !t.params.smtputf8 && !to.is_ascii() => {
+                    self.reply(Reply::needs_smtputf8());
                 }
                 Some(_) => {
                     self.peer
                         .steps
                         .event(ReceiverEvent::CheckRecipient(to.clone()));
-                    self.phase = Phase::CheckingRecipient(to);
+                    self.phase = Phase::CheckingRecipient(Recipient {
+                        address: to,
+                        params,
+                    });
                 }
             },
             Command::Data => self.start_content(None),

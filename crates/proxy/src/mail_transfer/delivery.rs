@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use mailfront_model::{DeliveryProtocol, ServerName};
+use mailfront_model::{DeliveryExtensions, DeliveryProtocol, ServerName};
 use mailfront_net::conn::{Conn, ConnEnd, TlsRole};
 use mailfront_net::connect::{Dial, connect};
 use mailfront_net::pump::{Interrupt, Until, pump};
+use mailfront_protocol::smtp::command::RcptParams;
 use mailfront_protocol::smtp::data::DotStuffer;
 use mailfront_protocol::smtp::delivery::{DeliveryClient, DeliveryEvent, Origin, verdict};
-use mailfront_protocol::smtp::receiver::Envelope;
+use mailfront_protocol::smtp::receiver::{Envelope, Recipient};
 use mailfront_protocol::smtp::reply::Reply;
 use mailfront_routing::Endpoint;
 use mailfront_routing::delivery::{MailboxRecipient, delivery_candidates};
@@ -17,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::recipients::{self, Resolved};
-use super::{MailTransferContext, TransferMode};
+use super::{MailTransferContext, NonMailboxRecipients, TransferMode};
 use crate::NodeServices;
 
 /// A delivery in progress at one backend.
@@ -37,7 +38,7 @@ pub(super) struct OpenDelivery {
 /// Where a message may go, in order, and the recipients as the mailbox servers know them.
 struct Targets {
     servers: Vec<(String, Endpoint, DeliveryProtocol)>,
-    recipients: Vec<String>,
+    recipients: Vec<Recipient>,
 }
 
 /// Opens a delivery of `envelope` at the first candidate server that accepts it.
@@ -52,9 +53,10 @@ pub(super) async fn open(
             servers: vec![("relay".to_owned(), relay.clone(), DeliveryProtocol::Smtp)],
             recipients: envelope.recipients.clone(),
         },
-        TransferMode::Inbound { accepted_domains } => {
-            inbound_targets(services, accepted_domains, envelope).await?
-        }
+        TransferMode::Inbound {
+            accepted_domains,
+            non_mailbox,
+        } => inbound_targets(services, accepted_domains, non_mailbox, envelope).await?,
     };
     let helo = services.resolver.topology().node.name.clone();
     let delivered = Envelope {
@@ -67,8 +69,14 @@ pub(super) async fn open(
         let server = ServerName::new(&name);
         let client = DeliveryClient::new(protocol, endpoint.tls, helo.clone(), delivered.clone())
             .with_origin(origin.clone());
+        let learn = |offers| {
+            if let TransferMode::Inbound { .. } = context.mode {
+                health.learn_delivery_offers(&server, offers);
+            }
+        };
         match try_open(services, &endpoint, client, context.delivery).await {
             Ok((conn, client)) => {
+                learn(client.offers());
                 health.mark_up(&server);
                 return Ok(OpenDelivery {
                     server: name,
@@ -84,7 +92,8 @@ pub(super) async fn open(
                 tracing::warn!(backend = %name, error = %why, "delivery server unreachable; trying the next candidate");
                 health.mark_down(&server);
             }
-            Err(OpenFailure::Refused(reply)) => {
+            Err(OpenFailure::Refused(reply, offers)) => {
+                learn(offers);
                 tracing::warn!(backend = %name, reply = %reply.summary(), "delivery server refused the envelope; trying the next candidate");
             }
         }
@@ -98,19 +107,24 @@ pub(super) async fn open(
 async fn inbound_targets(
     services: &NodeServices,
     accepted_domains: &[String],
+    non_mailbox: &NonMailboxRecipients,
     envelope: &Envelope,
 ) -> Result<Targets, Reply> {
-    let mut resolved: Vec<Resolved> = Vec::with_capacity(envelope.recipients.len());
-    for address in &envelope.recipients {
-        match recipients::resolve(services, accepted_domains, address).await {
-            Ok(r) => resolved.push(r),
+    let mut resolved: Vec<(Resolved, &Recipient)> = Vec::with_capacity(envelope.recipients.len());
+    for recipient in &envelope.recipients {
+        match recipients::resolve(services, accepted_domains, non_mailbox, &recipient.address).await
+        {
+            Ok(r) => resolved.push((r, recipient)),
             Err(reply) if reply.is_transient() => return Err(reply),
             Err(_) => return Err(Reply::recipient_changed()),
         }
     }
+    // Recipients that are not mailboxes choose nothing; with none that is, the rules pick a
+    // random server of this site.
     let mailboxes: Vec<MailboxRecipient<'_>> = resolved
         .iter()
-        .map(|r| MailboxRecipient { active: &r.active })
+        .filter_map(|(r, _)| r.active.as_ref())
+        .map(|active| MailboxRecipient { active })
         .collect();
     let topology = services.resolver.topology();
     let health = services.resolver.health();
@@ -132,10 +146,14 @@ async fn inbound_targets(
             ))
         })
         .collect();
-    let mut recipients: Vec<String> = Vec::new();
-    for r in resolved {
-        if !recipients.contains(&r.address) {
-            recipients.push(r.address);
+    let mut recipients: Vec<Recipient> = Vec::new();
+    for (r, asked) in resolved {
+        if !recipients.iter().any(|known| known.address == r.address) {
+            let params = original_recipient(&asked.address, &r.address, &asked.params);
+            recipients.push(Recipient {
+                address: r.address,
+                params,
+            });
         }
     }
     Ok(Targets {
@@ -144,9 +162,35 @@ async fn inbound_targets(
     })
 }
 
+/// The RCPT parameters for a recipient the client named `asked` and the mailbox server knows as
+/// `address`: the client's, and when an alias became the mailbox's own address and the client
+/// asked for notifications without naming the original recipient, that one (RFC 3461 §4.2: a
+/// notification then names the address the sender used).
+fn original_recipient(asked: &str, address: &str, params: &RcptParams) -> RcptParams {
+    let mut params = params.clone();
+    if params.notify.is_some() && params.orcpt.is_none() && asked != address && asked.is_ascii() {
+        params.orcpt = Some(format!("rfc822;{}", xtext(asked)));
+    }
+    params
+}
+
+/// `text` as xtext (RFC 3461 §4): `+`, `=` and characters outside `!`..`~` as `+XX`.
+fn xtext(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (b'!'..=b'~').contains(&byte) && byte != b'+' && byte != b'=' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("+{byte:02X}"));
+        }
+    }
+    out
+}
+
 enum OpenFailure {
     Unreachable(String),
-    Refused(Reply),
+    /// Refused before the content; what the server announced (for the listener's EHLO).
+    Refused(Reply, DeliveryExtensions),
 }
 
 /// Connects to `endpoint` and runs the delivery client up to the content, within the
@@ -178,7 +222,7 @@ async fn try_open(
             Ok(DeliveryEvent::ReadyForContent) => return Ok((conn, client)),
             Ok(DeliveryEvent::Refused(reply)) => {
                 let _ = conn.stream.write_all(&client.quit()).await;
-                return Err(OpenFailure::Refused(reply));
+                return Err(OpenFailure::Refused(reply, client.offers()));
             }
             Ok(DeliveryEvent::Failed(why)) => return Err(OpenFailure::Unreachable(why)),
             Ok(DeliveryEvent::Finished(_)) => {
@@ -257,5 +301,39 @@ impl OpenDelivery {
     /// nothing.
     pub(super) fn abort(self) {
         tracing::debug!(backend = %self.server, "delivery aborted");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alias_asking_for_notifications_keeps_its_original_recipient() {
+        let notify = RcptParams {
+            notify: Some("SUCCESS".into()),
+            orcpt: None,
+        };
+        let changed = original_recipient("Al+ias=1@example.com", "alice@example.com", &notify);
+        assert_eq!(
+            changed.orcpt.as_deref(),
+            Some("rfc822;Al+2Bias+3D1@example.com")
+        );
+        // Unchanged, not asked for, or already named: as the client sent it.
+        let same = original_recipient("alice@example.com", "alice@example.com", &notify);
+        assert_eq!(same, notify);
+        let silent = RcptParams::default();
+        assert_eq!(
+            original_recipient("a@example.com", "b@example.com", &silent),
+            silent
+        );
+        let named = RcptParams {
+            notify: Some("FAILURE".into()),
+            orcpt: Some("rfc822;x@y".into()),
+        };
+        assert_eq!(
+            original_recipient("a@example.com", "b@example.com", &named),
+            named
+        );
     }
 }

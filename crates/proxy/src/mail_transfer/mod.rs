@@ -28,6 +28,7 @@ mod delivery;
 mod recipients;
 
 use delivery::OpenDelivery;
+pub use recipients::NonMailboxRecipients;
 
 /// What a transport listener is for.
 #[derive(Clone, Debug)]
@@ -36,6 +37,8 @@ pub enum TransferMode {
     Inbound {
         /// Domains whose recipients are looked up; any other domain is relaying (refused).
         accepted_domains: Vec<String>,
+        /// Addresses in those domains taken though they are not mailboxes.
+        non_mailbox: NonMailboxRecipients,
     },
     /// Mail leaving the organisation, accepted only from the mailbox servers (like port 717).
     Outbound {
@@ -96,7 +99,7 @@ pub async fn serve(
             tracing::warn!(session = %id, client = %client_addr, listener = %context.name, "connection refused: not a mailbox server");
             Receiver::refuse(context.settings.clone(), "Not a mailbox server of this organisation")
         } else {
-            Receiver::new(context.settings.clone())
+            Receiver::new(session_settings(&context, &services))
         };
         let mut client = Conn::new(Stream::Plain(tcp));
         let result = run(&context, &services, &mut machine, &mut client, &id, client_addr).await;
@@ -113,6 +116,23 @@ pub async fn serve(
     }
     .instrument(span)
     .await;
+}
+
+/// The listener's settings for a new session: an inbound listener offers DSN and SMTPUTF8
+/// while every delivery server is known to announce them (they are passed on, never handled
+/// here); an outbound one offers neither.
+fn session_settings(context: &MailTransferContext, services: &NodeServices) -> ReceiverSettings {
+    let mut settings = context.settings.clone();
+    if let TransferMode::Inbound { .. } = context.mode {
+        let topology = services.resolver.topology();
+        let delivery_servers = topology
+            .servers
+            .values()
+            .filter(|s| s.endpoints.delivery.is_some())
+            .map(|s| &s.name);
+        settings.passes_on = services.resolver.health().delivery_offers(delivery_servers);
+    }
+    settings
 }
 
 /// The pace of an SMTP session: a command must arrive whole within `smtp_idle` of the reply
@@ -217,11 +237,12 @@ impl Transfer<'_> {
             ReceiverEvent::Close => {}
             ReceiverEvent::CheckRecipient(address) => {
                 let verdict = match &context.mode {
-                    TransferMode::Inbound { accepted_domains } => {
-                        recipients::resolve(services, accepted_domains, &address)
-                            .await
-                            .map(|_| ())
-                    }
+                    TransferMode::Inbound {
+                        accepted_domains,
+                        non_mailbox,
+                    } => recipients::resolve(services, accepted_domains, non_mailbox, &address)
+                        .await
+                        .map(|_| ()),
                     TransferMode::Outbound { .. } => Ok(()),
                 };
                 if let Err(reply) = &verdict {
@@ -279,7 +300,7 @@ impl Transfer<'_> {
             tls: self.tls.clone(),
             id: self.id,
             recipient: match env.recipients.as_slice() {
-                [one] => Some(one.as_str()),
+                [one] => Some(one.address.as_str()),
                 _ => None,
             },
             at: std::time::SystemTime::now(),

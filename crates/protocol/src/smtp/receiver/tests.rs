@@ -53,7 +53,17 @@ fn settings() -> ReceiverSettings {
         max_recipients: 3,
         max_line_length: 512,
         chunking: true,
+        passes_on: DeliveryExtensions::default(),
     }
+}
+
+/// The recipients' addresses of an envelope.
+fn addresses(envelope: &Envelope) -> Vec<&str> {
+    envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect()
 }
 
 fn run_with(settings: ReceiverSettings, script: &Script<'_>, input: &[u8], chunk: usize) -> World {
@@ -132,7 +142,7 @@ fn a_message_at_every_split() {
         let (envelope, content) = &world.delivered[0];
         assert_eq!(envelope.from, "s@x.org");
         assert_eq!(
-            envelope.recipients,
+            addresses(envelope),
             ["alice@example.com", "bob@example.com"]
         );
         assert_eq!(envelope.params.body, Some(command::Body::EightBitMime));
@@ -311,7 +321,7 @@ fn smuggling_is_one_message() {
     assert_eq!(world.delivered.len(), 1);
     let content = String::from_utf8(world.delivered[0].1.clone()).unwrap();
     assert!(content.contains("MAIL FROM:<evil@x>\r\n"), "{content:?}");
-    assert_eq!(world.delivered[0].0.recipients, ["alice@example.com"]);
+    assert_eq!(addresses(&world.delivered[0].0), ["alice@example.com"]);
 }
 
 #[test]
@@ -393,4 +403,53 @@ fn junk_commands_are_bounded_and_a_message_resets_the_count() {
         world.output
     );
     assert!(world.closed);
+}
+
+#[test]
+fn dsn_and_smtputf8_only_when_passed_on() {
+    let message = "EHLO c\r\nMAIL FROM:<s@x.org> RET=HDRS ENVID=e1\r\nRCPT TO:<alice@example.com> NOTIFY=SUCCESS ORCPT=rfc822;a+40example.com\r\nDATA\r\nx\r\n.\r\nQUIT\r\n";
+    // Not offered: the parameters are refused as unsupported, and EHLO does not name them.
+    let world = run(message.as_bytes());
+    assert!(!world.output.contains("DSN"), "{}", world.output);
+    assert!(world.output.contains("555 5.5.4 Unsupported parameter"));
+    assert!(world.delivered.is_empty());
+    // Offered: announced, accepted and handed on with the envelope.
+    let mut passing = settings();
+    passing.passes_on = DeliveryExtensions {
+        dsn: true,
+        smtputf8: true,
+    };
+    let world = run_with(passing.clone(), &DEFAULT, message.as_bytes(), message.len());
+    assert!(
+        world.output.contains("250-DSN\r\n250 SMTPUTF8\r\n"),
+        "{}",
+        world.output
+    );
+    let (envelope, _) = &world.delivered[0];
+    assert_eq!(envelope.params.ret, Some(command::Ret::Hdrs));
+    assert_eq!(envelope.params.envid.as_deref(), Some("e1"));
+    assert_eq!(
+        envelope.recipients[0].params,
+        RcptParams {
+            notify: Some("SUCCESS".into()),
+            orcpt: Some("rfc822;a+40example.com".into()),
+        }
+    );
+    // A non-ASCII address needs SMTPUTF8 in the transaction; with it, it goes through.
+    let utf8 = "EHLO c\r\nMAIL FROM:<j\u{f6}rg@x.org>\r\nMAIL FROM:<s@x.org>\r\nRCPT TO:<j\u{f6}rg@example.com>\r\nRSET\r\nMAIL FROM:<j\u{f6}rg@x.org> SMTPUTF8\r\nRCPT TO:<j\u{f6}rg@example.com>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n";
+    let world = run_with(passing, &DEFAULT, utf8.as_bytes(), utf8.len());
+    assert_eq!(
+        world
+            .output
+            .matches("553 5.6.7 Non-ASCII address requires SMTPUTF8")
+            .count(),
+        2,
+        "{}",
+        world.output
+    );
+    assert_eq!(world.delivered.len(), 1);
+    assert!(world.delivered[0].0.params.smtputf8);
+    // Without SMTPUTF8 offered, the parameter is refused.
+    let world = run("EHLO c\r\nMAIL FROM:<s@x.org> SMTPUTF8\r\nQUIT\r\n".as_bytes());
+    assert!(world.output.contains("555 5.5.4 Unsupported parameter"));
 }
