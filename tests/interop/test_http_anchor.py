@@ -108,3 +108,36 @@ def test_a_dav_path_naming_nobody_is_refused_not_sent_to_the_callers_server(anch
     status, _ = propfind(port, "/dav/", basic("alice@example.com"))
     assert status == 207
     assert backend_of_request(node, "/dav/", "alice@example.com") == "mbx1"
+
+
+def test_route_explains_the_mailbox_a_request_names(anchored, lab_env):
+    """`mailfront route` routes an HTTP request by the mailbox it names, as the server does: a
+    DAV path (`--url`), `MailboxId=` in the URL, or `--anchor` (X-AnchorMailbox); the caller
+    stays alice. A name that is no mailbox is refused, not sent to alice's server."""
+    import subprocess
+    from conftest import USERS
+
+    def route(*args: str) -> str:
+        done = subprocess.run([str(lab_env.binary), "route", "--config", str(anchored["node"].config),
+                               "alice@example.com", "--protocol", "http", "--service", "dav", *args],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "decision: proxy to mbx1" in route(), "the caller's own server without an anchor"
+    bob_guid = next(u.guid or f"00000000-0000-4000-8000-{i + 1:012d}" for i, u in enumerate(USERS)
+                    if u.address == "bob@example.com")
+    for args in (("--url", "https://localhost/dav/bob%40example.com/calendar/"),
+                 ("--anchor", "bob@example.com"),
+                 ("--anchor", "SMTP:bob@example.com"),
+                 ("--url", f"https://localhost/dav/?MailboxId={bob_guid}@example.com")):
+        out = route(*args)
+        assert "user:     alice@example.com (the caller)" in out, out
+        assert "(mailbox bob@example.com, database DB02" in out, out
+        assert "decision: proxy to mbx2" in out, (args, out)
+    out = route("--anchor", "nobody@example.com")
+    assert "anchor:   nobody@example.com (names no mailbox)" in out, out
+    assert "decision: reject (permanent)" in out and "proxy" not in out, out
+    refused = subprocess.run([str(lab_env.binary), "route", "--config", str(anchored["node"].config),
+                              "alice@example.com", "--anchor", "bob@example.com"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "--anchor go with --protocol http" in refused.stderr, refused.stderr

@@ -33,3 +33,4 @@ mod service;
 
 pub use front::{FrontDoorParts, HttpFrontDoor};
 pub use reply::Body;
+pub use service::anchor_of;

@@ -193,8 +193,9 @@ fn refused(kind: RejectKind, reason: &Reason) -> Response<Body> {
 
 /// The mailbox a request names besides the caller's (the anchor mailbox): the
 /// `X-AnchorMailbox` header, the service's anchor query parameter, MAPI's `MailboxId`, or (with
-/// `anchor_path`) the address in the path.
-fn anchor_of<B>(service: &ServiceConfig, request: &Request<B>) -> Option<String> {
+/// `anchor_path`) the address in the path. As sent; the resolve step reads it
+/// ([`Mailbox::Anchor`]). Also what `mailfront route` explains.
+pub fn anchor_of<B>(service: &ServiceConfig, request: &Request<B>) -> Option<String> {
     request
         .headers()
         .get("x-anchormailbox")

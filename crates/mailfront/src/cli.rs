@@ -69,9 +69,16 @@ enum Command {
         #[arg(long)]
         service: Option<String>,
         /// For `--protocol http`: the URL the client used (default: the service's external URL
-        /// in this node's site, else `https://localhost<path>`).
+        /// in this node's site, else `https://localhost<path>`). A mailbox it names (MAPI's
+        /// `MailboxId=`, the service's anchor parameter, a DAV path with `anchor_path`) is
+        /// routed as the server routes it.
         #[arg(long)]
         url: Option<String>,
+        /// For `--protocol http`: the request's `X-AnchorMailbox` (an address, `SMTP:address`,
+        /// or `<mailbox GUID>@<tenant>`): the mailbox the request acts on, whose server it goes
+        /// to. USER stays the caller.
+        #[arg(long)]
+        anchor: Option<String>,
     },
     /// Talk to a running node's admin API (status, sessions, kick, drain, reload…).
     Admin {
@@ -131,7 +138,17 @@ pub fn main() -> ExitCode {
             protocol,
             service,
             url,
-        } => route_command(config, &user, protocol, service.as_deref(), url.as_deref()),
+            anchor,
+        } => route_command(
+            config,
+            &user,
+            protocol,
+            HttpArgs {
+                service: service.as_deref(),
+                url: url.as_deref(),
+                anchor: anchor.as_deref(),
+            },
+        ),
         Command::HashPassword { scheme } => hash(scheme),
         Command::Admin { target, action } => match admin_client::run(&target, &action) {
             Ok(body) => {
@@ -316,24 +333,37 @@ fn manpage(out_dir: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
+/// What `route` was told of an HTTP request (`--service`, `--url`, `--anchor`).
+#[derive(Clone, Copy)]
+struct HttpArgs<'a> {
+    service: Option<&'a str>,
+    url: Option<&'a str>,
+    anchor: Option<&'a str>,
+}
+
 /// The HTTP part of a request `route` explains: the service's kind and legacy URL from the
-/// configuration, the URL the client used.
+/// configuration, the URL the client used, and the mailbox the request names (its anchor).
 struct HttpAsked {
     service: String,
     browser_app: bool,
     legacy_url: Option<String>,
     url: String,
+    anchor: Option<String>,
 }
 
 fn http_asked(
     config: &Config,
     protocol: Protocol,
-    service: Option<&str>,
-    url: Option<&str>,
+    args: HttpArgs<'_>,
 ) -> Result<Option<HttpAsked>, String> {
+    let HttpArgs {
+        service,
+        url,
+        anchor,
+    } = args;
     if protocol != Protocol::Http {
-        return match service.or(url) {
-            Some(_) => Err("--service and --url go with --protocol http".to_owned()),
+        return match service.or(url).or(anchor) {
+            Some(_) => Err("--service, --url and --anchor go with --protocol http".to_owned()),
             None => Ok(None),
         };
     }
@@ -363,26 +393,29 @@ fn http_asked(
             .and_then(|s| s.external_urls.get(name).cloned())
             .unwrap_or_else(|| format!("https://localhost{}", found.path))
     });
+    // The anchor as the server finds it, from the same request: the header, else the URL.
+    let mut request = hyper::Request::builder().uri(url.as_str());
+    if let Some(anchor) = anchor {
+        request = request.header("x-anchormailbox", anchor);
+    }
+    let request = request
+        .body(())
+        .map_err(|e| format!("--url/--anchor: not a request: {e}"))?;
     Ok(Some(HttpAsked {
         service: found.name.clone(),
         browser_app: found.browser_app,
         legacy_url: found.legacy_url.clone(),
+        anchor: mailfront_http::anchor_of(found, &request),
         url,
     }))
 }
 
-fn route_command(
-    path: PathBuf,
-    user: &str,
-    protocol: Protocol,
-    service: Option<&str>,
-    url: Option<&str>,
-) -> ExitCode {
+fn route_command(path: PathBuf, user: &str, protocol: Protocol, args: HttpArgs<'_>) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
-    let http = match http_asked(&config, protocol, service, url) {
+    let http = match http_asked(&config, protocol, args) {
         Ok(http) => http,
         Err(e) => return fail(e),
     };
@@ -423,7 +456,13 @@ fn route_command(
         groups: config.placement.as_ref().map(|p| p.groups),
         presence: None,
     });
-    let resolved = runtime.block_on(resolver.resolve(Mailbox::Address(user), &request));
+    // A request naming a mailbox goes where that mailbox is (the caller is still USER).
+    let anchor = http.as_ref().and_then(|h| h.anchor.as_deref());
+    let mailbox = match anchor {
+        Some(anchor) => Mailbox::Anchor(anchor),
+        None => Mailbox::Address(user),
+    };
+    let resolved = runtime.block_on(resolver.resolve(mailbox, &request));
     if let Some(why) = &resolved.directory_error {
         return fail(why);
     }
@@ -431,14 +470,26 @@ fn route_command(
     let principal = &resolved.principal;
     let decision = &resolved.decision;
     let mut out = std::io::stdout().lock();
-    let _ = match &principal {
-        Some(p) => writeln!(
+    let _ = match (&principal, anchor) {
+        // The caller authenticates as themself; the request goes where the anchor is.
+        (_, Some(_)) => writeln!(out, "user:     {user} (the caller)"),
+        (Some(p), None) => writeln!(
             out,
             "user:     {} (database {}, version {})",
             p.address, p.database, p.version
         ),
-        None => writeln!(out, "user:     {user} (not in the directory)"),
+        (None, None) => writeln!(out, "user:     {user} (not in the directory)"),
     };
+    if let Some(anchor) = anchor {
+        let _ = match &principal {
+            Some(p) => writeln!(
+                out,
+                "anchor:   {anchor} (mailbox {}, database {}, version {})",
+                p.address, p.database, p.version
+            ),
+            None => writeln!(out, "anchor:   {anchor} (names no mailbox)"),
+        };
+    }
     let _ = writeln!(out, "protocol: {protocol}");
     if let Some(h) = &http {
         let kind = if h.browser_app {
