@@ -255,6 +255,79 @@ def test_bad_passwords_are_slowed_then_blocked_while_others_log_in_at_full_speed
         node.stop()
 
 
+def test_a_block_raised_on_one_node_refuses_the_address_on_every_node_within_a_second(lab_env):
+    """Login protection across the array: counting stays per node, but when 127.0.0.2 crosses
+    the block threshold on node A, A publishes the block through etcd (under a lease of its
+    length) and node B — which never saw a failure from it — refuses that address at once, even
+    with the right password, with the same reply as a wrong one. A node that starts later reads
+    the blocks still in force."""
+    import lab.etcd
+    root = lab.reset_dir(lab_env.root / "shared-blocks")
+    etcd = lab.etcd.Etcd(root / "etcd", lab.free_port(), lab.free_port())
+    etcd.start()
+    nodes = []
+    try:
+        for database, server in lab.read_locations(lab_env.locations).items():
+            etcd.put_active(database, server)
+        ports = {}
+
+        def start(name: str) -> lab.Mailfront:
+            from conftest import node_settings
+            ports[name] = lab.free_port()
+            settings = node_settings(
+                lab_env, name,
+                [{"protocol": "imap", "address": f"127.0.0.1:{ports[name]}", "tls": "none",
+                  "allow_plaintext_auth": True}],
+                {"throttle": {"trusted_networks": [], "max_delay": "300ms", "block_after": 3, "block_for": "60s"},
+                 "timeouts": {"auth_failure_delay": "100ms"}})
+            settings["location"] = etcd.location_config(timeout="2s")
+            node = lab.Mailfront(lab_env.binary, lab.write_toml(root / f"{name}.toml", settings), root / f"{name}.log")
+            nodes.append(node)
+            node.start()
+            wait_until(lambda: "login blocks: shared through etcd" in node.log_since_start(), 10,
+                       f"{name} watching the blocks")
+            return node
+
+        a, b = start("blocks-a"), start("blocks-b")
+        right = PASSWORDS["alice@example.com"]
+        # B lets the address in before anything happened.
+        assert timed_login(ports["blocks-b"], "alice@example.com", right, "127.0.0.2")[0]
+        # Three failures on A: the third blocks 127.0.0.2 there.
+        refusals = [timed_login(ports["blocks-a"], "alice@example.com", "guess", "127.0.0.2") for _ in range(3)]
+        assert not any(ok for ok, _, _ in refusals)
+        blocked_at = time.monotonic()
+        # B refuses it within a second: the right password, the same reply as a wrong one.
+        def refused_on_b():
+            ok, _, message = timed_login(ports["blocks-b"], "bob@example.com", PASSWORDS["bob@example.com"],
+                                         "127.0.0.2")
+            return not ok and message
+        message = wait_until(refused_on_b, 1.0, "the block on node B", interval=0.02)
+        reached = time.monotonic() - blocked_at
+        assert message == refusals[0][2], (message, refusals[0][2])
+        assert "login block from another node applied" in b.log_since_start()
+        assert "from=blocks-a" in b.log_since_start()
+        # From A's write to B's applying it, by the nodes' own log clocks.
+        from datetime import datetime
+        def stamp(node: lab.Mailfront, text: str) -> datetime:
+            line = next(l for l in node.log_since_start().splitlines() if text in l)
+            return datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+        gap = stamp(b, "login block from another node applied") - stamp(a, "login block shared with the array")
+        assert gap.total_seconds() < 1.0, gap
+        print(f"block: applied by B {gap.total_seconds() * 1000:.1f} ms after A logged its write (negative: before); "
+              f"third failure -> refused on B {reached * 1000:.0f} ms (including B's refusal delay)")
+        # Another address is not blocked on B, and B counted no failure of its own.
+        assert timed_login(ports["blocks-b"], "alice@example.com", right, "127.0.0.3")[0]
+        # A node that starts now reads the block still in force.
+        c = start("blocks-c")
+        ok, _, message = timed_login(ports["blocks-c"], "alice@example.com", right, "127.0.0.2")
+        assert not ok and message == refusals[0][2]
+        assert c.log_since_start().count("login block from another node applied") >= 1
+    finally:
+        for node in nodes:
+            node.stop()
+        etcd.stop()
+
+
 # --- Limits -----------------------------------------------------------------------------------
 
 

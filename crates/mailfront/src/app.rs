@@ -240,6 +240,7 @@ impl Core {
         background.extend(build::safe_moves(
             config, &services, &locator, &manager, relister,
         )?);
+        background.extend(build::shared_blocks(config, &services)?);
         let wake = Arc::new(Notify::new());
         let prober = start_probes(config, &services, &wake, &mut background)?;
         background.push(tokio::spawn(

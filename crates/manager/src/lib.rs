@@ -16,9 +16,12 @@
 //!   leader fails over what its probes see down;
 //! - [`ops`]: the operator's views and commands, through the same compare-and-swap path;
 //! - [`presence`]: this node's part in safe moves — present in the store under its own lease,
-//!   acknowledging each group move once its sessions of the group are gone.
+//!   acknowledging each group move once its sessions of the group are gone;
+//! - [`blocks`]: login blocks shared across the array (not the Active Manager's, but the same
+//!   store and the same care).
 
 pub mod active;
+pub mod blocks;
 pub mod health;
 pub mod leader;
 pub mod ops;

@@ -3,6 +3,11 @@
 //! while. The client never sees which: every refusal has the same reply; only its timing grows.
 //! Successful logins are never slowed (they are not checked against the escalation), and
 //! trusted networks are not throttled at all.
+//!
+//! Counting is per node. A block is what an array shares: when an address or a name becomes
+//! blocked here, [`Throttle::failed`] also hands a [`Block`] to the publisher set with
+//! [`Throttle::publish_blocks_to`] (the manager's `blocks` module writes it to etcd), and a block
+//! another node published is applied here with [`Throttle::apply`] — same reply, same delay.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -48,15 +53,75 @@ impl Default for ThrottleSettings {
     }
 }
 
+/// What a failure counts against, and what a block blocks.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-enum Key {
+pub enum Key {
     /// An IPv4 address, or an IPv6 /64 (the unit a single customer usually holds).
     Address(u128),
     /// A lowercased user name.
     User(String),
 }
 
-fn address_key(ip: IpAddr) -> Key {
+impl Key {
+    /// The key as a store key's last part: `a/<32 hex digits>` or `u/<name>` with every byte
+    /// outside `[a-z0-9.@_-]` as `%XX` (a name is whatever a client typed).
+    pub fn encode(&self) -> String {
+        match self {
+            Key::Address(bits) => format!("a/{bits:032x}"),
+            Key::User(name) => {
+                let mut out = String::from("u/");
+                for byte in name.bytes() {
+                    if byte.is_ascii_lowercase()
+                        || byte.is_ascii_digit()
+                        || matches!(byte, b'.' | b'@' | b'_' | b'-')
+                    {
+                        out.push(char::from(byte));
+                    } else {
+                        out.push_str(&format!("%{byte:02X}"));
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The key [`Key::encode`] made, or `None` for anything else.
+    pub fn decode(text: &str) -> Option<Key> {
+        if let Some(hex) = text.strip_prefix("a/") {
+            if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            return u128::from_str_radix(hex, 16).ok().map(Key::Address);
+        }
+        let encoded = text.strip_prefix("u/")?;
+        let mut bytes = Vec::with_capacity(encoded.len());
+        let mut rest = encoded.as_bytes();
+        while let Some((&byte, tail)) = rest.split_first() {
+            if byte == b'%' {
+                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = tail.get(2..)?;
+            } else {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+        let name = String::from_utf8(bytes).ok()?;
+        (!name.is_empty() && name == name.to_lowercase()).then_some(Key::User(name))
+    }
+}
+
+/// A block that began on this node, for the other nodes of the array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// What is blocked.
+    pub key: Key,
+    /// For how long from now (`block_for`).
+    pub lasts: Duration,
+}
+
+/// The key failures from `ip` count against.
+pub fn address_key(ip: IpAddr) -> Key {
     match ip {
         IpAddr::V4(v4) => Key::Address(u128::from(u32::from(v4))),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -90,6 +155,8 @@ const MAX_ENTRIES: usize = 200_000;
 pub struct Throttle {
     settings: ThrottleSettings,
     entries: Mutex<HashMap<Key, Entry>>,
+    /// Where blocks that begin here go (none: they stay on this node).
+    publisher: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Block>>>,
 }
 
 impl Throttle {
@@ -98,7 +165,33 @@ impl Throttle {
         Self {
             settings,
             entries: Mutex::new(HashMap::new()),
+            publisher: Mutex::new(None),
         }
+    }
+
+    /// Sends every block that begins on this node to `publisher` from now on.
+    pub fn publish_blocks_to(&self, publisher: tokio::sync::mpsc::UnboundedSender<Block>) {
+        *self
+            .publisher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(publisher);
+    }
+
+    /// Applies a block another node published: `key` is blocked for `lasts` from now (or
+    /// longer, if it already is). Trusted addresses stay exempt ([`Throttle::check`]).
+    pub fn apply(&self, key: Key, lasts: Duration) {
+        if !self.settings.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + lasts;
+        let mut entries = self.lock();
+        let entry = entries.entry(key).or_insert(Entry {
+            failures: 0,
+            last: now,
+            blocked_until: None,
+        });
+        entry.blocked_until = Some(entry.blocked_until.map_or(until, |u| u.max(until)));
     }
 
     /// The settings in force.
@@ -155,6 +248,7 @@ impl Throttle {
             });
         }
         let mut worst = 0;
+        let mut began = Vec::new();
         for (key, limit) in [
             (address_key(ip), self.settings.block_after),
             (
@@ -162,7 +256,7 @@ impl Throttle {
                 self.settings.block_user_after,
             ),
         ] {
-            let entry = entries.entry(key).or_insert(Entry {
+            let entry = entries.entry(key.clone()).or_insert(Entry {
                 failures: 0,
                 last: now,
                 blocked_until: None,
@@ -173,9 +267,29 @@ impl Throttle {
             entry.failures = entry.failures.saturating_add(1);
             entry.last = now;
             if entry.failures >= limit {
+                let was_blocked = entry.blocked_until.is_some_and(|until| until > now);
                 entry.blocked_until = Some(now + self.settings.block_for);
+                if !was_blocked {
+                    began.push(Block {
+                        key: key.clone(),
+                        lasts: self.settings.block_for,
+                    });
+                }
             }
             worst = worst.max(entry.failures);
+        }
+        drop(entries);
+        if !began.is_empty()
+            && let Some(publisher) = self
+                .publisher
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .as_ref()
+        {
+            for block in began {
+                // A closed channel means the publisher is gone: the block stays local.
+                let _ = publisher.send(block);
+            }
         }
         self.delay_for(worst)
     }
@@ -244,6 +358,75 @@ mod tests {
         assert_eq!(t.check(ip, "anyone"), Verdict::Allowed);
         tokio::time::advance(Duration::from_secs(121)).await;
         assert_eq!(t.failed(ip, "x").as_secs(), 2, "old failures are forgotten");
+    }
+
+    #[test]
+    fn keys_survive_the_store_and_nothing_else_is_a_key() {
+        let keys = [
+            address_key("192.0.2.1".parse().unwrap()),
+            address_key("2001:db8:0:1::5".parse().unwrap()),
+            Key::User("alice@example.com".into()),
+            Key::User("b\u{f6}b smith/%x\n".into()),
+        ];
+        for key in keys {
+            let encoded = key.encode();
+            // Printable, and one level under the prefix whatever the name holds.
+            assert!(encoded.bytes().all(|b| b.is_ascii_graphic()), "{encoded}");
+            assert!(!encoded[2..].contains('/'), "{encoded}");
+            assert_eq!(Key::decode(&encoded), Some(key), "{encoded}");
+        }
+        assert_eq!(
+            Key::User("a/b".into()).encode(),
+            "u/a%2Fb",
+            "no second level"
+        );
+        for junk in [
+            "", "a/", "a/12", "u/", "u/%zz", "u/%4", "x/abc", "u/ALICE", "u/%FF",
+        ] {
+            assert_eq!(Key::decode(junk), None, "{junk:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_block_that_begins_here_is_published_once_and_one_from_elsewhere_applies() {
+        let t = Throttle::new(settings());
+        let (sender, mut published) = tokio::sync::mpsc::unbounded_channel();
+        t.publish_blocks_to(sender);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for i in 0..6 {
+            t.failed(ip, &format!("user{i}"));
+        }
+        // The fifth failure blocked the address; the sixth did not begin a new block.
+        assert_eq!(
+            published.try_recv(),
+            Ok(Block {
+                key: address_key(ip),
+                lasts: Duration::from_secs(60)
+            })
+        );
+        assert!(published.try_recv().is_err());
+        // Another node's block: refused here at once, with no failure of ours.
+        let other = Throttle::new(settings());
+        let remote: IpAddr = "198.51.100.9".parse().unwrap();
+        assert_eq!(other.check(remote, "bob"), Verdict::Allowed);
+        other.apply(address_key(remote), Duration::from_secs(30));
+        other.apply(Key::User("carol".into()), Duration::from_secs(30));
+        assert_eq!(other.check(remote, "bob"), Verdict::Blocked);
+        assert_eq!(
+            other.check("203.0.113.1".parse().unwrap(), "Carol"),
+            Verdict::Blocked
+        );
+        // A trusted address stays exempt; the block ends when it says.
+        other.apply(
+            address_key("10.9.9.9".parse().unwrap()),
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            other.check("10.9.9.9".parse().unwrap(), "x"),
+            Verdict::Allowed
+        );
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(other.check(remote, "bob"), Verdict::Allowed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -105,6 +105,37 @@ use tokio::sync::watch;
 pub use config::EtcdConfig;
 pub use value::{LocationValue, database_from_key, encode_value, parse_value};
 
+/// A connection to the cluster a `[location]` names, for the array's other records (login
+/// blocks): the same endpoints, user, TLS and per-request timeout as the location store.
+#[derive(Clone)]
+pub struct EtcdConnection(Prepared);
+
+impl EtcdConnection {
+    /// Checks `config` and reads the files it names; connects nothing yet.
+    pub fn new(config: &EtcdConfig) -> Result<Self, EtcdError> {
+        Prepared::new(config).map(Self)
+    }
+
+    /// Connects to the cluster (within the timeout).
+    pub async fn connect(&self) -> Result<etcd_client::Client, EtcdError> {
+        self.0.connect().await
+    }
+
+    /// Runs one request within the timeout; `operation` names it in the error.
+    pub async fn call<T>(
+        &self,
+        operation: &'static str,
+        request: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, EtcdError> {
+        self.0.call(operation, request).await
+    }
+
+    /// The prefix of the location store's own keys (others must not overlap it).
+    pub fn location_prefix(&self) -> &str {
+        &self.0.prefix
+    }
+}
+
 use crate::file::Validator;
 use crate::{LocationMap, Locator};
 use client::Prepared;

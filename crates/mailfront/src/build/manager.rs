@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailfront_location::Locator;
-use mailfront_location::etcd::Relister;
 use mailfront_location::etcd::records::EtcdRecords;
+use mailfront_location::etcd::{EtcdConnection, Relister};
 use mailfront_location::file::FileSource;
 use mailfront_manager::active::{ActiveManager, ManagerSettings, PlacementSettings};
+use mailfront_manager::blocks::SharedBlocks;
 use mailfront_manager::health::Thresholds;
 use mailfront_manager::leader::{Election, Leadership, elect};
 use mailfront_manager::plan::Policy;
@@ -179,6 +180,32 @@ pub fn safe_moves(
         acks,
     )));
     Ok(tasks)
+}
+
+/// Login blocks shared through etcd (`[throttle] share_blocks` with the etcd location store):
+/// the task that publishes this node's blocks and applies the others'. `None` without etcd,
+/// with sharing or throttling off.
+pub fn shared_blocks(
+    config: &Config,
+    services: &NodeServices,
+) -> Result<Option<JoinHandle<()>>, String> {
+    let LocationConfig::Etcd(etcd) = &config.location else {
+        return Ok(None);
+    };
+    let throttle = &config.throttle;
+    if !throttle.share_blocks || !throttle.enabled {
+        return Ok(None);
+    }
+    let connection = EtcdConnection::new(etcd).map_err(|e| e.to_string())?;
+    let (publisher, began) = tokio::sync::mpsc::unbounded_channel();
+    services.resolver.throttle().publish_blocks_to(publisher);
+    let shared = SharedBlocks {
+        connection,
+        prefix: throttle.blocks_prefix.clone(),
+        node: config.node.name.clone(),
+        resolver: Arc::clone(&services.resolver),
+    };
+    Ok(Some(tokio::spawn(shared.run(began))))
 }
 
 /// The configured copies of each database, in activation preference order.

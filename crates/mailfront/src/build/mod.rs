@@ -23,7 +23,7 @@ pub mod sources;
 pub mod tls;
 pub mod topology;
 
-pub use manager::{active_manager, copies, probe_settings, safe_moves};
+pub use manager::{active_manager, copies, probe_settings, safe_moves, shared_blocks};
 pub use services::{
     admin_token, backends, http_front_door, node_services, resolver_settings, throttle_settings,
 };

@@ -309,6 +309,21 @@ impl Config {
             http.validate()?;
         }
         self.throttle.validate()?;
+        if let LocationConfig::Etcd(etcd) = &self.location {
+            let mut others = vec![("location.prefix", etcd.prefix.as_str())];
+            if let Some(manager) = &self.active_manager {
+                others.extend([
+                    ("active_manager.election_key", manager.election_key.as_str()),
+                    (
+                        "active_manager.servers_prefix",
+                        manager.servers_prefix.as_str(),
+                    ),
+                    ("active_manager.nodes_prefix", manager.nodes_prefix.as_str()),
+                    ("active_manager.acks_prefix", manager.acks_prefix.as_str()),
+                ]);
+            }
+            self.throttle.validate_prefix(&others)?;
+        }
         listeners::validate_proxy_protocol(self)?;
         if let Some(admin) = &self.admin {
             admin.validate(self.tls.is_some())?;

@@ -620,6 +620,34 @@ fn non_mailbox_recipients_are_local_parts_or_addresses_in_accepted_domains() {
 }
 
 #[test]
+fn the_shared_blocks_prefix_overlaps_no_other_etcd_prefix() {
+    let etcd = MINIMAL.replace(
+        "backend = \"file\"\npath = \"locations.toml\"",
+        "backend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/mailfront/db/\"",
+    );
+    assert_ne!(etcd, MINIMAL);
+    let with = |prefix: &str| {
+        validated(&format!(
+            "{etcd}\n[throttle]\nblocks_prefix = \"{prefix}\"\n"
+        ))
+        .map(|_| ())
+    };
+    assert_eq!(with("/mailfront/blocks/"), Ok(()));
+    for (prefix, error) in [
+        ("/mailfront/", "overlaps location.prefix `/mailfront/db/`"),
+        ("/mailfront/db/blocks/", "overlaps location.prefix"),
+        ("mailfront/blocks/", "must start and end with `/`"),
+        ("/blocks", "must start and end with `/`"),
+    ] {
+        let got = with(prefix).expect_err(prefix);
+        assert!(
+            got.starts_with("throttle.blocks_prefix: ") && got.contains(error),
+            "{prefix}: {got}"
+        );
+    }
+}
+
+#[test]
 fn a_site_that_refers_imap_logins_names_its_host() {
     let with = |site: &str| {
         let text = format!("{MINIMAL}\n[[site]]\nname = \"west\"\n{site}\n");

@@ -27,6 +27,13 @@ pub struct ThrottleConfig {
     pub forget_after: Duration,
     /// Addresses or ranges never throttled.
     pub trusted_networks: Vec<Cidr>,
+    /// With the etcd location store: a block that begins on one node is published under
+    /// `blocks_prefix` and applied by every node at once (counting stays per node). Default
+    /// true; without etcd, blocks are per node.
+    pub share_blocks: bool,
+    /// The etcd prefix of shared blocks (starts and ends with `/`, overlaps no other prefix).
+    /// Default `/mailfront/blocks/`.
+    pub blocks_prefix: String,
 }
 
 impl Default for ThrottleConfig {
@@ -40,6 +47,8 @@ impl Default for ThrottleConfig {
             block_for: d.block_for,
             forget_after: d.forget_after,
             trusted_networks: Vec::new(),
+            share_blocks: true,
+            blocks_prefix: "/mailfront/blocks/".to_owned(),
         }
     }
 }
@@ -49,6 +58,25 @@ impl ThrottleConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.block_after == 0 || self.block_user_after == 0 {
             return Err("throttle.block_after: must be at least 1 (block_user_after too)".into());
+        }
+        Ok(())
+    }
+
+    /// The prefix of shared blocks, checked against the other etcd prefixes of `config`
+    /// (`others`: each key's name and value).
+    pub(super) fn validate_prefix(&self, others: &[(&str, &str)]) -> Result<(), String> {
+        let prefix = &self.blocks_prefix;
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
+            return Err(format!(
+                "throttle.blocks_prefix: `{prefix}` must start and end with `/`"
+            ));
+        }
+        for (key, other) in others {
+            if other.starts_with(prefix.as_str()) || prefix.starts_with(other) {
+                return Err(format!(
+                    "throttle.blocks_prefix: `{prefix}` overlaps {key} `{other}`"
+                ));
+            }
         }
         Ok(())
     }
