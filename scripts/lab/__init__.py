@@ -18,6 +18,8 @@ One module per job:
     radicale      Radicale, a mailbox server's HTTP service
     smtp_sink     an SMTP server that keeps what it receives (the outbound relay host)
     postfix       Postfix, a mailbox server's own MTA in front of its Dovecot (DSN, SMTPUTF8)
+    oidc          an OpenID provider (npm oidc-provider, oidc/provider.mjs) that mints, introspects
+                  and revokes JWT access tokens for the OAuth tests
     ldap          OpenLDAP slapd, for the LDAP directory      (`from lab import ldap`)
     etcd          etcd, for the location store                (`from lab import etcd`)
     haproxy       HAProxy, the array's load balancer          (`from lab import haproxy`)
@@ -39,6 +41,7 @@ from .mailfront import (LAB_THROTTLE, Mailfront, ServerEntry, build_mailfront, h
 from .packages import COMMANDS, ensure_installed
 from .processes import (Child, alive, children_by_parent, free_port, http_ok, insecure_tls, process_tree,
                         stop_pid, wait_for_greeting)
+from .oidc import Oidc
 from .postfix import Postfix
 from .radicale import Radicale
 from .smtp_sink import SmtpSink
