@@ -9,7 +9,10 @@
 //!   SHA-256 over a random key made when the cache is created, then the password. The password
 //!   itself is never stored, and the hash is useless outside this process. A different password
 //!   is a different key, so a wrong password after a right one is asked of the directory (and a
-//!   right one after a wrong one too).
+//!   right one after a wrong one too). What is remembered is the directory's whole answer,
+//!   the credential that matched included (main password or which app password, with its
+//!   protocols), and the protocol check is made on it after the cache, by the caller: a
+//!   remembered app password limited to IMAP is still refused for submission.
 //! - `lookup` and `lookup_extension` answers are remembered for `ttl` (a user) and
 //!   `negative_ttl` (no such user), in one map (a name and an extension are different keys).
 //! - "Unavailable" is never remembered: the next call asks again.
@@ -30,7 +33,7 @@ use mailfront_model::{Principal, Secret};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::{AuthError, Directory, Unavailable};
+use crate::{AuthError, Authenticated, Directory, Unavailable};
 
 /// How long answers are remembered and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +139,7 @@ pub struct CachedDirectory<D: Directory> {
     settings: CacheSettings,
     /// The random key of the password hash, made per cache (so per process).
     key: Secret<Vec<u8>>,
-    logins: Mutex<Expiring<LoginKey, Result<Principal, ()>>>,
+    logins: Mutex<Expiring<LoginKey, Result<Authenticated, ()>>>,
     lookups: Mutex<Expiring<LookupKey, Option<Principal>>>,
 }
 
@@ -221,7 +224,7 @@ impl<D: Directory> Directory for CachedDirectory<D> {
         &self,
         login: &str,
         password: &Secret<Vec<u8>>,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let key = self.login_key(login, password);
         if let Some(answer) = lock(&self.logins).get(&key, Instant::now()) {
             return answer.map_err(|()| AuthError::InvalidCredentials);
@@ -229,8 +232,9 @@ impl<D: Directory> Directory for CachedDirectory<D> {
         let answer = self.inner.authenticate(login, password).await;
         let now = Instant::now();
         match &answer {
-            Ok(principal) => {
-                lock(&self.logins).insert(key, Ok(principal.clone()), self.settings.ttl, now);
+            Ok(authenticated) => {
+                let remembered = Ok(authenticated.clone());
+                lock(&self.logins).insert(key, remembered, self.settings.ttl, now);
             }
             Err(AuthError::InvalidCredentials) => {
                 lock(&self.logins).insert(key, Err(()), self.settings.negative_ttl, now);

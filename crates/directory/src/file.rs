@@ -12,7 +12,16 @@
 //! version = "15.1"
 //! protocols = ["imap", "pop3", "submission", "smtp", "http", "sip"]   # optional; default all
 //! sip_extension = "4001"                  # optional; unique (a SIP call to 4001 finds this user)
+//! password_protocols = ["http"]           # optional; where the main password works; default all
+//! app_passwords = [                       # optional; from `mailfront app-password`
+//!   { name = "phone", protocols = ["imap", "submission"], created = "2026-12-04T17:00:00Z",
+//!     hash = "{ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$…" },
+//! ]
 //! ```
+//!
+//! App passwords (see [`credential`](crate::credential)) are checked before the main password;
+//! each has a name unique within the user, at least one protocol, a creation time (RFC 3339,
+//! UTC; a TOML date-time or a string) and a hash that is not `{PLAIN}`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,6 +35,7 @@ use mailfront_model::{DatabaseName, Principal, ProtocolSet, Secret, Version};
 use mailfront_password::{PasswordHash, Scheme, hash_password};
 use serde::Deserialize;
 
+use crate::credential::{self, AppPassword, Authenticated, Credential};
 use crate::{AuthError, Directory, Unavailable};
 
 /// Why a directory file could not be used.
@@ -71,12 +81,65 @@ struct UserRecord {
     version: Version,
     protocols: Option<ProtocolSet>,
     sip_extension: Option<String>,
+    password_protocols: Option<ProtocolSet>,
+    #[serde(default)]
+    app_passwords: Vec<AppPasswordRecord>,
+}
+
+/// One `app_passwords` entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppPasswordRecord {
+    name: String,
+    hash: String,
+    protocols: ProtocolSet,
+    created: Created,
+}
+
+/// A creation time: a quoted RFC 3339 string or a bare TOML date-time.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Created {
+    Text(String),
+    Toml(toml::value::Datetime),
+}
+
+impl Created {
+    fn text(&self) -> String {
+        match self {
+            Created::Text(text) => text.clone(),
+            Created::Toml(datetime) => datetime.to_string(),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Entry {
     principal: Principal,
     hash: PasswordHash,
+    /// The protocols the main password may be used for.
+    password_protocols: ProtocolSet,
+    apps: Vec<AppPassword>,
+}
+
+impl Entry {
+    /// Whether every check is cheap enough to do in place.
+    fn is_cheap(&self) -> bool {
+        self.hash.is_cheap() && self.apps.iter().all(AppPassword::is_cheap)
+    }
+
+    /// The credential `password` matches: an app password, else the main password.
+    fn check(&self, password: &[u8]) -> Option<Authenticated> {
+        let credential = credential::matching_app_password(&self.apps, password).or_else(|| {
+            self.hash.verify(password).then_some(Credential::Password {
+                protocols: self.password_protocols,
+            })
+        })?;
+        Some(Authenticated {
+            principal: self.principal.clone(),
+            credential,
+        })
+    }
 }
 
 /// A parsed, validated directory file.
@@ -229,6 +292,7 @@ fn user_entry(key: &str, record: UserRecord, guids: &mut HashSet<String>) -> Res
         Some(tenant) => tenant.to_ascii_lowercase(),
         None => address.split('@').nth(1).unwrap_or_default().to_owned(),
     };
+    let apps = app_passwords(key, record.app_passwords)?;
     let principal = Principal {
         address,
         aliases,
@@ -240,7 +304,28 @@ fn user_entry(key: &str, record: UserRecord, guids: &mut HashSet<String>) -> Res
         protocols: record.protocols.unwrap_or(ProtocolSet::ALL),
         sip_extension,
     };
-    Ok(Entry { principal, hash })
+    Ok(Entry {
+        principal,
+        hash,
+        password_protocols: record.password_protocols.unwrap_or(ProtocolSet::ALL),
+        apps,
+    })
+}
+
+/// Checks the `app_passwords` of the user `key` (`user[i]`); errors name the key of the part.
+fn app_passwords(key: &str, records: Vec<AppPasswordRecord>) -> Result<Vec<AppPassword>, String> {
+    let mut apps = Vec::with_capacity(records.len());
+    for (j, record) in records.into_iter().enumerate() {
+        let at = |error: credential::AppPasswordError| match error.part() {
+            Some(part) => format!("{key}.app_passwords[{j}].{part}: {error}"),
+            None => format!("{key}.app_passwords[{j}]: {error}"),
+        };
+        let created = record.created.text();
+        let app =
+            AppPassword::new(&record.name, record.protocols, &created, &record.hash).map_err(at)?;
+        credential::add(&mut apps, app).map_err(at)?;
+    }
+    Ok(apps)
 }
 
 impl Users {
@@ -393,25 +478,21 @@ impl Directory for FileDirectory {
         &self,
         login: &str,
         password: &Secret<Vec<u8>>,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let entry = self.users.load().get(login).cloned();
-        // A cheap scheme is checked in place: handing microseconds of work to the blocking pool
+        // Cheap schemes are checked in place: handing microseconds of work to the blocking pool
         // costs more (two thread switches) than the work. Unknown users still go to the pool,
         // for the decoy (failures take `timeouts.auth_failure_delay` anyway).
-        if let Some(entry) = entry.as_ref().filter(|e| e.hash.is_cheap()) {
-            return match entry.hash.verify(password.expose()) {
-                true => Ok(entry.principal.clone()),
-                false => Err(AuthError::InvalidCredentials),
-            };
+        if let Some(entry) = entry.as_ref().filter(|e| e.is_cheap()) {
+            return entry
+                .check(password.expose())
+                .ok_or(AuthError::InvalidCredentials);
         }
         let password = password.clone();
         let decoy = self.decoy.clone();
         // Hash verification is deliberately slow CPU work: keep it off the async threads.
         let verified = tokio::task::spawn_blocking(move || match entry {
-            Some(entry) => entry
-                .hash
-                .verify(password.expose())
-                .then(|| entry.principal.clone()),
+            Some(entry) => entry.check(password.expose()),
             None => {
                 if let Some(decoy) = decoy {
                     let _ = decoy.verify(password.expose());

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use mailfront_model::group::{group_of, pin_of};
 use mailfront_model::{DatabaseName, Principal, Secret};
 
-use crate::{AuthError, Directory, Unavailable};
+use crate::{AuthError, Authenticated, Directory, Unavailable};
 
 /// Whether a pin's database (`pin:<address>`) exists in the location map.
 pub type PinLookup = dyn Fn(&DatabaseName) -> bool + Send + Sync;
@@ -71,11 +71,10 @@ impl Directory for GroupedDirectory {
         &self,
         login: &str,
         password: &Secret<Vec<u8>>,
-    ) -> Result<Principal, AuthError> {
-        self.inner
-            .authenticate(login, password)
-            .await
-            .map(|p| self.grouped(p))
+    ) -> Result<Authenticated, AuthError> {
+        let mut authenticated = self.inner.authenticate(login, password).await?;
+        authenticated.principal = self.grouped(authenticated.principal);
+        Ok(authenticated)
     }
 
     async fn lookup(&self, name: &str) -> Result<Option<Principal>, Unavailable> {
@@ -139,7 +138,8 @@ version = "15.1"
         let bob = every
             .authenticate("BOB@example.com", &password)
             .await
-            .unwrap();
+            .unwrap()
+            .principal;
         assert_eq!(bob.database.as_str(), "g153");
         let some = GroupedDirectory::new(users(), 256, false);
         let alice = some.lookup("alice@example.com").await.unwrap().unwrap();

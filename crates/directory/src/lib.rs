@@ -2,18 +2,22 @@
 //!
 //! In the flow of a session (docs/architecture.md) this crate is the *auth* step: it checks a login name
 //! and password and answers with the [`Principal`] — the user's addresses, mailbox, database,
-//! version and enabled protocols — or says why not. The [`Directory`] trait is what the rest of
+//! version and enabled protocols — and which of the user's secrets matched ([`Credential`]: the
+//! main password or an app password, with the protocols it may be used for), or says why not. The [`Directory`] trait is what the rest of
 //! mailfront calls. Backends: [`file::FileDirectory`], the embedded one (a TOML file of users,
 //! reloaded when it changes), and [`ldap::LdapDirectory`] (an LDAP server, Active Directory's
 //! role in the seeds), usually behind a [`cache::CachedDirectory`].
 
 pub mod cache;
+pub mod credential;
 pub mod file;
 pub mod grouped;
 pub mod ldap;
 
 use async_trait::async_trait;
 use mailfront_model::{Principal, Secret};
+
+pub use credential::{Authenticated, Credential};
 
 /// Why authentication did not produce a principal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,13 +39,16 @@ pub struct Unavailable(pub String);
 /// A source of users. Implementations must be cheap to share between sessions.
 #[async_trait]
 pub trait Directory: Send + Sync {
-    /// Checks `password` for the user known by `login` (address or alias, any case).
+    /// Checks `password` for the user known by `login` (address or alias, any case): against
+    /// the user's app passwords, then the main password. The answer names the credential that
+    /// matched; whether it may be used for the login's protocol is the caller's decision
+    /// ([`Credential::allows`]), so that an answer holds for every protocol (and may be cached).
     /// Implementations run password verification off the async threads.
     async fn authenticate(
         &self,
         login: &str,
         password: &Secret<Vec<u8>>,
-    ) -> Result<Principal, AuthError>;
+    ) -> Result<Authenticated, AuthError>;
 
     /// Finds a user by address or alias without a password (for inbound recipients, anchor
     /// mailboxes and `mailfront route`). `Ok(None)`: no such user.

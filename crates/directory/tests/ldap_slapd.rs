@@ -479,7 +479,8 @@ async fn search_mode_with_anonymous_searches() {
         let alice = directory
             .authenticate(login, &pw("alice-pw"))
             .await
-            .unwrap_or_else(|e| panic!("{login}: {e}"));
+            .unwrap_or_else(|e| panic!("{login}: {e}"))
+            .principal;
         assert_eq!(alice.address, "alice@example.com");
         assert_eq!(alice.aliases, vec!["a.smith@example.com".to_owned()]);
         assert_eq!(alice.display_name.as_deref(), Some("Alice Smith"));
@@ -510,7 +511,8 @@ async fn search_mode_with_anonymous_searches() {
     let bob = directory
         .authenticate("bob@example.com", &pw("bob-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(bob.database, DatabaseName::new("DB02"));
     assert_eq!(bob.version, Version::new(15, 0, 3));
     assert_eq!(bob.protocols, [Protocol::Imap].into_iter().collect());
@@ -521,7 +523,8 @@ async fn search_mode_with_anonymous_searches() {
     let carol = directory
         .authenticate("carol@example.com", &pw("carol-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(carol.protocols, ProtocolSet::NONE);
     assert!(Protocol::ALL.iter().all(|p| !carol.allows(*p)));
 
@@ -627,7 +630,8 @@ async fn service_account_mode() {
     let alice = directory
         .authenticate("a.smith@example.com", &pw("alice-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(alice.address, "alice@example.com");
     assert_eq!(alice.database, DatabaseName::new("DB01"));
     refused(&directory, "alice@example.com", "wrong").await;
@@ -639,7 +643,8 @@ async fn service_account_mode() {
         directory
             .authenticate("bob@example.com", &pw("bob-pw"))
             .await
-            .unwrap();
+            .unwrap()
+            .principal;
         assert!(
             directory
                 .lookup("alice@example.com")
@@ -678,14 +683,16 @@ async fn user_dn_template_mode() {
     let alice = directory
         .authenticate("alice@example.com", &pw("alice-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(alice.address, "alice@example.com");
     assert_eq!(alice.aliases, vec!["a.smith@example.com".to_owned()]);
     assert_eq!(alice.database, DatabaseName::new("DB01"));
     let bob = directory
         .authenticate("BOB@example.com", &pw("bob-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(bob.protocols, [Protocol::Imap].into_iter().collect());
     refused(&directory, "alice@example.com", "wrong").await;
     refused(&directory, "alice@example.com", "").await;
@@ -712,7 +719,8 @@ async fn tls_with_a_private_ca() {
     let alice = directory
         .authenticate("alice@example.com", &pw("alice-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(alice.database, DatabaseName::new("DB01"));
     refused(&directory, "alice@example.com", "wrong").await;
 
@@ -724,7 +732,8 @@ async fn tls_with_a_private_ca() {
     let bob = directory
         .authenticate("bob@example.com", &pw("bob-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(bob.database, DatabaseName::new("DB02"));
     assert!(
         directory
@@ -772,7 +781,8 @@ async fn recovers_when_the_server_comes_back() {
     directory
         .authenticate("alice@example.com", &pw("alice-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
 
     // Down: refused connections give "unavailable" at once, never "invalid credentials".
     slapd.kill();
@@ -797,7 +807,8 @@ async fn recovers_when_the_server_comes_back() {
     let alice = directory
         .authenticate("alice@example.com", &pw("alice-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(alice.database, DatabaseName::new("DB01"));
     assert!(directory.lookup("bob@example.com").await.unwrap().is_some());
 
@@ -824,7 +835,8 @@ async fn recovers_when_the_server_comes_back() {
     directory
         .authenticate("alice@example.com", &pw("alice-pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     refused(&directory, "alice@example.com", "wrong").await;
 }
 

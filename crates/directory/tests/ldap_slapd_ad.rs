@@ -300,7 +300,11 @@ async fn active_directory_entries_against_slapd() {
         "ALICE@EXAMPLE.COM",
         "alice.mail@example.com",
     ] {
-        let alice = directory.authenticate(login, &pw("pw")).await.unwrap();
+        let alice = directory
+            .authenticate(login, &pw("pw"))
+            .await
+            .unwrap()
+            .principal;
         assert_eq!(alice.address, "alice@example.com", "{login}");
         assert_eq!(
             alice.aliases,
@@ -331,7 +335,8 @@ async fn active_directory_entries_against_slapd() {
     let eve = directory
         .authenticate("eve@corp.example.com", &pw("pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(eve.protocols, ProtocolSet::NONE);
     assert!(!eve.allows(Protocol::Imap));
     let bob = directory

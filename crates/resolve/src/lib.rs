@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mailfront_directory::{AuthError, Directory};
+use mailfront_directory::{AuthError, Authenticated, Directory};
 use mailfront_location::{LocateError, Locator};
 use mailfront_metrics::{Metrics, ResultLabels, seconds};
 use mailfront_model::{Principal, Protocol, Secret, Source};
@@ -291,7 +291,8 @@ impl Resolver {
 
     /// Checks a login name and password, for every protocol: throttling first (a blocked
     /// address or name is refused without asking the directory), then the directory within its
-    /// timeout. A refusal of the credentials returns only after its delay — the configured
+    /// timeout, then whether the credential that matched (the main password or an app password)
+    /// may be used for `protocol` — one that may not is refused as a wrong password is. A refusal of the credentials returns only after its delay — the configured
     /// failure delay, or longer when throttled — counted from `started`, so that every cause
     /// looks the same from outside. A directory that cannot answer is a temporary refusal at
     /// once.
@@ -324,16 +325,28 @@ impl Resolver {
             _ => self.directory_answered(None),
         }
         match authenticated {
-            Ok(principal) => {
+            Ok(Authenticated {
+                principal,
+                credential,
+            }) if credential.allows(protocol) => {
                 self.throttle.succeeded(client, login);
                 Ok(principal)
             }
+            // The right secret for another protocol (an app password limited to IMAP used for
+            // submission, a main password barred from the mail protocols): refused exactly as
+            // a wrong password is — same reply, same throttling, same delay — so that nobody
+            // learns that the secret was right; only the log says why.
+            Ok(Authenticated {
+                principal,
+                credential,
+            }) => {
+                self.refuse_credentials(protocol, client, login, started)
+                    .await;
+                Err(bad(&format!("{credential} not allowed for {protocol}"))
+                    .for_user(&principal.address))
+            }
             Err(AuthError::InvalidCredentials) => {
-                let delay = self.throttle.failed(client, login);
-                if delay > self.settings.auth_failure_delay {
-                    self.count_throttled(protocol, "delayed");
-                }
-                tokio::time::sleep_until(started + delay.max(self.settings.auth_failure_delay))
+                self.refuse_credentials(protocol, client, login, started)
                     .await;
                 Err(bad("unknown user or wrong password"))
             }
@@ -343,6 +356,22 @@ impl Resolver {
                 format!("directory unavailable: {why}"),
             )),
         }
+    }
+
+    /// Counts a refused login with the throttle and waits out its delay (the failure delay, or
+    /// longer when throttled), counted from `started`.
+    async fn refuse_credentials(
+        &self,
+        protocol: Protocol,
+        client: IpAddr,
+        login: &str,
+        started: Instant,
+    ) {
+        let delay = self.throttle.failed(client, login);
+        if delay > self.settings.auth_failure_delay {
+            self.count_throttled(protocol, "delayed");
+        }
+        tokio::time::sleep_until(started + delay.max(self.settings.auth_failure_delay)).await;
     }
 
     /// Waits until the failure delay, counted from `started`, has passed: every refusal of a

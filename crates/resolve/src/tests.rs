@@ -34,6 +34,20 @@ version = "15.1"
 protocols = ["pop3"]
 
 [[user]]
+address = "frank@example.com"
+password = "{PLAIN}right"
+mailbox_guid = "g-frank"
+database = "DB01"
+version = "15.1"
+password_protocols = ["http"]
+app_passwords = [
+  # phone-secret
+  { name = "phone", protocols = ["imap"], created = "2026-12-04T17:00:00Z", hash = "{SSHA}QquDqETO8D6NXfB8D2uCr3J2eK5zYWx0c2FsdA==" },
+  # laptop-secret
+  { name = "laptop", protocols = ["imap", "pop3", "submission"], created = 2026-12-04T17:00:00Z, hash = "{SSHA}6JSaAb1ZofTGU8PkmIHH0A5xBcBwZXBwZXIxMg==" },
+]
+
+[[user]]
 address = "erin@example.com"
 password = "{PLAIN}right"
 mailbox_guid = "g-erin"
@@ -115,7 +129,7 @@ struct Down;
 
 #[async_trait]
 impl Directory for Down {
-    async fn authenticate(&self, _: &str, _: &Secret<Vec<u8>>) -> Result<Principal, AuthError> {
+    async fn authenticate(&self, _: &str, _: &Secret<Vec<u8>>) -> Result<Authenticated, AuthError> {
         Err(AuthError::Unavailable("connection refused".to_owned()))
     }
     async fn lookup(&self, _: &str) -> Result<Option<Principal>, Unavailable> {
@@ -319,6 +333,105 @@ async fn a_wrong_password_takes_the_failure_delay_and_a_right_one_does_not() {
         .unwrap();
     assert_eq!(principal.address, "alice@example.com");
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// Logs `login` in with `password` for `protocol` from a fresh address: the user's address, or
+/// the refusal's kind and log detail, and whether it took the failure delay.
+async fn log_in(
+    resolver: &Resolver,
+    protocol: Protocol,
+    client: u8,
+    password: &str,
+) -> (Result<String, (RejectKind, String)>, bool) {
+    let started = Instant::now();
+    let result = resolver
+        .authenticate(
+            protocol,
+            IpAddr::from([192, 0, 2, client]),
+            "frank@example.com",
+            &Secret::new(password.as_bytes().to_vec()),
+            started,
+        )
+        .await
+        .map(|p| p.address)
+        .map_err(|r| (r.kind, r.detail));
+    (result, started.elapsed() >= Duration::from_secs(2))
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_credential_logs_in_only_for_its_protocols_and_is_refused_as_a_wrong_password() {
+    let resolver = resolver();
+    let ok = || Ok("frank@example.com".to_owned());
+    let refused = |detail: &str| Err((RejectKind::AuthFailed, detail.to_owned()));
+    let table = [
+        (
+            Protocol::Imap,
+            "right",
+            refused("the main password not allowed for imap"),
+        ),
+        (
+            Protocol::Submission,
+            "right",
+            refused("the main password not allowed for submission"),
+        ),
+        (Protocol::Http, "right", ok()),
+        (Protocol::Imap, "phone-secret", ok()),
+        (
+            Protocol::Submission,
+            "phone-secret",
+            refused("app password `phone` not allowed for submission"),
+        ),
+        (
+            Protocol::Pop3,
+            "phone-secret",
+            refused("app password `phone` not allowed for pop3"),
+        ),
+        (
+            Protocol::Http,
+            "phone-secret",
+            refused("app password `phone` not allowed for http"),
+        ),
+        (Protocol::Submission, "laptop-secret", ok()),
+        (Protocol::Pop3, "laptop-secret", ok()),
+        (
+            Protocol::Imap,
+            "wrong",
+            refused("unknown user or wrong password"),
+        ),
+    ];
+    for (i, (protocol, password, expected)) in table.into_iter().enumerate() {
+        let client = u8::try_from(i + 10).unwrap();
+        let (result, delayed) = log_in(&resolver, protocol, client, password).await;
+        assert_eq!(result, expected, "{protocol} {password}");
+        // Every refusal takes the failure delay, a refused right secret as a wrong one.
+        assert_eq!(delayed, result.is_err(), "{protocol} {password}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_app_password_is_not_widened_to_other_protocols() {
+    use mailfront_directory::cache::{CacheSettings, CachedDirectory};
+    let cached = Arc::new(CachedDirectory::new(
+        FileDirectory::from_users(parse(USERS).unwrap()),
+        CacheSettings::default(),
+    ));
+    let resolver = resolver_with(Arc::clone(&cached) as Arc<dyn Directory>);
+    let (first, _) = log_in(&resolver, Protocol::Imap, 30, "phone-secret").await;
+    assert_eq!(first, Ok("frank@example.com".to_owned()));
+    assert_eq!(cached.entries().0, 1);
+    // The same login and password, now remembered: still refused for submission.
+    let (second, delayed) = log_in(&resolver, Protocol::Submission, 31, "phone-secret").await;
+    assert_eq!(
+        second,
+        Err((
+            RejectKind::AuthFailed,
+            "app password `phone` not allowed for submission".to_owned()
+        ))
+    );
+    assert!(delayed);
+    assert_eq!(cached.entries().0, 1, "answered from the cache");
+    let (third, _) = log_in(&resolver, Protocol::Imap, 32, "phone-secret").await;
+    assert_eq!(third, Ok("frank@example.com".to_owned()));
 }
 
 #[test]

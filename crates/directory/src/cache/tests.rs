@@ -68,14 +68,14 @@ impl Directory for Arc<Fake> {
         &self,
         login: &str,
         password: &Secret<Vec<u8>>,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         self.authentications.fetch_add(1, Ordering::SeqCst);
         if *lock(&self.down) {
             return Err(AuthError::Unavailable("fake is down".to_owned()));
         }
         match lock(&self.users).get(&login.to_lowercase()) {
             Some((right, principal)) if right.as_bytes() == password.expose().as_slice() => {
-                Ok(principal.clone())
+                Ok(Authenticated::main_password(principal.clone()))
             }
             _ => Err(AuthError::InvalidCredentials),
         }
@@ -125,13 +125,15 @@ async fn a_successful_login_is_answered_from_the_cache_until_the_ttl() {
     let first = directory
         .authenticate("alice@example.com", &pw("right"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(first.database, DatabaseName::new("DB01"));
     // Any case of the login is the same key.
     let again = directory
         .authenticate("ALICE@Example.com", &pw("right"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(again, first);
     assert_eq!(fake.authentications(), 1);
 
@@ -141,7 +143,8 @@ async fn a_successful_login_is_answered_from_the_cache_until_the_ttl() {
     let cached = directory
         .authenticate("alice@example.com", &pw("right"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(cached.database, DatabaseName::new("DB01"));
     assert_eq!(fake.authentications(), 1);
 
@@ -150,7 +153,8 @@ async fn a_successful_login_is_answered_from_the_cache_until_the_ttl() {
     let fresh = directory
         .authenticate("alice@example.com", &pw("right"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(fresh.database, DatabaseName::new("DB07"));
     assert_eq!(fake.authentications(), 2);
 }
@@ -164,7 +168,8 @@ async fn a_wrong_password_after_a_right_one_is_not_answered_from_the_positive_ca
     directory
         .authenticate("alice@example.com", &pw("right"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(
         directory
             .authenticate("alice@example.com", &pw("wrong"))
@@ -187,7 +192,8 @@ async fn a_wrong_password_after_a_right_one_is_not_answered_from_the_positive_ca
     directory
         .authenticate("alice@example.com", &pw("right"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(fake.authentications(), 6);
 }
 
@@ -215,7 +221,8 @@ async fn a_refused_login_is_remembered_for_the_negative_ttl() {
     directory
         .authenticate("carol@example.com", &pw("pw"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert_eq!(fake.authentications(), 2);
 }
 
@@ -242,7 +249,8 @@ async fn unavailable_is_never_cached() {
     directory
         .authenticate("alice@example.com", &pw("right"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     assert!(
         directory
             .lookup("alice@example.com")
@@ -359,7 +367,8 @@ async fn a_zero_ttl_disables_caching() {
         directory
             .authenticate("alice@example.com", &pw("right"))
             .await
-            .unwrap();
+            .unwrap()
+            .principal;
         let _ = directory
             .authenticate("alice@example.com", &pw("wrong"))
             .await;
@@ -429,7 +438,8 @@ async fn the_password_is_not_kept() {
     directory
         .authenticate("alice@example.com", &pw("correct horse battery staple"))
         .await
-        .unwrap();
+        .unwrap()
+        .principal;
     let logins = lock(&directory.logins);
     let dump = format!("{:?}", logins.map);
     assert!(!dump.contains("correct horse"), "{dump}");

@@ -39,7 +39,8 @@ async fn authenticates_by_address_or_alias_in_any_case() {
         let principal = directory
             .authenticate(login, &password("demo-password-1"))
             .await
-            .unwrap();
+            .unwrap()
+            .principal;
         assert_eq!(principal.address, "alice@example.com");
         assert_eq!(principal.tenant, "example.com");
         assert_eq!(principal.database, DatabaseName::new("DB01"));
@@ -216,4 +217,150 @@ async fn lists_a_tenant_once_per_user() {
     let addresses: Vec<&str> = listed.iter().map(|p| p.address.as_str()).collect();
     assert_eq!(addresses, ["alice@example.com", "bob@example.com"]);
     assert!(directory.list("other.org").await.unwrap().is_empty());
+}
+
+/// A user with app passwords: `phone-secret` for IMAP, `laptop-secret` for everything but
+/// HTTP; the main password only for HTTP.
+const WITH_APPS: &str = r#"
+[[user]]
+address = "frank@example.com"
+password = "{PLAIN}main"
+mailbox_guid = "g-frank"
+database = "DB01"
+version = "15.1"
+password_protocols = ["http"]
+app_passwords = [
+  { name = "phone", protocols = ["imap"], created = "2026-12-04T17:00:00Z", hash = "{SSHA}QquDqETO8D6NXfB8D2uCr3J2eK5zYWx0c2FsdA==" },
+  { name = "laptop", protocols = ["imap", "pop3", "submission"], created = 2026-12-04T17:00:00Z, hash = "{SSHA}6JSaAb1ZofTGU8PkmIHH0A5xBcBwZXBwZXIxMg==" },
+]
+"#;
+
+#[tokio::test]
+async fn app_passwords_and_the_main_password_name_their_credential() {
+    use mailfront_model::Protocol;
+    let directory = FileDirectory::from_users(parse(WITH_APPS).unwrap());
+    let set = |list: &[Protocol]| list.iter().copied().collect::<ProtocolSet>();
+    let cases = [
+        (
+            "phone-secret",
+            Some(Credential::App {
+                name: "phone".to_owned(),
+                protocols: set(&[Protocol::Imap]),
+            }),
+        ),
+        (
+            "laptop-secret",
+            Some(Credential::App {
+                name: "laptop".to_owned(),
+                protocols: set(&[Protocol::Imap, Protocol::Pop3, Protocol::Submission]),
+            }),
+        ),
+        (
+            "main",
+            Some(Credential::Password {
+                protocols: set(&[Protocol::Http]),
+            }),
+        ),
+        ("wrong", None),
+        ("", None),
+    ];
+    for (secret, expected) in cases {
+        let answer = directory
+            .authenticate("frank@example.com", &password(secret))
+            .await;
+        match expected {
+            Some(credential) => {
+                let authenticated = answer.unwrap();
+                assert_eq!(authenticated.credential, credential, "{secret}");
+                assert_eq!(authenticated.principal.address, "frank@example.com");
+            }
+            None => assert_eq!(answer, Err(AuthError::InvalidCredentials), "{secret}"),
+        }
+    }
+    // Without password_protocols the main password may be used everywhere.
+    let alice = FileDirectory::from_users(parse(USERS).unwrap())
+        .authenticate("alice@example.com", &password("demo-password-1"))
+        .await
+        .unwrap();
+    assert_eq!(alice.credential, Credential::MAIN);
+}
+
+#[test]
+fn app_password_errors_name_the_key() {
+    let app = |fields: &str| {
+        format!(
+            "[[user]]\naddress = \"a@x\"\npassword = \"{{PLAIN}}p\"\nmailbox_guid = \"g1\"\nversion = \"15\"\napp_passwords = [{fields}]\n"
+        )
+    };
+    let hash = "{SSHA}QquDqETO8D6NXfB8D2uCr3J2eK5zYWx0c2FsdA==";
+    let good = |name: &str| {
+        format!(
+            "{{ name = \"{name}\", protocols = [\"imap\"], created = \"2026-12-04T17:00:00Z\", hash = \"{hash}\" }}"
+        )
+    };
+    let cases = [
+        (
+            app(&good("my phone")),
+            "user[0].app_passwords[0].name: must be 1 to 64 characters",
+        ),
+        (
+            app(&format!("{}, {}", good("phone"), good("PHONE"))),
+            "user[0].app_passwords[1].name: `PHONE` is the name of another app password",
+        ),
+        (
+            app(&good("phone").replace("[\"imap\"]", "[]")),
+            "user[0].app_passwords[0].protocols: must name at least one protocol",
+        ),
+        (
+            app(&good("phone").replace("[\"imap\"]", "[\"gopher\"]")),
+            "user[0].app_passwords[0].protocols[0]: unknown variant `gopher`",
+        ),
+        (
+            app(&good("phone").replace("2026-12-04T17:00:00Z", "soon")),
+            "user[0].app_passwords[0].created: `soon` is not an RFC 3339 time",
+        ),
+        (
+            app(&good("phone").replace(hash, "{PLAIN}phone-secret")),
+            "user[0].app_passwords[0].hash: {PLAIN} is not allowed",
+        ),
+        (
+            app(&good("phone").replace(hash, "{SSHA}!!")),
+            "user[0].app_passwords[0].hash: SSHA hash is not valid base64",
+        ),
+        (
+            app(&good("phone").replace("name = \"phone\", ", "")),
+            "user[0].app_passwords[0]: missing field `name`",
+        ),
+        (
+            app(&good("phone").replace(" }", ", colour = \"red\" }")),
+            "user[0].app_passwords[0].colour: unknown field `colour`",
+        ),
+        (
+            format!("{}password_protocols = [\"gopher\"]\n", app(&good("phone"))),
+            "user[0].password_protocols[0]: unknown variant `gopher`",
+        ),
+        (
+            app(&(0..=crate::credential::MAX_APP_PASSWORDS)
+                .map(|i| good(&format!("p{i}")))
+                .collect::<Vec<_>>()
+                .join(", ")),
+            "user[0].app_passwords[20]: a user has at most 20 app passwords",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = parse(&text).unwrap_err();
+        assert!(
+            error.starts_with(expected),
+            "expected `{expected}…`, got `{error}`"
+        );
+        assert!(
+            !error.contains("QquDqETO8D6"),
+            "a hash leaked into `{error}`"
+        );
+        assert!(
+            !error.contains("phone-secret"),
+            "a password leaked into `{error}`"
+        );
+    }
+    assert_eq!(parse(&app(&good("phone"))).unwrap().len(), 1);
 }

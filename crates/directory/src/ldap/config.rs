@@ -86,6 +86,8 @@ impl Profile {
                 sip_extension: "telephoneNumber".to_owned(),
                 enabled: Some("mailEnabled".to_owned()),
                 account_control: String::new(),
+                app_passwords: String::new(),
+                password_protocols: String::new(),
             },
             Profile::ActiveDirectory => LdapAttributes {
                 address: "mail".to_owned(),
@@ -101,6 +103,8 @@ impl Profile {
                 sip_extension: "telephoneNumber".to_owned(),
                 enabled: None,
                 account_control: "userAccountControl".to_owned(),
+                app_passwords: String::new(),
+                password_protocols: String::new(),
             },
         }
     }
@@ -218,6 +222,8 @@ struct RawAttributes {
     sip_extension: Option<String>,
     enabled: Option<String>,
     account_control: Option<String>,
+    app_passwords: Option<String>,
+    password_protocols: Option<String>,
 }
 
 impl From<RawLdapConfig> for LdapConfig {
@@ -247,6 +253,8 @@ impl From<RawLdapConfig> for LdapConfig {
             sip_extension: a.sip_extension.unwrap_or(defaults.sip_extension),
             enabled: a.enabled.or(defaults.enabled),
             account_control: a.account_control.unwrap_or(defaults.account_control),
+            app_passwords: a.app_passwords.unwrap_or(defaults.app_passwords),
+            password_protocols: a.password_protocols.unwrap_or(defaults.password_protocols),
         };
         let default_version = match raw.default_version {
             None => profile.default_version().map(str::to_owned),
@@ -325,6 +333,16 @@ pub struct LdapAttributes {
     /// like `enabled`; a value that is not an integer makes the entry unusable. Default: none;
     /// `userAccountControl` in `active-directory`.
     pub account_control: String,
+    /// The user's app passwords (multi-valued), one per value as
+    /// `name;protocols;created;hash` (see [`credential`](crate::credential)); mailfront checks
+    /// them itself, so the service account must be able to read them (and nobody else should).
+    /// Only in search mode (no `user_dn`): without the user's main password there is no bind
+    /// to read the entry with. Default: none (not read), in both profiles.
+    pub app_passwords: String,
+    /// The protocols the user's main password may be used for (multi-valued, like
+    /// `protocols`); an entry without it may use the main password everywhere. Leaving out the
+    /// mail protocols makes app passwords the only way in there. Default: none (not read).
+    pub password_protocols: String,
 }
 
 impl Default for LdapAttributes {
@@ -467,6 +485,13 @@ impl LdapConfig {
         {
             return Err(format!("directory.default_version: {e}"));
         }
+        if self.user_dn.is_some() && !self.attributes.app_passwords.is_empty() {
+            return Err(
+                "directory.attributes.app_passwords: needs search mode (no directory.user_dn): \
+                 an app password cannot bind as the user to read the entry"
+                    .to_owned(),
+            );
+        }
         self.attributes.validate()
     }
 
@@ -525,6 +550,8 @@ impl LdapAttributes {
             ("protocols", Some(&self.protocols)),
             ("sip_extension", Some(&self.sip_extension)),
             ("enabled", self.enabled.as_ref()),
+            ("app_passwords", Some(&self.app_passwords)),
+            ("password_protocols", Some(&self.password_protocols)),
         ];
         for (key, name) in all {
             if let Some(name) = name
@@ -557,6 +584,8 @@ impl LdapAttributes {
             Some(&self.protocols),
             Some(&self.sip_extension),
             self.enabled.as_ref(),
+            Some(&self.app_passwords),
+            Some(&self.password_protocols),
         ];
         for name in candidates.into_iter().flatten() {
             if !name.is_empty() && !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {

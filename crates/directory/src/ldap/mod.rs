@@ -54,7 +54,12 @@
 //!    connection of a second pool that is only ever used for user binds — see
 //!    [`LdapDirectory`] for why. Result code 49 (invalidCredentials) is "invalid credentials";
 //!    anything else that goes wrong is "unavailable".
-//! 4. Template mode (`user_dn` set): the bind goes straight to the templated DN and the entry is
+//! 4. App passwords (`[directory.attributes] app_passwords`, search mode only): before the bind,
+//!    the password is checked against the entry's app passwords by mailfront itself (module
+//!    `credentials`); one that matches logs in without a bind, so that app-password logins are
+//!    never failed binds that the server's lockout policy would count. The bind is the main
+//!    password, usable for the entry's `password_protocols` (default: all).
+//! 5. Template mode (`user_dn` set): the bind goes straight to the templated DN and the entry is
 //!    then read (base scope) *as the user*, so the directory's access rules must let users read
 //!    their own mail attributes. Only names the template maps to a DN log in this way: aliases
 //!    work in search mode.
@@ -125,6 +130,7 @@
 
 mod ad;
 mod config;
+mod credentials;
 mod entry;
 mod paging;
 mod pool;
@@ -141,7 +147,7 @@ use tokio::time::Instant;
 pub use config::{LdapAttributes, LdapConfig, LdapSetupError, Profile};
 pub use syntax::{escape_dn_value, escape_filter_value};
 
-use crate::{AuthError, Directory, Unavailable};
+use crate::{AuthError, Authenticated, Credential, Directory, Unavailable};
 use config::{read_service_password, tls_config};
 use entry::{Entry, Mapping, parse_entry, principal_from_entry};
 use pool::{Pool, Role};
@@ -521,12 +527,20 @@ impl LdapDirectory {
         }
     }
 
+    /// The main password's credential for `entry`.
+    fn main_password(&self, entry: &Entry) -> Credential {
+        Credential::Password {
+            protocols: credentials::password_protocols(entry, &self.settings.mapping.names),
+        }
+    }
+
     async fn authenticate_by_search(
         &self,
         login: &str,
+        secret: &Secret<Vec<u8>>,
         password: &str,
         deadline: Instant,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let entry = match self.find(login, deadline).await {
             Ok(Found::One(entry)) => entry,
             Ok(Found::Nobody) => return Err(AuthError::InvalidCredentials),
@@ -541,8 +555,23 @@ impl LdapDirectory {
             Err(e) => return Err(AuthError::Unavailable(e.0)),
         };
         let principal = self.usable(&entry).ok_or(AuthError::InvalidCredentials)?;
+        let apps = credentials::app_passwords(&entry, &self.settings.mapping.names);
+        if !apps.is_empty() {
+            let matched = credentials::check_app_passwords(apps, secret)
+                .await
+                .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
+            if let Some(credential) = matched {
+                return Ok(Authenticated {
+                    principal,
+                    credential,
+                });
+            }
+        }
         match self.bind_as(&entry.dn, password, deadline).await {
-            Ok(true) => Ok(principal),
+            Ok(true) => Ok(Authenticated {
+                credential: self.main_password(&entry),
+                principal,
+            }),
             Ok(false) => Err(AuthError::InvalidCredentials),
             Err(e) => Err(AuthError::Unavailable(e.0)),
         }
@@ -565,7 +594,8 @@ impl Directory for LdapDirectory {
         &self,
         login: &str,
         password: &Secret<Vec<u8>>,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
+        let secret = password;
         // RFC 4513 §5.1.2: a DN with an empty password is an unauthenticated bind, which a
         // server may answer with success. Never let one reach the server.
         if password.expose().is_empty() {
@@ -582,7 +612,10 @@ impl Directory for LdapDirectory {
         };
         let deadline = Instant::now() + self.settings.timeout;
         match &self.settings.user_dn {
-            None => self.authenticate_by_search(login, password, deadline).await,
+            None => {
+                self.authenticate_by_search(login, secret, password, deadline)
+                    .await
+            }
             Some(template) => {
                 let dn = template.expand_dn(login);
                 let entry = self.bind_and_read(&dn, password, deadline).await?;
@@ -590,7 +623,11 @@ impl Directory for LdapDirectory {
                     tracing::warn!(dn = %dn, "bound as the user but found no entry; login refused");
                     return Err(AuthError::InvalidCredentials);
                 };
-                self.usable(&entry).ok_or(AuthError::InvalidCredentials)
+                let principal = self.usable(&entry).ok_or(AuthError::InvalidCredentials)?;
+                Ok(Authenticated {
+                    credential: self.main_password(&entry),
+                    principal,
+                })
             }
         }
     }
