@@ -36,8 +36,9 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use mailfront_model::{Principal, Protocol, ProtocolSet};
+use mailfront_model::{Principal, Protocol, ProtocolSet, Secret};
 use mailfront_password::{PasswordHash, PasswordHashError};
+use rand::RngCore as _;
 
 /// The most app passwords one user may have: a wrong password is checked against each.
 pub const MAX_APP_PASSWORDS: usize = 20;
@@ -293,6 +294,36 @@ pub fn matching_app_password(apps: &[AppPassword], password: &[u8]) -> Option<Cr
         .map(AppPassword::credential)
 }
 
+/// The characters of a new app password: lowercase letters and digits, easy to type on a phone.
+const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A new random app password: four groups of four lowercase letters and digits joined by `-`
+/// (`k3vq-8zmt-p0aw-r7nd`), about 82 bits from the operating system's generator, without bias
+/// (bytes of 252 and up are drawn again). `None`: the generator failed.
+pub fn generate() -> Option<Secret<String>> {
+    let mut chosen = Vec::with_capacity(19);
+    let mut random = [0u8; 32];
+    while chosen.len() < 19 {
+        rand::rngs::OsRng.try_fill_bytes(&mut random).ok()?;
+        for byte in random.iter().filter(|b| **b < 252) {
+            if chosen.len() == 19 {
+                break;
+            }
+            if chosen.len() % 5 == 4 {
+                chosen.push(b'-');
+            }
+            chosen.push(*ALPHABET.get(usize::from(*byte % 36))?);
+        }
+    }
+    random.fill(0);
+    String::from_utf8(chosen).ok().map(Secret::new)
+}
+
+/// A creation time as app passwords write it: RFC 3339, UTC, to the second.
+pub fn created_text(created: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(created).to_string()
+}
+
 /// The LDAP value of an app password made now (for `mailfront app-password`): the format
 /// [`AppPassword::from_ldap_value`] reads.
 pub fn ldap_value(name: &str, protocols: ProtocolSet, created: SystemTime, hash: &str) -> String {
@@ -300,7 +331,7 @@ pub fn ldap_value(name: &str, protocols: ProtocolSet, created: SystemTime, hash:
     format!(
         "{name};{};{};{hash}",
         protocols.join(","),
-        humantime::format_rfc3339_seconds(created)
+        created_text(created)
     )
 }
 

@@ -1,5 +1,7 @@
-//! The command line: `serve`, `check`, `init`, `route`, `admin`, `hash-password`, `cookie-key`,
-//! `manpage`, `completions`.
+//! The command line: `serve`, `check`, `init`, `route`, `admin`, `hash-password`,
+//! `app-password`, `cookie-key`, `manpage`, `completions`.
+
+mod app_password;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -101,6 +103,20 @@ enum Command {
         #[arg(long, short, default_value = "SHA512-CRYPT")]
         scheme: Scheme,
     },
+    /// Print a new random app password (four groups of four letters and digits) and, on the next
+    /// lines, its users-file entry (for the user's `app_passwords`) and its LDAP value
+    /// (`name;protocols;created;hash`). The password is shown once and kept nowhere.
+    AppPassword {
+        /// The app password's name, unique for the user (e.g. `phone`).
+        #[arg(long)]
+        name: String,
+        /// The protocols it may be used for, comma-separated (e.g. `imap,submission`).
+        #[arg(long)]
+        protocols: String,
+        /// The hash scheme: ARGON2ID, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, SSHA, SSHA512.
+        #[arg(long, short, default_value = "ARGON2ID")]
+        scheme: Scheme,
+    },
     /// Print the manual page (roff), e.g. `mailfront manpage | man -l -`; with --out-dir, write
     /// one page per command instead (`mailfront.1`, `mailfront-admin.1`, `mailfront-admin-move.1`, …).
     Manpage {
@@ -150,6 +166,11 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::HashPassword { scheme } => hash(scheme),
+        Command::AppPassword {
+            name,
+            protocols,
+            scheme,
+        } => app_password::run(&name, &protocols, scheme),
         Command::Admin { target, action } => match admin_client::run(&target, &action) {
             Ok(body) => {
                 print!("{body}");

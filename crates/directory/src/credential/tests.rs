@@ -182,3 +182,19 @@ fn the_matching_app_password_is_named_and_its_debug_shows_no_hash() {
         assert!(!debug.contains(encoded), "{debug}");
     }
 }
+
+#[test]
+fn new_app_passwords_are_four_groups_of_four() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let password = generate().unwrap();
+        let text = password.expose();
+        let groups: Vec<&str> = text.split('-').collect();
+        assert_eq!(groups.len(), 4, "{text}");
+        for group in groups {
+            assert_eq!(group.len(), 4, "{text}");
+            assert!(group.bytes().all(|b| ALPHABET.contains(&b)), "{text}");
+        }
+        assert!(seen.insert(text.clone()), "a repeat: {text}");
+    }
+}
