@@ -35,8 +35,8 @@ It needs tomli-w (tests/interop/requirements.txt): run it with the Python of `sc
 from .base import IS_ROOT, ROOT, atomic_write, lab_root, log, reset_dir
 from .certificates import Tls, make_ca_signed, make_certificate, make_client_certificate, make_ocsp_response
 from .dovecot import MASTER_USER, Dovecot, Ports, mail_owner, master_password
-from .mailfront import (LAB_THROTTLE, Mailfront, ServerEntry, build_mailfront, hash_for, http_config, listener,
-                        mailfront_binary, node_config, read_locations, read_toml, write_cookie_keys,
+from .mailfront import (LAB_THROTTLE, Mailfront, NewAppPassword, ServerEntry, build_mailfront, hash_for,
+                        http_config, listener, mailfront_binary, new_app_password, node_config, read_locations, read_toml, write_cookie_keys,
                         write_locations, write_toml, write_users)
 from .packages import COMMANDS, ensure_installed
 from .processes import (Child, alive, children_by_parent, free_port, http_ok, insecure_tls, process_tree,
@@ -45,5 +45,5 @@ from .oidc import Oidc
 from .postfix import Postfix
 from .radicale import Radicale
 from .smtp_sink import SmtpSink
-from .users import DEMO_PASSWORD, User
+from .users import DEMO_PASSWORD, User, app_password_ldap_value
 

@@ -44,6 +44,7 @@ from typing import Any, Iterable
 
 from .packages import ensure_installed
 from .processes import Child, alive, stop_pid
+from .users import app_password_ldap_value
 
 SCHEMA = Path(__file__).resolve().parent.parent / "ldap" / "mailfront-test.schema"
 AD_SCHEMA = Path(__file__).resolve().parent.parent / "ldap" / "ad-lab.schema"
@@ -198,6 +199,10 @@ def users_ldif(users: Iterable[Any]) -> str:
             lines.append(_ldif_value("mailProtocol", protocol))
         if _get(user, "enabled", True) is False:
             lines.append("mailEnabled: FALSE\n")
+        for entry in _get(user, "app_passwords") or []:
+            lines.append(_ldif_value("mailfrontAppPassword", app_password_ldap_value(entry)))
+        for protocol in _get(user, "password_protocols") or []:
+            lines.append(_ldif_value("mailfrontPasswordProtocol", protocol))
         if _get(user, "guid"):
             # slapadd accepts the operational entryUUID; mailfront reads it as the mailbox GUID.
             lines.append(_ldif_value("entryUUID", _get(user, "guid")))

@@ -16,7 +16,7 @@ import tomli_w
 from .base import ROOT, atomic_write
 from .dovecot import MASTER_USER, Ports
 from .processes import Child
-from .users import User
+from .users import User, app_password_ldap_value
 
 
 def _toml_ready(value: Any) -> Any:
@@ -71,6 +71,28 @@ def hash_for(binary: Path, password: str, scheme: str = "SHA512-CRYPT") -> str:
     return out.stdout.strip()
 
 
+@dataclass
+class NewAppPassword:
+    """What `mailfront app-password` printed: the password, its users-file entry (a dict) and its
+    LDAP value."""
+
+    password: str
+    entry: dict
+    ldap_value: str
+
+
+def new_app_password(binary: Path, name: str, protocols: list[str], scheme: str = "SSHA512") -> NewAppPassword:
+    """A new app password made by `mailfront app-password` (SSHA512 by default: the lab checks
+    behaviour, not the hash's cost). Checks that its three lines agree."""
+    out = subprocess.run([str(binary), "app-password", "--name", name, "--protocols", ",".join(protocols),
+                          "--scheme", scheme], capture_output=True, text=True, check=True)
+    password, toml_line, ldap_value = out.stdout.splitlines()
+    entry = tomllib.loads(f"entry = {toml_line}")["entry"]
+    if app_password_ldap_value(entry) != ldap_value:
+        raise AssertionError(f"users-file entry {entry!r} and LDAP value {ldap_value!r} disagree")
+    return NewAppPassword(password, entry, ldap_value)
+
+
 def write_cookie_keys(binary: Path, path: Path, key_id: int = 1) -> Path:
     """A new HTTP cookie key file with one key, as `mailfront cookie-key` writes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +123,10 @@ def write_users(path: Path, users: list[User], binary: Path | None = None) -> No
             entry["protocols"] = u.protocols
         if u.sip_extension:
             entry["sip_extension"] = u.sip_extension
+        if u.app_passwords:
+            entry["app_passwords"] = u.app_passwords
+        if u.password_protocols is not None:
+            entry["password_protocols"] = u.password_protocols
         entries.append(entry)
     write_toml(path, {"user": entries}, atomic=True)
 

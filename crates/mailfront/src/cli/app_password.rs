@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use mailfront_directory::credential::{self, MAX_NAME_LEN};
-use mailfront_model::{Protocol, ProtocolSet};
+use mailfront_model::ProtocolSet;
 use mailfront_password::{Scheme, hash_password};
 
 /// What the command prints, made without printing (so that it can be tested).
@@ -97,6 +97,7 @@ pub(crate) fn run(name: &str, protocols: &str, scheme: Scheme) -> ExitCode {
 mod tests {
     use super::*;
     use mailfront_directory::credential::{AppPassword, Credential};
+    use mailfront_model::Protocol;
     use mailfront_directory::file::{FileDirectory, parse};
     use mailfront_directory::{Authenticated, Directory};
     use mailfront_model::Secret;
