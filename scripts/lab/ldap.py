@@ -214,7 +214,8 @@ def users_ldif(users: Iterable[Any]) -> str:
 
 class Slapd(Child):
     """An OpenLDAP slapd serving `dc=example,dc=com` on 127.0.0.1:`port`, with its files under
-    `root`. `access="open"` lets anyone read entries (userPassword only for binds);
+    `root`. `access="open"` lets anyone read entries (userPassword only for binds, mailfrontAppPassword
+    only for the service account);
     `access="service"` lets only the service account (`SERVICE_DN`) and each user (their own
     entry) read. With `tls` (a `lab.Tls`), slapd also offers StartTLS on `port` and implicit TLS
     on `ldaps_port`. `profile="active-directory"` loads AD-style users (see the module
@@ -279,6 +280,7 @@ rootpw {hash_ssha(self.root_password)}
 directory {self.root}/data
 index mail,mailAlternateAddress,userPrincipalName,proxyAddresses eq
 access to attrs=userPassword by self write by anonymous auth by * none
+access to attrs=mailfrontAppPassword by dn.exact="{SERVICE_DN}" read by * none
 {acl}"""
         )
         self.service_password_file.write_text(self.service_password + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import imaplib
 import poplib
 import smtplib
+import subprocess
 import time
 
 import pytest
@@ -154,7 +155,7 @@ def test_a_main_password_barred_from_imap_is_refused_there_and_an_app_password_g
 @pytest.fixture(scope="module")
 def ldap_node(lab_env):
     """The same through slapd: alice's app passwords in `mailfrontAppPassword` (readable only by
-    the service account and alice), her main password only for POP3 (`mailfrontPasswordProtocol`)."""
+    the service account), her main password only for POP3 (`mailfrontPasswordProtocol`)."""
     lab.ensure_installed("slapd")
     root = lab.reset_dir(lab_env.root / "apps-ldap")
     phone = lab.new_app_password(lab_env.binary, "phone", ["imap"])
@@ -165,6 +166,12 @@ def ldap_node(lab_env):
          "password_protocols": ["pop3"]},
     ])
     slapd.start()
+    # Only the service account reads the hashes: not alice, not an anonymous client.
+    for bind in ([], ["-D", slapd.dn_of("alice@example.com"), "-w", PASSWORD]):
+        out = subprocess.run(["ldapsearch", "-x", "-LLL", "-H", slapd.url, *bind, "-b",
+                              slapd.dn_of("alice@example.com"), "mailfrontAppPassword"],
+                             capture_output=True, text=True)
+        assert "mailfrontAppPassword" not in out.stdout, out.stdout
     directory = slapd.directory_config(attributes={
         "app_passwords": "mailfrontAppPassword",
         "password_protocols": "mailfrontPasswordProtocol",
