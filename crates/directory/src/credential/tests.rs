@@ -13,7 +13,8 @@ fn set(protocols: &[Protocol]) -> ProtocolSet {
 fn ldap_values_parse_or_name_the_part() {
     let hash = ssha("secret");
     let plain = "{PLAIN}secret".to_owned();
-    let cases: Vec<(String, Result<(&str, ProtocolSet), AppPasswordError>)> = vec![
+    type Expected = Result<(&'static str, ProtocolSet), AppPasswordError>;
+    let cases: Vec<(String, Expected)> = vec![
         (
             format!("phone;imap,submission;2026-12-04T17:00:00Z;{hash}"),
             Ok(("phone", set(&[Protocol::Imap, Protocol::Submission]))),

@@ -97,9 +97,9 @@ pub(crate) fn run(name: &str, protocols: &str, scheme: Scheme) -> ExitCode {
 mod tests {
     use super::*;
     use mailfront_directory::credential::{AppPassword, Credential};
-    use mailfront_model::Protocol;
     use mailfront_directory::file::{FileDirectory, parse};
     use mailfront_directory::{Authenticated, Directory};
+    use mailfront_model::Protocol;
     use mailfront_model::Secret;
 
     fn at() -> SystemTime {
