@@ -39,6 +39,8 @@
 //! protocols = "mailProtocol"
 //! sip_extension = "telephoneNumber"   # also searched for SIP calls to an extension
 //! enabled = "mailEnabled"
+//! app_passwords = ""          # not read; e.g. "mailfrontAppPassword" (search mode only)
+//! password_protocols = ""     # not read; e.g. "mailfrontPasswordProtocol"
 //! ```
 //!
 //! # How a login is checked
