@@ -230,6 +230,10 @@ def sasl():
     write("sasl", "login-exchange", framed(1, 0, USER_B64 + b"\n" + PASS_B64))
     write("sasl", "initial-response", framed(2, 0, PLAIN_IR + b"\n*"))
     write("sasl", "base64", framed(0, 0, b"AGFsaWNlAHB3"))
+    token = b"eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJlbWFpbCI6ImFsaWNlQGV4YW1wbGUuY29tIn0.c2ln"
+    write("sasl", "oauthbearer", framed(0, 0, b"n,a=alice@example.com,\x01host=mail.example.com\x01port=993"
+                                              b"\x01auth=Bearer " + token + b"\x01\x01"))
+    write("sasl", "xoauth2", framed(0, 0, b"user=alice@example.com\x01auth=Bearer " + token + b"\x01\x01"))
 
 
 def framing():

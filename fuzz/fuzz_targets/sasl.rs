@@ -1,5 +1,7 @@
-//! SASL decoding (`mailfront_protocol::sasl`): base64 responses, PLAIN messages, user names and
-//! a whole server-side exchange over arbitrary response lines. Round trips: base64
+//! SASL decoding (`mailfront_protocol::sasl`, `::bearer`): base64 responses, PLAIN messages,
+//! OAUTHBEARER and XOAUTH2 messages, user names and a whole server-side exchange over arbitrary
+//! response lines. Bearer messages: the user is a clean name, the token a non-empty b64token of
+//! at most `MAX_TOKEN` bytes, and a message rebuilt from them reads the same. Round trips: base64
 //! encode→decode, PLAIN encode→base64 decode→decode gives back the parts; names never hold a
 //! control character; an exchange ends (Done, Cancelled, BadBase64 or Malformed) within three
 //! responses and its credentials are clean.
@@ -7,6 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mailfront_fuzz::{Input, assert_clean_name};
+use mailfront_protocol::bearer::{MAX_TOKEN, decode_oauthbearer, decode_xoauth2};
 use mailfront_protocol::sasl::{
     self, Exchange, Mechanism, Step, decode_base64, decode_plain, encode_base64, encode_plain,
 };
@@ -40,6 +43,31 @@ fuzz_target!(|data: &[u8]| {
         let again = decode_base64(encoded.expose().as_bytes()).expect("our base64");
         assert_eq!(again, payload);
         assert_eq!(decode_plain(&again).expect("our PLAIN"), plain);
+    }
+
+    // Bearer tokens.
+    let clean_token = |token: &[u8]| {
+        assert!(!token.is_empty() && token.len() <= MAX_TOKEN);
+        assert!(
+            token
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b))
+        );
+    };
+    if let Ok(bearer) = decode_oauthbearer(payload) {
+        clean_token(bearer.token.expose());
+        if let Some(user) = &bearer.user {
+            assert_clean_name(user);
+        }
+    }
+    if let Ok(bearer) = decode_xoauth2(payload) {
+        clean_token(bearer.token.expose());
+        let user = bearer.user.clone().unwrap_or_default();
+        assert_clean_name(&user);
+        let mut again = format!("user={user}\x01auth=Bearer ").into_bytes();
+        again.extend_from_slice(bearer.token.expose());
+        again.extend_from_slice(b"\x01\x01");
+        assert_eq!(decode_xoauth2(&again).expect("rebuilt XOAUTH2"), bearer);
     }
 
     // An exchange: the payload's lines are the client's responses.

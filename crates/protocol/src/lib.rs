@@ -13,6 +13,7 @@
 //! which it turns into the protocol's own reply. That is the one place per protocol where
 //! outcomes become reply text.
 
+pub mod bearer;
 mod capabilities;
 mod conversation;
 mod front;

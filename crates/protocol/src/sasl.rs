@@ -17,6 +17,10 @@ pub enum SaslError {
     /// A user name that is not UTF-8 or contains control characters.
     #[error("invalid user name")]
     InvalidName,
+    /// An OAUTHBEARER or XOAUTH2 message that is not one, or whose token is not a bearer
+    /// token ([`crate::bearer`]).
+    #[error("malformed bearer token message")]
+    MalformedBearer,
 }
 
 /// Decodes a base64 SASL response. A lone `=` is an empty response (RFC 4959, SASL-IR).
