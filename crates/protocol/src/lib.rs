@@ -95,6 +95,38 @@ pub struct Credentials {
     pub mechanism: &'static str,
 }
 
+/// What a front end offers of OAuth, where `[oauth]` is configured: the bearer-token mechanisms,
+/// and on a refused token the error challenge that tells the client where to get a new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthOffer {
+    /// The provider's discovery document (`openid-configuration` in the challenge).
+    pub configuration: String,
+    /// The scope this protocol requires, if any (`scope` in the challenge).
+    pub scope: Option<String>,
+}
+
+impl OAuthOffer {
+    /// The error challenge for a refused token, base64-encoded for the wire (RFC 7628 §3.2.2).
+    pub fn challenge(&self) -> String {
+        sasl::encode_base64(
+            bearer::error_challenge(
+                "invalid_token",
+                self.scope.as_deref(),
+                Some(&self.configuration),
+            )
+            .as_bytes(),
+        )
+    }
+}
+
+impl Credentials {
+    /// Whether `password` is an OAuth access token (OAUTHBEARER, XOAUTH2) and `authcid` only
+    /// the name the client claims (possibly empty): the token decides who it is.
+    pub fn is_token(&self) -> bool {
+        crate::sasl::Mechanism::from_name(self.mechanism.as_bytes()).is_some_and(|m| m.is_token())
+    }
+}
+
 /// Why authentication or the login behind it did not succeed, as far as the client needs to know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {

@@ -1,5 +1,7 @@
 //! The SASL mechanisms mailfront accepts from clients and uses towards backends: PLAIN
-//! (RFC 4616) and the non-standard but ubiquitous LOGIN (draft-murchison-sasl-login).
+//! (RFC 4616) and the non-standard but ubiquitous LOGIN (draft-murchison-sasl-login); from
+//! clients also the OAuth bearer-token mechanisms OAUTHBEARER (RFC 7628) and XOAUTH2, whose
+//! messages [`crate::bearer`] reads.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -108,6 +110,10 @@ pub enum Mechanism {
     Plain,
     /// LOGIN (draft-murchison-sasl-login).
     Login,
+    /// OAUTHBEARER (RFC 7628): an OAuth 2.0 access token.
+    OAuthBearer,
+    /// XOAUTH2 (Google's): an OAuth 2.0 access token.
+    XOAuth2,
 }
 
 impl Mechanism {
@@ -117,6 +123,10 @@ impl Mechanism {
             Some(Mechanism::Plain)
         } else if name.eq_ignore_ascii_case(b"LOGIN") {
             Some(Mechanism::Login)
+        } else if name.eq_ignore_ascii_case(b"OAUTHBEARER") {
+            Some(Mechanism::OAuthBearer)
+        } else if name.eq_ignore_ascii_case(b"XOAUTH2") {
+            Some(Mechanism::XOAuth2)
         } else {
             None
         }
@@ -127,7 +137,14 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
+            Mechanism::XOAuth2 => "XOAUTH2",
         }
+    }
+
+    /// Whether the mechanism carries an OAuth access token rather than a password.
+    pub fn is_token(self) -> bool {
+        matches!(self, Mechanism::OAuthBearer | Mechanism::XOAuth2)
     }
 }
 
@@ -151,12 +168,14 @@ pub enum Step {
 #[derive(Debug)]
 enum ExchangeState {
     PlainResponse,
+    /// The one OAUTHBEARER or XOAUTH2 message.
+    BearerResponse(Mechanism),
     LoginUser,
     LoginPassword(String),
     Finished,
 }
 
-/// The server side of a PLAIN or LOGIN exchange, for every protocol: each decides only how a
+/// The server side of a PLAIN, LOGIN, OAUTHBEARER or XOAUTH2 exchange, for every protocol: each decides only how a
 /// challenge and a result are written on its wire.
 #[derive(Debug)]
 pub struct Exchange {
@@ -171,13 +190,18 @@ impl Exchange {
             state: match mechanism {
                 Mechanism::Plain => ExchangeState::PlainResponse,
                 Mechanism::Login => ExchangeState::LoginUser,
+                Mechanism::OAuthBearer | Mechanism::XOAuth2 => {
+                    ExchangeState::BearerResponse(mechanism)
+                }
             },
         };
         let step = match initial {
             Some(response) => exchange.decoded(response),
             None => match mechanism {
-                Mechanism::Plain => Step::Challenge(""),
                 Mechanism::Login => Step::Challenge(LOGIN_USERNAME_CHALLENGE),
+                Mechanism::Plain | Mechanism::OAuthBearer | Mechanism::XOAuth2 => {
+                    Step::Challenge("")
+                }
             },
         };
         (exchange, step)
@@ -209,6 +233,22 @@ impl Exchange {
                 }),
                 Err(_) => Step::Malformed,
             },
+            ExchangeState::BearerResponse(mechanism) => {
+                let bearer = match mechanism {
+                    Mechanism::XOAuth2 => crate::bearer::decode_xoauth2(&response),
+                    _ => crate::bearer::decode_oauthbearer(&response),
+                };
+                match bearer {
+                    // The token names the user; the name the client gave is only a claim.
+                    Ok(bearer) => Step::Done(crate::Credentials {
+                        authcid: bearer.user.unwrap_or_default(),
+                        authzid: None,
+                        password: bearer.token,
+                        mechanism: mechanism.name(),
+                    }),
+                    Err(_) => Step::Malformed,
+                }
+            }
             ExchangeState::LoginUser => match user_name(&response) {
                 Ok(user) => {
                     self.state = ExchangeState::LoginPassword(user);

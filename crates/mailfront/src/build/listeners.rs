@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailfront_metrics::Metrics;
-use mailfront_model::Cidr;
+use mailfront_model::{Cidr, Protocol};
 use mailfront_net::gate::{ClientCounts, Gate};
 use mailfront_net::tls::SharedAcceptor;
+use mailfront_protocol::OAuthOffer;
 use mailfront_protocol::imap::ImapSettings;
 use mailfront_protocol::pop3::Pop3Settings;
 use mailfront_protocol::smtp::receiver::ReceiverSettings;
@@ -77,7 +78,21 @@ pub fn imap_settings(config: &Config, listener: &ListenerConfig) -> ImapSettings
         allow_plaintext_auth: listener.allow_plaintext_auth,
         limits: limits(config),
         greeting: greeting(config),
+        oauth: oauth_offer(config, Protocol::Imap),
     }
+}
+
+/// What a listener of `protocol` offers of OAuth: with `[oauth]`, the bearer mechanisms and the
+/// provider's discovery URL and scope for the error challenge.
+pub fn oauth_offer(config: &Config, protocol: Protocol) -> Option<OAuthOffer> {
+    let oauth = config.oauth.as_ref()?;
+    Some(OAuthOffer {
+        configuration: format!(
+            "{}/.well-known/openid-configuration",
+            oauth.issuer.trim_end_matches('/')
+        ),
+        scope: oauth.scopes.get(&protocol).cloned(),
+    })
 }
 
 /// The settings of a POP3 listener.

@@ -17,7 +17,8 @@
 //! - `limits`: `[limits]`, `[timeouts]` and `[reload]`;
 //! - `throttle`, `admin`, `log`: `[throttle]`, `[admin]` and `[log]`;
 //! - `manager`: `[health]` (probes) and `[active_manager]` (automatic failover);
-//! - `placement`: `[placement]` (users placed by group on shared-storage fleets).
+//! - `placement`: `[placement]` (users placed by group on shared-storage fleets);
+//! - `oauth`: `[oauth]` (access tokens from the OpenID provider).
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,7 @@ mod location;
 mod log;
 mod manager;
 mod node;
+mod oauth;
 mod placement;
 mod servers;
 mod sip;
@@ -49,6 +51,7 @@ pub use location::{EtcdConfig, LocationConfig};
 pub use log::{LogConfig, LogFormat};
 pub use manager::{ActiveManagerConfig, HealthConfig, ProbeModeConfig};
 pub use node::{MailRedirect, NodeConfig, SiteConfig};
+pub use oauth::{OAuthConfig, UserClaimConfig};
 pub use placement::{PlacementConfig, PlacementMode};
 pub use servers::{
     DatabaseConfig, DeliveryEndpointConfig, DeliveryProtocolConfig, EndpointConfig, EndpointTls,
@@ -129,6 +132,8 @@ pub struct Config {
     pub active_manager: Option<ActiveManagerConfig>,
     /// Placement by group, for shared-storage fleets.
     pub placement: Option<PlacementConfig>,
+    /// OAuth 2.0 access tokens from the organisation's OpenID provider.
+    pub oauth: Option<OAuthConfig>,
 }
 
 /// Refuses an empty (or blank) `value` for `key`.
@@ -309,6 +314,9 @@ impl Config {
             http.validate()?;
         }
         self.throttle.validate()?;
+        if let Some(oauth) = &self.oauth {
+            oauth.validate()?;
+        }
         if let LocationConfig::Etcd(etcd) = &self.location {
             let mut others = vec![("location.prefix", etcd.prefix.as_str())];
             if let Some(manager) = &self.active_manager {

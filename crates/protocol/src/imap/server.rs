@@ -10,7 +10,9 @@ use super::framing::{Frame, FrameError, FrameLimits, Framer};
 use crate::conversation::{Conversation, Input, Peer};
 use crate::front::Counters;
 use crate::sasl::{self, Exchange, Mechanism};
-use crate::{AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits};
+use crate::{
+    AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits, OAuthOffer,
+};
 
 /// How an IMAP listener behaves before login.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub struct ImapSettings {
     pub limits: Limits,
     /// Text of the greeting line.
     pub greeting: String,
+    /// OAuth bearer tokens (AUTHENTICATE OAUTHBEARER and XOAUTH2), where configured.
+    pub oauth: Option<OAuthOffer>,
 }
 
 impl Default for ImapSettings {
@@ -33,6 +37,7 @@ impl Default for ImapSettings {
             allow_plaintext_auth: false,
             limits: Limits::default(),
             greeting: "mailfront ready.".to_owned(),
+            oauth: None,
         }
     }
 }
@@ -43,8 +48,12 @@ enum State {
     Commands,
     /// An AUTHENTICATE exchange is waiting for the client's next response line.
     Sasl { tag: String, exchange: Exchange },
-    /// Waiting for the driver's [`AuthResult`] for this command tag.
-    Authenticating { tag: String },
+    /// Waiting for the driver's [`AuthResult`] for this command tag; `token` when the
+    /// credentials were an OAuth token (a refusal then goes through the error challenge).
+    Authenticating { tag: String, token: bool },
+    /// A token was refused: the error challenge was sent, and the client's dummy response is
+    /// awaited before the command fails (RFC 7628 §3.2.3).
+    TokenRefused { tag: String },
 }
 
 /// The IMAP pre-login state machine. See the [module documentation](super).
@@ -115,6 +124,9 @@ impl ImapFrontEnd {
         }
         if self.may_authenticate() {
             caps.push_str(" AUTH=PLAIN AUTH=LOGIN");
+            if self.settings.oauth.is_some() {
+                caps.push_str(" AUTH=OAUTHBEARER AUTH=XOAUTH2");
+            }
         } else {
             caps.push_str(" LOGINDISABLED");
         }
@@ -244,9 +256,12 @@ impl ImapFrontEnd {
                     self.privacy_required(&tag);
                     return;
                 }
+                let oauth = self.settings.oauth.is_some();
                 let mechanism = match mechanism {
                     AuthMechanism::Plain => Mechanism::Plain,
                     AuthMechanism::Login => Mechanism::Login,
+                    AuthMechanism::OAuthBearer if oauth => Mechanism::OAuthBearer,
+                    AuthMechanism::XOAuth2 if oauth => Mechanism::XOAuth2,
                     _ => {
                         self.reply(&tag, "NO Unsupported authentication mechanism.");
                         return;
@@ -285,6 +300,25 @@ impl ImapFrontEnd {
         true
     }
 
+    /// The client's answer to a token's error challenge: whatever it is, the command fails.
+    fn process_dummy_response(&mut self) -> bool {
+        match self.peer.input.next_raw_line() {
+            Ok(None) => false,
+            Ok(Some(_)) => {
+                if let State::TokenRefused { tag } =
+                    std::mem::replace(&mut self.state, State::Commands)
+                {
+                    self.failed(&tag, AuthFailure::BadCredentials);
+                }
+                true
+            }
+            Err(_) => {
+                self.bye("Line too long.");
+                true
+            }
+        }
+    }
+
     fn sasl_step(&mut self, tag: String, exchange: Exchange, step: sasl::Step) {
         match step {
             sasl::Step::Challenge(challenge) => {
@@ -292,8 +326,9 @@ impl ImapFrontEnd {
                 self.state = State::Sasl { tag, exchange };
             }
             sasl::Step::Done(credentials) => {
+                let token = credentials.is_token();
                 self.peer.steps.event(FrontEvent::Authenticate(credentials));
-                self.state = State::Authenticating { tag };
+                self.state = State::Authenticating { tag, token };
             }
             sasl::Step::Cancelled => self.reply(&tag, "BAD Authentication aborted by client."),
             sasl::Step::BadBase64 => {
@@ -317,7 +352,7 @@ impl ImapFrontEnd {
             password,
             mechanism,
         }));
-        self.state = State::Authenticating { tag };
+        self.state = State::Authenticating { tag, token: false };
     }
 
     fn failed(&mut self, tag: &str, failure: AuthFailure) {
@@ -347,6 +382,7 @@ impl Conversation for ImapFrontEnd {
         match self.state {
             State::Commands => self.process_frame(),
             State::Sasl { .. } => self.process_sasl_line(),
+            State::TokenRefused { .. } => self.process_dummy_response(),
             State::Authenticating { .. } => false,
         }
     }
@@ -361,7 +397,8 @@ impl FrontEnd for ImapFrontEnd {
         if self.peer.is_over() {
             return;
         }
-        let State::Authenticating { tag } = std::mem::replace(&mut self.state, State::Commands)
+        let State::Authenticating { tag, token } =
+            std::mem::replace(&mut self.state, State::Commands)
         else {
             return;
         };
@@ -373,6 +410,18 @@ impl FrontEnd for ImapFrontEnd {
                 }
                 let pending = self.peer.input.take_unframed();
                 self.peer.finish(FrontEvent::Proxy { pending });
+            }
+            AuthResult::Failed(AuthFailure::BadCredentials) if token => {
+                // RFC 7628 §3.2.2: say why and where to get a token, then wait for the dummy
+                // response before failing.
+                let challenge = self
+                    .settings
+                    .oauth
+                    .as_ref()
+                    .map(OAuthOffer::challenge)
+                    .unwrap_or_default();
+                self.peer.send(format!("+ {challenge}\r\n"));
+                self.state = State::TokenRefused { tag };
             }
             AuthResult::Failed(failure) => self.failed(&tag, failure),
             // Not a failure: the client is told where to log in instead (RFC 2221).

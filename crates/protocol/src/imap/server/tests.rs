@@ -397,3 +397,68 @@ fn logout() {
         ]
     );
 }
+
+#[test]
+fn oauth_tokens_where_offered_with_the_error_challenge_on_refusal() {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let offer = OAuthOffer {
+        configuration: "https://id.example.com/.well-known/openid-configuration".into(),
+        scope: Some("imap".into()),
+    };
+    let settings = ImapSettings {
+        oauth: Some(offer.clone()),
+        ..plain_settings()
+    };
+    let xoauth2 = b64(b"user=alice@example.com\x01auth=Bearer good.token.sig\x01\x01");
+    let bearer = b64(b"n,,\x01auth=Bearer bad.token.sig\x01\x01");
+    let input = format!(
+        "a1 CAPABILITY\r\na2 AUTHENTICATE OAUTHBEARER {bearer}\r\nAQ==\r\na3 AUTHENTICATE XOAUTH2 {xoauth2}\r\n"
+    );
+    let answer = |c: &Credentials| {
+        assert!(c.is_token());
+        if c.password.expose() == b"good.token.sig" {
+            AuthResult::Proxied { capabilities: None }
+        } else {
+            AuthResult::Failed(AuthFailure::BadCredentials)
+        }
+    };
+    let seen = drive(settings, input.as_bytes(), input.len(), answer);
+    let challenge = offer.challenge();
+    assert_eq!(
+        seen,
+        vec![
+            out(&format!(
+                "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2] mailfront ready.\r\n\
+                 * CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2\r\na1 OK Capability completed.\r\n"
+            )),
+            auth("", b"bad.token.sig", "OAUTHBEARER"),
+            out(&format!(
+                "+ {challenge}\r\na2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+            )),
+            auth("alice@example.com", b"good.token.sig", "XOAUTH2"),
+            out("a3 OK Logged in\r\n"),
+            Seen::Proxy(Vec::new()),
+        ]
+    );
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(&challenge)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(json).unwrap(),
+        r#"{"status":"invalid_token","scope":"imap","openid-configuration":"https://id.example.com/.well-known/openid-configuration"}"#
+    );
+    // Not configured: not offered, and refused like any unknown mechanism.
+    let seen = drive(
+        plain_settings(),
+        format!("a1 AUTHENTICATE XOAUTH2 {xoauth2}\r\n").as_bytes(),
+        usize::MAX,
+        |_: &Credentials| unreachable!("no token may reach the driver"),
+    );
+    assert_eq!(
+        seen,
+        vec![out(&format!(
+            "{GREETING_PLAIN}a1 NO Unsupported authentication mechanism.\r\n"
+        ))]
+    );
+}
