@@ -241,6 +241,7 @@ impl Core {
             config, &services, &locator, &manager, relister,
         )?);
         background.extend(build::shared_blocks(config, &services)?);
+        background.extend(build::token_logins(config, &services)?);
         let wake = Arc::new(Notify::new());
         let prober = start_probes(config, &services, &wake, &mut background)?;
         background.push(tokio::spawn(

@@ -3,7 +3,7 @@
 
 use crate::line::LineReader;
 use crate::sasl::{self, Exchange};
-use crate::{AuthFailure, Limits};
+use crate::{AuthFailure, Credentials, Limits};
 
 /// The counts a front end keeps against its [`Limits`] (house rule 3).
 #[derive(Debug)]
@@ -47,8 +47,12 @@ pub(crate) enum LineState {
     Commands,
     /// An AUTH exchange is waiting for the client's next response line.
     Sasl(Exchange),
-    /// Waiting for the driver's answer to the credentials.
-    Authenticating,
+    /// Waiting for the driver's answer to the credentials; `token` when they were an OAuth
+    /// token (a refusal then goes through the error challenge).
+    Authenticating { token: bool },
+    /// A token was refused and its error challenge sent: the client's dummy response is
+    /// awaited before the command fails (RFC 7628 §3.2.3).
+    TokenRefused,
 }
 
 /// What the next line of a line-based front end is.
@@ -59,6 +63,8 @@ pub(crate) enum Line {
     TooManyCommands,
     /// The client's response in the AUTH exchange under way, and where it leads.
     Sasl(Exchange, sasl::Step),
+    /// The client's answer to a refused token's error challenge (whatever it says).
+    DummyResponse,
     /// A command (counted).
     Command(Vec<u8>),
 }
@@ -69,7 +75,7 @@ impl LineState {
     /// response goes to its exchange, and the front end reads commands again until the
     /// exchange asks for more.
     pub(crate) fn next(&mut self, input: &mut LineReader, counters: &mut Counters) -> Option<Line> {
-        if matches!(self, LineState::Authenticating) {
+        if matches!(self, LineState::Authenticating { .. }) {
             return None;
         }
         let line = match input.next_line() {
@@ -81,18 +87,27 @@ impl LineState {
                 let step = exchange.respond(&line);
                 Line::Sasl(exchange, step)
             }
+            LineState::TokenRefused => Line::DummyResponse,
             _ if !counters.command() => Line::TooManyCommands,
             _ => Line::Command(line),
         })
     }
 
-    /// Leaves [`LineState::Authenticating`] for the driver's answer; `false` if that is not
-    /// where the front end was (an answer nobody asked for).
-    pub(crate) fn answered(&mut self) -> bool {
-        if !matches!(self, LineState::Authenticating) {
-            return false;
-        }
+    /// Leaves [`LineState::Authenticating`] for the driver's answer: whether the credentials
+    /// were a token, or `None` if that is not where the front end was (an answer nobody asked
+    /// for).
+    pub(crate) fn answered(&mut self) -> Option<bool> {
+        let LineState::Authenticating { token } = *self else {
+            return None;
+        };
         *self = LineState::Commands;
-        true
+        Some(token)
+    }
+
+    /// The credentials are out for checking.
+    pub(crate) fn authenticating(credentials: &Credentials) -> LineState {
+        LineState::Authenticating {
+            token: credentials.is_token(),
+        }
     }
 }

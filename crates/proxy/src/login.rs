@@ -72,15 +72,19 @@ async fn try_log_in<P: LineProtocol>(
     started: Instant,
 ) -> Result<LoggedIn, Refusal> {
     let resolver = &services.resolver;
-    let mut principal = resolver
-        .authenticate(
-            P::PROTOCOL,
-            client.client.ip(),
-            &credentials.authcid,
-            &credentials.password,
-            started,
-        )
-        .await?;
+    let ip = client.client.ip();
+    let (login, secret) = (&credentials.authcid, &credentials.password);
+    let mut principal = if credentials.is_token() {
+        // An OAuth access token: it names the user (the backend login is the master user's,
+        // or with passthrough the token itself, for a backend that checks tokens as passwords).
+        resolver
+            .authenticate_token(P::PROTOCOL, ip, login, secret, started)
+            .await?
+    } else {
+        resolver
+            .authenticate(P::PROTOCOL, ip, login, secret, started)
+            .await?
+    };
     let address = principal.address.clone();
     let user = address.as_str();
     if let Some(authzid) = &credentials.authzid

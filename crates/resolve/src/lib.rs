@@ -21,6 +21,7 @@
 pub mod health;
 pub mod moves;
 pub mod throttle;
+pub mod tokens;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -180,6 +181,8 @@ pub struct Resolver {
     directory_trouble: std::sync::Mutex<Option<(Instant, String)>>,
     /// How logins wait for moves (placement by group).
     moves: ArcSwap<moves::MoveHold>,
+    /// OAuth token logins, where `[oauth]` is configured.
+    tokens: arc_swap::ArcSwapOption<tokens::TokenLogins>,
 }
 
 /// How long a directory failure makes the node's health pages red without another call.
@@ -212,6 +215,7 @@ impl Resolver {
             metrics,
             directory_trouble: std::sync::Mutex::new(None),
             moves: ArcSwap::from_pointee(moves::MoveHold::default()),
+            tokens: arc_swap::ArcSwapOption::empty(),
         }
     }
 

@@ -111,6 +111,16 @@ impl Key {
     }
 }
 
+/// The keys a failure from `ip` for `user` counts against: the address, and the name unless it
+/// is empty (a token login whose client named nobody: the token's user is not known yet).
+fn keys_of(ip: IpAddr, user: &str) -> Vec<Key> {
+    let mut keys = vec![address_key(ip)];
+    if !user.is_empty() {
+        keys.push(Key::User(user.to_lowercase()));
+    }
+    keys
+}
+
 /// A block that began on this node, for the other nodes of the array.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
@@ -221,7 +231,7 @@ impl Throttle {
         }
         let now = Instant::now();
         let entries = self.lock();
-        let blocked = [address_key(ip), Key::User(user.to_lowercase())]
+        let blocked = keys_of(ip, user)
             .iter()
             .filter_map(|k| entries.get(k))
             .any(|e| e.blocked_until.is_some_and(|until| until > now));
@@ -249,13 +259,11 @@ impl Throttle {
         }
         let mut worst = 0;
         let mut began = Vec::new();
-        for (key, limit) in [
-            (address_key(ip), self.settings.block_after),
-            (
-                Key::User(user.to_lowercase()),
-                self.settings.block_user_after,
-            ),
-        ] {
+        for key in keys_of(ip, user) {
+            let limit = match key {
+                Key::Address(_) => self.settings.block_after,
+                Key::User(_) => self.settings.block_user_after,
+            };
             let entry = entries.entry(key.clone()).or_insert(Entry {
                 failures: 0,
                 last: now,

@@ -102,6 +102,7 @@ pub fn pop3_settings(config: &Config, listener: &ListenerConfig) -> Pop3Settings
         allow_plaintext_auth: listener.allow_plaintext_auth,
         limits: limits(config),
         greeting: greeting(config),
+        oauth: oauth_offer(config, Protocol::Pop3),
     }
 }
 
@@ -113,6 +114,7 @@ pub fn submission_settings(config: &Config, listener: &ListenerConfig) -> Submis
         limits: limits(config),
         hostname: config.node.name.clone(),
         max_message_size: config.transport.max_message_size,
+        oauth: oauth_offer(config, Protocol::Submission),
     }
 }
 

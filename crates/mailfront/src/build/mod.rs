@@ -26,6 +26,7 @@ pub mod topology;
 pub use manager::{active_manager, copies, probe_settings, safe_moves, shared_blocks};
 pub use services::{
     admin_token, backends, http_front_door, node_services, resolver_settings, throttle_settings,
+    token_logins,
 };
 pub use sources::{directory, load_directory_file, load_locations, probe_directory};
 pub use tls::{acceptor, admin_acceptor, connector, http_acceptor};

@@ -19,6 +19,7 @@ use mailfront_proxy::registry::Registry;
 use mailfront_resolve::throttle::ThrottleSettings;
 use mailfront_resolve::{Resolver, ResolverSettings};
 use mailfront_routing::Topology;
+use tokio::task::JoinHandle;
 
 use crate::build::listeners::listener_name;
 use crate::config::{Config, ListenerProtocol};
@@ -149,4 +150,27 @@ pub fn admin_token(file: &Path) -> Result<Secret<String>, String> {
         ));
     }
     Ok(Secret::new(token.to_owned()))
+}
+
+/// OAuth token logins (`[oauth]`): the provider's keys (fetched now and kept fresh by the
+/// returned task) and the resolver's token check. `None` without `[oauth]`.
+pub fn token_logins(
+    config: &Config,
+    services: &NodeServices,
+) -> Result<Option<JoinHandle<()>>, String> {
+    let Some(oauth) = &config.oauth else {
+        return Ok(None);
+    };
+    let provider = Arc::new(
+        mailfront_oauth::Provider::new(oauth.provider_settings())
+            .map_err(|e| format!("oauth.ca_file: {e}"))?,
+    );
+    let verifier = mailfront_oauth::Verifier::new(Arc::clone(&provider), oauth.policy());
+    services
+        .resolver
+        .accept_tokens(mailfront_resolve::tokens::TokenLogins {
+            verifier: Arc::new(verifier),
+            scopes: oauth.scopes.clone(),
+        });
+    Ok(Some(tokio::spawn(provider.run())))
 }

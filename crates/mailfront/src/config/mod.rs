@@ -372,6 +372,14 @@ impl Config {
         if let DirectoryConfig::Ldap(ldap) = &self.directory {
             warnings.extend(ldap.warnings());
         }
+        // A SASL response carrying a token is one line: a JWT of a few claims is 1–2 KiB, and
+        // base64 adds a third.
+        if self.oauth.is_some() && self.limits.max_line_length < 8192 {
+            warnings.push(format!(
+                "limits.max_line_length: {} bytes may cut OAuth tokens short (8192 or more is safe)",
+                self.limits.max_line_length
+            ));
+        }
         for (i, listener) in self.listener.iter().enumerate() {
             let loopback = listener.address.ip().is_loopback();
             if listener.allow_plaintext_auth && !loopback && listener.tls != ListenerTls::Implicit {

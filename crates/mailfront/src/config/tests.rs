@@ -648,6 +648,55 @@ fn the_shared_blocks_prefix_overlaps_no_other_etcd_prefix() {
 }
 
 #[test]
+fn oauth_keys_are_checked_and_name_the_key() {
+    let with =
+        |lines: &str| validated(&format!("{MINIMAL}\n[oauth]\n{lines}\n")).map(|c| c.warnings());
+    let warnings = with(
+        "issuer = \"https://id.example.com\"\naudiences = [\"https://mail.example.com\"]\nscopes = { imap = \"imap\" }",
+    )
+    .unwrap();
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.starts_with("limits.max_line_length")),
+        "{warnings:?}"
+    );
+    let ok = "audiences = [\"a\"]";
+    for (lines, key) in [
+        (
+            format!("issuer = \"http://id.example.com\"\n{ok}"),
+            "oauth.issuer",
+        ),
+        (format!("issuer = \"ftp://x\"\n{ok}"), "oauth.issuer"),
+        (
+            "issuer = \"https://id.example.com\"\naudiences = []".to_owned(),
+            "oauth.audiences",
+        ),
+        (
+            format!("issuer = \"https://i\"\n{ok}\nalgorithms = [\"RS256\", \"HS256\"]"),
+            "oauth.algorithms[1]",
+        ),
+        (
+            format!("issuer = \"https://i\"\n{ok}\nalgorithms = [\"none\"]"),
+            "oauth.algorithms[0]",
+        ),
+        (
+            format!("issuer = \"https://i\"\n{ok}\nclock_skew = \"10m\""),
+            "oauth.clock_skew",
+        ),
+        (
+            format!("issuer = \"https://i\"\n{ok}\nscopes = {{ imap = \"a b\" }}"),
+            "oauth.scopes.imap",
+        ),
+    ] {
+        let error = with(&lines).expect_err(&lines);
+        assert!(error.starts_with(key), "{lines}: {error}");
+    }
+    // A loopback provider may speak plain HTTP (a lab, a sidecar).
+    assert!(with(&format!("issuer = \"http://127.0.0.1:9400\"\n{ok}")).is_ok());
+}
+
+#[test]
 fn a_site_that_refers_imap_logins_names_its_host() {
     let with = |site: &str| {
         let text = format!("{MINIMAL}\n[[site]]\nname = \"west\"\n{site}\n");

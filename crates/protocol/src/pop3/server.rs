@@ -4,7 +4,9 @@ use crate::conversation::{Conversation, Input, Peer};
 use crate::front::{Counters, Line, LineState};
 use crate::line::LineReader;
 use crate::sasl::{self, Exchange, Mechanism};
-use crate::{AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits};
+use crate::{
+    AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits, OAuthOffer,
+};
 
 /// How a POP3 listener behaves before login.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub struct Pop3Settings {
     pub limits: Limits,
     /// Text of the greeting.
     pub greeting: String,
+    /// OAuth bearer tokens (AUTH OAUTHBEARER and XOAUTH2), where configured.
+    pub oauth: Option<OAuthOffer>,
 }
 
 impl Default for Pop3Settings {
@@ -26,6 +30,7 @@ impl Default for Pop3Settings {
             allow_plaintext_auth: false,
             limits: Limits::default(),
             greeting: "mailfront ready.".to_owned(),
+            oauth: None,
         }
     }
 }
@@ -80,7 +85,11 @@ impl Pop3FrontEnd {
             "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n",
         );
         if self.may_authenticate() {
-            caps.push_str("USER\r\nSASL PLAIN LOGIN\r\n");
+            caps.push_str(if self.settings.oauth.is_some() {
+                "USER\r\nSASL PLAIN LOGIN OAUTHBEARER XOAUTH2\r\n"
+            } else {
+                "USER\r\nSASL PLAIN LOGIN\r\n"
+            });
         }
         if self.settings.tls.offers_starttls(self.peer.is_secure()) {
             caps.push_str("STLS\r\n");
@@ -163,7 +172,11 @@ impl Pop3FrontEnd {
     fn auth(&mut self, argument: &[u8]) {
         if argument.is_empty() {
             // RFC 5034 §4: AUTH without arguments lists the mechanisms.
-            self.peer.send("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+            self.peer.send(if self.settings.oauth.is_some() {
+                "+OK\r\nPLAIN\r\nLOGIN\r\nOAUTHBEARER\r\nXOAUTH2\r\n.\r\n"
+            } else {
+                "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n"
+            });
             return;
         }
         if !self.may_authenticate() {
@@ -171,7 +184,9 @@ impl Pop3FrontEnd {
             return;
         }
         let mut parts = argument.splitn(2, |&b| b == b' ');
-        let Some(mechanism) = Mechanism::from_name(parts.next().unwrap_or_default()) else {
+        let offered = Mechanism::from_name(parts.next().unwrap_or_default())
+            .filter(|m| !m.is_token() || self.settings.oauth.is_some());
+        let Some(mechanism) = offered else {
             self.peer
                 .send("-ERR Unsupported authentication mechanism.\r\n");
             return;
@@ -205,8 +220,8 @@ impl Pop3FrontEnd {
     }
 
     fn authenticate(&mut self, credentials: Credentials) {
+        self.state = LineState::authenticating(&credentials);
         self.peer.steps.event(FrontEvent::Authenticate(credentials));
-        self.state = LineState::Authenticating;
     }
 
     fn failed(&mut self, failure: AuthFailure) {
@@ -240,6 +255,7 @@ impl Conversation for Pop3FrontEnd {
                 self.close_with("-ERR Too many commands before authentication.")
             }
             Line::Sasl(exchange, step) => self.sasl_step(exchange, step),
+            Line::DummyResponse => self.failed(AuthFailure::BadCredentials),
             Line::Command(line) => self.command(&line),
         }
         true
@@ -256,14 +272,29 @@ impl Conversation for Pop3FrontEnd {
 
 impl FrontEnd for Pop3FrontEnd {
     fn auth_result(&mut self, result: AuthResult) {
-        if self.peer.is_over() || !self.state.answered() {
+        if self.peer.is_over() {
             return;
         }
+        let Some(token) = self.state.answered() else {
+            return;
+        };
         match result {
             AuthResult::Proxied { .. } => {
                 self.peer.send("+OK Logged in.\r\n");
                 let pending = self.peer.input.take_all();
                 self.peer.finish(FrontEvent::Proxy { pending });
+            }
+            AuthResult::Failed(AuthFailure::BadCredentials) if token => {
+                // RFC 7628 §3.2.2: why, and where to get a token; the command fails after the
+                // client's dummy response.
+                let challenge = self
+                    .settings
+                    .oauth
+                    .as_ref()
+                    .map(OAuthOffer::challenge)
+                    .unwrap_or_default();
+                self.peer.send(format!("+ {challenge}\r\n"));
+                self.state = LineState::TokenRefused;
             }
             AuthResult::Failed(failure) => self.failed(failure),
             AuthResult::Referred { .. } => self.failed(AuthFailure::Temporary),

@@ -6,7 +6,9 @@ use crate::conversation::{Conversation, Input, Peer};
 use crate::front::{Counters, Line, LineState};
 use crate::line::LineReader;
 use crate::sasl::{self, Exchange, Mechanism};
-use crate::{AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits};
+use crate::{
+    AuthFailure, AuthResult, ClientTls, Credentials, FrontEnd, FrontEvent, Limits, OAuthOffer,
+};
 
 /// How a submission listener behaves before AUTH.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +23,8 @@ pub struct SubmissionSettings {
     pub hostname: String,
     /// The SIZE announced in EHLO (RFC 1870).
     pub max_message_size: u64,
+    /// OAuth bearer tokens (AUTH OAUTHBEARER and XOAUTH2), where configured.
+    pub oauth: Option<OAuthOffer>,
 }
 
 impl Default for SubmissionSettings {
@@ -31,6 +35,7 @@ impl Default for SubmissionSettings {
             limits: Limits::default(),
             hostname: "mailfront".to_owned(),
             max_message_size: 35 * 1024 * 1024,
+            oauth: None,
         }
     }
 }
@@ -100,7 +105,11 @@ impl SubmissionFrontEnd {
             reply.lines.push("STARTTLS".to_owned());
         }
         if self.may_authenticate() {
-            reply.lines.push("AUTH PLAIN LOGIN".to_owned());
+            reply.lines.push(if self.settings.oauth.is_some() {
+                "AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2".to_owned()
+            } else {
+                "AUTH PLAIN LOGIN".to_owned()
+            });
         }
         reply
     }
@@ -156,7 +165,9 @@ impl SubmissionFrontEnd {
             ));
             return;
         }
-        let Some(mechanism) = Mechanism::from_name(mechanism) else {
+        let offered = Mechanism::from_name(mechanism)
+            .filter(|m| !m.is_token() || self.settings.oauth.is_some());
+        let Some(mechanism) = offered else {
             self.reply(Reply::new(504, "5.5.4 Unrecognized authentication type"));
             return;
         };
@@ -188,8 +199,8 @@ impl SubmissionFrontEnd {
     }
 
     fn authenticate(&mut self, credentials: Credentials) {
+        self.state = LineState::authenticating(&credentials);
         self.peer.steps.event(FrontEvent::Authenticate(credentials));
-        self.state = LineState::Authenticating;
     }
 
     fn failed(&mut self, failure: AuthFailure) {
@@ -226,6 +237,7 @@ impl Conversation for SubmissionFrontEnd {
                 "4.7.0 Too many commands before authentication",
             )),
             Line::Sasl(exchange, step) => self.sasl_step(exchange, step),
+            Line::DummyResponse => self.failed(AuthFailure::BadCredentials),
             Line::Command(line) => self.command(&line),
         }
         true
@@ -243,14 +255,29 @@ impl Conversation for SubmissionFrontEnd {
 
 impl FrontEnd for SubmissionFrontEnd {
     fn auth_result(&mut self, result: AuthResult) {
-        if self.peer.is_over() || !self.state.answered() {
+        if self.peer.is_over() {
             return;
         }
+        let Some(token) = self.state.answered() else {
+            return;
+        };
         match result {
             AuthResult::Proxied { .. } => {
                 self.reply(Reply::new(235, "2.7.0 Authentication successful"));
                 let pending = self.peer.input.take_all();
                 self.peer.finish(FrontEvent::Proxy { pending });
+            }
+            AuthResult::Failed(AuthFailure::BadCredentials) if token => {
+                // RFC 7628 §3.2.2: why, and where to get a token; the command fails after the
+                // client's dummy response.
+                let challenge = self
+                    .settings
+                    .oauth
+                    .as_ref()
+                    .map(OAuthOffer::challenge)
+                    .unwrap_or_default();
+                self.peer.send(format!("334 {challenge}\r\n"));
+                self.state = LineState::TokenRefused;
             }
             AuthResult::Failed(failure) => self.failed(failure),
             AuthResult::Referred { .. } => self.failed(AuthFailure::Temporary),

@@ -428,10 +428,10 @@ fn oauth_tokens_where_offered_with_the_error_challenge_on_refusal() {
     assert_eq!(
         seen,
         vec![
-            out(&format!(
+            out(
                 "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2] mailfront ready.\r\n\
                  * CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID LOGIN-REFERRALS AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2\r\na1 OK Capability completed.\r\n"
-            )),
+            ),
             auth("", b"bad.token.sig", "OAUTHBEARER"),
             out(&format!(
                 "+ {challenge}\r\na2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
@@ -460,5 +460,31 @@ fn oauth_tokens_where_offered_with_the_error_challenge_on_refusal() {
         vec![out(&format!(
             "{GREETING_PLAIN}a1 NO Unsupported authentication mechanism.\r\n"
         ))]
+    );
+}
+
+#[test]
+fn a_token_without_an_initial_response() {
+    use base64::Engine;
+    let message = base64::engine::general_purpose::STANDARD
+        .encode(b"user=alice@example.com\x01auth=Bearer good.token.sig\x01\x01");
+    let settings = ImapSettings {
+        oauth: Some(OAuthOffer {
+            configuration: "https://id.example.com/x".into(),
+            scope: None,
+        }),
+        ..plain_settings()
+    };
+    let input = format!("a1 AUTHENTICATE XOAUTH2\r\n{message}\r\n");
+    let seen = drive(
+        settings,
+        input.as_bytes(),
+        input.len(),
+        |_: &Credentials| AuthResult::Proxied { capabilities: None },
+    );
+    assert_eq!(
+        seen.get(1),
+        Some(&auth("alice@example.com", b"good.token.sig", "XOAUTH2")),
+        "{seen:?}"
     );
 }
