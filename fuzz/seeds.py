@@ -236,6 +236,16 @@ def sasl():
     write("sasl", "xoauth2", framed(0, 0, b"user=alice@example.com\x01auth=Bearer " + token + b"\x01\x01"))
 
 
+def oauth_token():
+    # Header half (the kid) and claims half: "k1" + claims the target signs itself.
+    claims = (b'{"iss":"https://id.example","aud":"https://mail.example","exp":4102444800,'
+              b'"email":"alice@example.com","scope":"imap"}')
+    header = b"k1"
+    # The halves split at len // 2: pad the kid so that the claims start there.
+    kid = header + b" " * (len(claims) - len(header))
+    write("oauth_token", "accepted", framed(0, 0, kid + claims))
+
+
 def framing():
     write("imap_framing", "literals", framed(0, pick_seed(BYTES),
         b"a1 NOOP\r\na2 LOGIN {5}\r\nalice {3+}\r\npw!\r\na3 CAPABILITY\na4 X\r\n"
@@ -421,6 +431,7 @@ if __name__ == "__main__":
     delivery()
     line_reader()
     sasl()
+    oauth_token()
     framing()
     sip()
     proxy()

@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         allow_plaintext_auth: settings.allow_plaintext_auth,
         limits: settings.limits,
         greeting: "mailfront ready.".to_owned(),
+        oauth: mailfront_fuzz::front::oauth_offer(input.flags),
     });
     let run = drive(front, settings, input);
     assert!(run.output.starts_with(b"+OK mailfront ready.\r\n"));

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         limits: settings.limits,
         hostname: "mx.fuzz".to_owned(),
         max_message_size: 1024,
+        oauth: mailfront_fuzz::front::oauth_offer(input.flags),
     });
     let run = drive(front, settings, input);
     assert!(run.output.starts_with(b"220 mx.fuzz ESMTP ready\r\n"));

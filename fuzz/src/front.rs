@@ -47,6 +47,14 @@ impl FrontSettings {
     }
 }
 
+/// OAuth offered (bit 4 of the flags): the token mechanisms and their error challenge.
+pub fn oauth_offer(flags: u8) -> Option<mailfront_protocol::OAuthOffer> {
+    (flags & 16 != 0).then(|| mailfront_protocol::OAuthOffer {
+        configuration: "https://id.fuzz/.well-known/openid-configuration".to_owned(),
+        scope: Some("imap".to_owned()),
+    })
+}
+
 /// What a front-end run saw, for target-specific checks.
 #[derive(Debug, Default)]
 pub struct FrontRun {
