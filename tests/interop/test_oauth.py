@@ -31,14 +31,15 @@ def oauth(lab_env):
     users = ["alice@example.com", "bob@example.com", "dave@example.com", "ghost@example.com"]
     oidc = lab.Oidc(root / "oidc", lab.free_port(), users, AUDIENCE)
     oidc.start()
-    port, pop3, submission = lab.free_port(), lab.free_port(), lab.free_port()
+    port, pop3, submission, https = lab.free_port(), lab.free_port(), lab.free_port(), lab.free_port()
     settings = node_settings(
         lab_env, "oauth1",
         [lab.listener(None, "imap", port, "none", allow_plaintext_auth=True),
          lab.listener(None, "pop3", pop3, "none", allow_plaintext_auth=True),
-         lab.listener(None, "submission", submission, "none", allow_plaintext_auth=True)],
+         lab.listener(None, "submission", submission, "none", allow_plaintext_auth=True),
+         lab.listener(None, "https", https, "implicit")],
         {"oauth": {"issuer": oidc.issuer, "audiences": [AUDIENCE],
-                   "scopes": {"imap": "imap", "pop3": "pop3", "submission": "submission"},
+                   "scopes": {"imap": "imap", "pop3": "pop3", "submission": "submission", "http": "dav"},
                    "min_refetch": "1s"},
          # A token's SASL line is longer than the lab's usual 1 KiB limit.
          "limits": {"max_line_length": 8192}})
@@ -46,7 +47,8 @@ def oauth(lab_env):
     node.start()
     try:
         wait_until(lambda: "OpenID provider's keys fetched" in node.log_since_start(), 10, "the provider's keys")
-        yield {"oidc": oidc, "node": node, "port": port, "pop3": pop3, "submission": submission, "root": root}
+        yield {"oidc": oidc, "node": node, "port": port, "pop3": pop3, "submission": submission, "https": https,
+               "root": root}
     finally:
         node.stop()
         oidc.stop()
@@ -279,3 +281,20 @@ def test_pop3_and_submission_take_tokens_too(oauth):
         client.ehlo("client.example.org")
         with pytest.raises(smtplib.SMTPAuthenticationError):
             client.auth("XOAUTH2", lambda challenge=None: narrow if challenge is None else "")
+
+
+def test_an_https_request_with_the_providers_access_token(oauth):
+    """`Authorization: Bearer <JWT>` on a service with bearer auth: checked like the SASL tokens,
+    then proxied to the user's server as that user; a refused one is RFC 6750's invalid_token."""
+    from test_http import propfind
+    oidc = oauth["oidc"]
+    token = oidc.mint("alice@example.com", scope="openid email dav")
+    status, body = propfind(oauth["https"], "/dav/alice@example.com/", {"Authorization": f"Bearer {token}"})
+    assert status == 207 and b"multistatus" in body, (status, body[:300])
+    for name, bad in {"expired": oidc.mint("alice@example.com", scope="dav", shift=-7200),
+                      "no dav scope": oidc.mint("alice@example.com", scope="openid imap")}.items():
+        from test_http import request
+        response, _ = request(oauth["https"], "PROPFIND", "/dav/alice@example.com/",
+                              {"Authorization": f"Bearer {bad}", "Depth": "0"})
+        assert response.status == 401, name
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="mailfront", error="invalid_token"', name

@@ -62,6 +62,34 @@ impl HttpFrontDoor {
         }
     }
 
+    /// Checks an OAuth access token through the resolver (throttled and delayed like a password);
+    /// a refusal is RFC 6750's `invalid_token` challenge.
+    async fn check_access_token(
+        &self,
+        client: IpAddr,
+        token: String,
+    ) -> Result<Principal, Response<Body>> {
+        let token = Secret::new(token.into_bytes());
+        let checked = self
+            .resolver
+            .authenticate_token(Protocol::Http, client, "", &token, Instant::now())
+            .await;
+        match checked {
+            Ok(principal) => Ok(principal),
+            Err(refusal) if refusal.kind == mailfront_routing::RejectKind::Temporary => {
+                tracing::warn!(reason = %refusal.detail, "OpenID provider unavailable for an HTTP request");
+                Err(reply::unavailable(DIRECTORY_UNAVAILABLE))
+            }
+            Err(refusal) => {
+                tracing::info!(reason = %refusal.detail, "access token refused");
+                Err(reply::unauthorized(
+                    "Authentication failed",
+                    "Bearer realm=\"mailfront\", error=\"invalid_token\"",
+                ))
+            }
+        }
+    }
+
     /// The user a cookie or token names, as the directory knows them now (`None`: gone).
     pub(crate) async fn principal_of(
         &self,
@@ -99,6 +127,14 @@ impl HttpFrontDoor {
         if service.auth.contains(&AuthMode::Bearer)
             && let Some(token) = form::bearer_token(headers)
         {
+            // A JWT (three dot-separated parts) is the OpenID provider's access token; anything
+            // else is one of mailfront's own sealed tokens.
+            if token.matches('.').count() == 2 && self.resolver.accepts_tokens() {
+                return self
+                    .check_access_token(client_of(request), token)
+                    .await
+                    .map(Identity::User);
+            }
             return match self.keys.load().open(&token, Purpose::Bearer, now) {
                 Ok(session) => match self.principal_of(&session).await? {
                     Some(principal) => Ok(Identity::User(principal)),
