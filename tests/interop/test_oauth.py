@@ -298,3 +298,26 @@ def test_an_https_request_with_the_providers_access_token(oauth):
                               {"Authorization": f"Bearer {bad}", "Depth": "0"})
         assert response.status == 401, name
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="mailfront", error="invalid_token"', name
+
+
+def test_thunderbird_autoconfig_announces_oauth2(oauth, lab_env):
+    """With `[oauth]`, the autoconfig document lists OAuth2 first for every server and names the
+    provider's endpoints (from its discovery document) and the scopes to ask for; without it,
+    passwords only."""
+    import xml.etree.ElementTree as ET
+    from test_http import request
+    oidc = oauth["oidc"]
+    path = "/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=alice%40example.com"
+    response, body = request(oauth["https"], "GET", path)
+    assert response.status == 200, body
+    document = ET.fromstring(body)
+    servers = document.findall("./emailProvider/incomingServer") + document.findall("./emailProvider/outgoingServer")
+    assert servers and all([a.text for a in s.findall("authentication")] == ["OAuth2", "password-cleartext"]
+                           for s in servers), body
+    assert document.findtext("./oAuth2/issuer") == oidc.issuer
+    assert document.findtext("./oAuth2/authURL") == oidc.discovery["authorization_endpoint"]
+    assert document.findtext("./oAuth2/tokenURL") == oidc.discovery["token_endpoint"]
+    scopes = document.findtext("./oAuth2/scope").split()
+    assert scopes[:2] == ["openid", "email"] and sorted(scopes[2:]) == ["dav", "imap", "pop3", "submission"], scopes
+    response, body = request(lab_env.https_port, "GET", path)
+    assert response.status == 200 and b"OAuth2" not in body and b"<oAuth2>" not in body

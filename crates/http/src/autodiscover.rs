@@ -43,14 +43,34 @@ impl AutodiscoverConfig {
     }
 }
 
-fn thunderbird_server(kind: &str, element: &str, endpoint: &ClientEndpoint) -> String {
+/// What Thunderbird's autoconfig says of OAuth 2.0 where `[oauth]` is configured (its
+/// `<oAuth2>` element, and `OAuth2` as the servers' first authentication).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthAnnouncement {
+    /// The provider's issuer.
+    pub issuer: String,
+    /// The scopes a client asks for (space-separated).
+    pub scope: String,
+    /// The provider's authorization endpoint.
+    pub auth_url: String,
+    /// The provider's token endpoint.
+    pub token_url: String,
+}
+
+fn thunderbird_server(kind: &str, element: &str, endpoint: &ClientEndpoint, oauth: bool) -> String {
     let socket = match endpoint.socket {
         SocketType::Ssl => "SSL",
         SocketType::Starttls => "STARTTLS",
         SocketType::Plain => "plain",
     };
+    // Several methods may be listed, the preferred first.
+    let oauth = if oauth {
+        "      <authentication>OAuth2</authentication>\n"
+    } else {
+        ""
+    };
     format!(
-        "    <{element} type=\"{kind}\">\n      <hostname>{}</hostname>\n      <port>{}</port>\n      <socketType>{socket}</socketType>\n      <authentication>password-cleartext</authentication>\n      <username>%EMAILADDRESS%</username>\n    </{element}>\n",
+        "    <{element} type=\"{kind}\">\n      <hostname>{}</hostname>\n      <port>{}</port>\n      <socketType>{socket}</socketType>\n{oauth}      <authentication>password-cleartext</authentication>\n      <username>%EMAILADDRESS%</username>\n    </{element}>\n",
         xml_escape(&endpoint.host),
         endpoint.port
     )
@@ -58,22 +78,52 @@ fn thunderbird_server(kind: &str, element: &str, endpoint: &ClientEndpoint) -> S
 
 /// Thunderbird's autoconfig document for `domain`
 /// (<https://wiki.mozilla.org/Thunderbird:Autoconfiguration:ConfigFileFormat>).
-pub fn thunderbird(config: &AutodiscoverConfig, domain: &str) -> String {
+pub fn thunderbird(
+    config: &AutodiscoverConfig,
+    domain: &str,
+    oauth: Option<&OAuthAnnouncement>,
+) -> String {
+    let announce = oauth.is_some();
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<clientConfig version=\"1.1\">\n  <emailProvider id=\"{domain}\">\n    <domain>{domain}</domain>\n    <displayName>{name}</displayName>\n    <displayShortName>{name}</displayShortName>\n",
         domain = xml_escape(&domain.to_ascii_lowercase()),
         name = xml_escape(&config.display_name),
     );
     if let Some(imap) = &config.imap {
-        out.push_str(&thunderbird_server("imap", "incomingServer", imap));
+        out.push_str(&thunderbird_server(
+            "imap",
+            "incomingServer",
+            imap,
+            announce,
+        ));
     }
     if let Some(pop3) = &config.pop3 {
-        out.push_str(&thunderbird_server("pop3", "incomingServer", pop3));
+        out.push_str(&thunderbird_server(
+            "pop3",
+            "incomingServer",
+            pop3,
+            announce,
+        ));
     }
     if let Some(smtp) = &config.smtp {
-        out.push_str(&thunderbird_server("smtp", "outgoingServer", smtp));
+        out.push_str(&thunderbird_server(
+            "smtp",
+            "outgoingServer",
+            smtp,
+            announce,
+        ));
     }
-    out.push_str("  </emailProvider>\n</clientConfig>\n");
+    out.push_str("  </emailProvider>\n");
+    if let Some(oauth) = oauth {
+        out.push_str(&format!(
+            "  <oAuth2>\n    <issuer>{}</issuer>\n    <scope>{}</scope>\n    <authURL>{}</authURL>\n    <tokenURL>{}</tokenURL>\n  </oAuth2>\n",
+            xml_escape(&oauth.issuer),
+            xml_escape(&oauth.scope),
+            xml_escape(&oauth.auth_url),
+            xml_escape(&oauth.token_url),
+        ));
+    }
+    out.push_str("</clientConfig>\n");
     out
 }
 
@@ -297,7 +347,21 @@ mod tests {
     #[test]
     fn documents_escape_and_carry_every_endpoint() {
         let c = config();
-        let tb = thunderbird(&c, "Example.COM");
+        let tb = thunderbird(&c, "Example.COM", None);
+        assert!(!tb.contains("OAuth2"));
+        let oauth = OAuthAnnouncement {
+            issuer: "https://id.example.com".into(),
+            scope: "openid email imap".into(),
+            auth_url: "https://id.example.com/auth?a=1&b=2".into(),
+            token_url: "https://id.example.com/token".into(),
+        };
+        let with = thunderbird(&c, "example.com", Some(&oauth));
+        assert_eq!(
+            with.matches("<authentication>OAuth2</authentication>\n      <authentication>password-cleartext</authentication>").count(),
+            3
+        );
+        assert!(with.contains("<authURL>https://id.example.com/auth?a=1&amp;b=2</authURL>"));
+        assert!(with.contains("<scope>openid email imap</scope>"));
         assert!(tb.contains("<emailProvider id=\"example.com\">"));
         assert!(tb.contains("<displayName>Example &amp; Co</displayName>"));
         assert_eq!(tb.matches("<incomingServer").count(), 2);

@@ -255,10 +255,22 @@ impl HttpFrontDoor {
             full(
                 StatusCode::OK,
                 "application/xml; charset=utf-8",
-                autodiscover::thunderbird(config, &domain),
+                autodiscover::thunderbird(config, &domain, self.oauth_announcement().as_ref()),
             ),
             None,
         )
+    }
+
+    /// OAuth 2.0 as Thunderbird's autoconfig announces it: with `[oauth]`, once the provider's
+    /// endpoints are known.
+    fn oauth_announcement(&self) -> Option<autodiscover::OAuthAnnouncement> {
+        let provider = self.resolver.oauth_provider()?;
+        Some(autodiscover::OAuthAnnouncement {
+            issuer: provider.issuer,
+            scope: provider.scopes.join(" "),
+            auth_url: provider.authorization_endpoint?,
+            token_url: provider.token_endpoint?,
+        })
     }
 
     pub(crate) async fn pox(&self, request: Request<Incoming>) -> Page {

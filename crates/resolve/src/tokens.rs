@@ -24,6 +24,19 @@ pub struct TokenLogins {
     pub scopes: BTreeMap<Protocol, String>,
 }
 
+/// The OpenID provider as clients may be told of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderSummary {
+    /// The issuer identifier.
+    pub issuer: String,
+    /// Where a client sends its user to log in (from discovery, once fetched).
+    pub authorization_endpoint: Option<String>,
+    /// Where a client gets tokens (from discovery, once fetched).
+    pub token_endpoint: Option<String>,
+    /// The scopes to ask for: `openid`, `email`, and each protocol's required one.
+    pub scopes: Vec<String>,
+}
+
 impl std::fmt::Debug for TokenLogins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenLogins")
@@ -36,6 +49,26 @@ impl Resolver {
     /// Accepts OAuth tokens from now on (`[oauth]`, at start).
     pub fn accept_tokens(&self, logins: TokenLogins) {
         self.tokens.store(Some(Arc::new(logins)));
+    }
+
+    /// What clients may be told of the provider (autoconfiguration): its issuer, the scopes to
+    /// ask for, and its endpoints once its discovery document was fetched. `None` without
+    /// `[oauth]`.
+    pub fn oauth_provider(&self) -> Option<ProviderSummary> {
+        let logins = self.tokens.load_full()?;
+        let provider = logins.verifier.provider();
+        let mut scopes = vec!["openid".to_owned(), "email".to_owned()];
+        for scope in logins.scopes.values() {
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        Some(ProviderSummary {
+            issuer: provider.issuer().to_owned(),
+            authorization_endpoint: provider.endpoint("authorization_endpoint"),
+            token_endpoint: provider.endpoint("token_endpoint"),
+            scopes,
+        })
     }
 
     /// Whether tokens are accepted.
