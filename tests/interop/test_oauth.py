@@ -321,3 +321,66 @@ def test_thunderbird_autoconfig_announces_oauth2(oauth, lab_env):
     assert scopes[:2] == ["openid", "email"] and sorted(scopes[2:]) == ["dav", "imap", "pop3", "submission"], scopes
     response, body = request(lab_env.https_port, "GET", path)
     assert response.status == 200 and b"OAuth2" not in body and b"<oAuth2>" not in body
+
+
+def test_a_revoked_or_expired_token_closes_its_live_sessions(oauth, lab_env):
+    """With introspection configured, the tokens of live sessions are re-checked every
+    `recheck`: a token revoked at the provider closes its IMAP session with `* BYE`; with
+    `session_max = "token"` a session also ends when its token expires. A session opened with
+    a password is not touched."""
+    import time
+    oidc, root = oauth["oidc"], oauth["root"]
+    secret = root / "introspection.secret"
+    secret.write_text(oidc.client_secret + "\n")
+    port = lab.free_port()
+    settings = node_settings(
+        lab_env, "oauth-recheck", [lab.listener(None, "imap", port, "none", allow_plaintext_auth=True)],
+        {"oauth": {"issuer": oidc.issuer, "audiences": [AUDIENCE], "recheck": "1s", "session_max": "token",
+                   "introspection_client_id": oidc.client_id, "introspection_secret_file": str(secret)},
+         "limits": {"max_line_length": 8192}})
+    node = lab.Mailfront(lab_env.binary, lab.write_toml(root / "oauth-recheck.toml", settings), root / "oauth-recheck.log")
+    node.start()
+
+    def ended(client: imaplib.IMAP4) -> bool:
+        try:
+            client.noop()
+            return False
+        except (imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError):
+            return True
+
+    try:
+        wait_until(lambda: "OpenID provider's keys fetched" in node.log_since_start(), 10, "the provider's keys")
+        import socket
+        token = oidc.mint("alice@example.com")
+        raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+        reader = raw.makefile("rb")
+        reader.readline()
+        message = base64.b64encode(f"user=alice@example.com\x01auth=Bearer {token}\x01\x01".encode())
+        raw.sendall(b"a1 AUTHENTICATE XOAUTH2 " + message + b"\r\na2 SELECT INBOX\r\n")
+        assert reader.readline().startswith(b"a1 OK"), "token login"
+        while not reader.readline().startswith(b"a2 OK"):
+            pass
+        password = imaplib.IMAP4("127.0.0.1", port, timeout=15)
+        assert password.login("bob@example.com", lab.DEMO_PASSWORD)[0] == "OK"
+        oidc.revoke(token)
+        revoked_at = time.monotonic()
+        raw.settimeout(5)
+        line = reader.readline()
+        took = time.monotonic() - revoked_at
+        assert line == b"* BYE Your access token is no longer valid; log in again.\r\n", line
+        assert reader.readline() == b"", "the connection is closed after the BYE"
+        raw.close()
+        assert "session closed: its access token is no longer active" in node.log_since_start()
+        print(f"revocation at the provider -> session closed: {took * 1000:.0f} ms (recheck 1s)")
+        # The password session goes on.
+        assert not ended(password)
+        password.logout()
+        # A token that expires in 3 s ends its session then.
+        short = Login(port, "alice@example.com", oidc.mint("alice@example.com", ttl=3))
+        assert short.typ == "OK", short.text
+        opened = time.monotonic()
+        wait_until(lambda: ended(short.client), 8, "the expired token's session end", interval=0.1)
+        assert time.monotonic() - opened > 1.5, "ended before its token expired"
+        assert "session closed: its access token expired" in node.log_since_start()
+    finally:
+        node.stop()

@@ -75,7 +75,7 @@ impl HttpFrontDoor {
             .authenticate_token(Protocol::Http, client, "", &token, Instant::now())
             .await;
         match checked {
-            Ok(principal) => Ok(principal),
+            Ok(login) => Ok(login.principal),
             Err(refusal) if refusal.kind == mailfront_routing::RejectKind::Temporary => {
                 tracing::warn!(reason = %refusal.detail, "OpenID provider unavailable for an HTTP request");
                 Err(reply::unavailable(DIRECTORY_UNAVAILABLE))

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Bytes;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -55,6 +55,8 @@ struct Known {
 pub struct Provider {
     settings: ProviderSettings,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    /// For POSTs (introspection).
+    poster: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     known: ArcSwapOption<Known>,
     /// One fetch at a time; those who waited use its result.
     fetching: tokio::sync::Mutex<()>,
@@ -107,10 +109,12 @@ impl Provider {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new()).build(connector.clone());
+        let poster = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
             settings,
             client,
+            poster,
             known: ArcSwapOption::empty(),
             fetching: tokio::sync::Mutex::new(()),
             last_attempt: Mutex::new(None),
@@ -243,6 +247,59 @@ impl Provider {
             .map_err(|_| fail(format!("no answer within {:?}", self.settings.timeout)))?
     }
 
+    /// Asks the provider's introspection endpoint (RFC 7662) whether `token` is still active,
+    /// as the client `client_id` with `secret` (HTTP Basic, RFC 7662 §2.1).
+    pub async fn introspect(
+        &self,
+        token: &[u8],
+        client_id: &str,
+        secret: &str,
+    ) -> Result<bool, Unavailable> {
+        let url = self.endpoint("introspection_endpoint").ok_or_else(|| {
+            Unavailable("the provider names no introspection_endpoint".to_owned())
+        })?;
+        let fail = |what: String| Unavailable(format!("{url}: {what}"));
+        let token = std::str::from_utf8(token).map_err(|_| fail("token is not text".into()))?;
+        let body = format!(
+            "token={}&token_type_hint=access_token",
+            form_component(token)
+        );
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", form_component(client_id), form_component(secret)),
+        );
+        let request = hyper::Request::post(url.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Basic {basic}"))
+            .header("accept", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| fail(e.to_string()))?;
+        let work = async {
+            let response = self
+                .poster
+                .request(request)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(fail(format!("status {}", response.status())));
+            }
+            let body = Limited::new(response.into_body(), MAX_DOCUMENT)
+                .collect()
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .to_bytes();
+            let answer: Value =
+                serde_json::from_slice(&body).map_err(|e| fail(format!("not JSON: {e}")))?;
+            answer
+                .get("active")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| fail("no `active` in the answer".into()))
+        };
+        tokio::time::timeout(self.settings.timeout, work)
+            .await
+            .map_err(|_| fail(format!("no answer within {:?}", self.settings.timeout)))?
+    }
+
     /// Fetches the keys at once and then every `refresh` (after a failure, sooner: from 1 s,
     /// doubling, up to `refresh`), for as long as the node runs.
     pub async fn run(self: Arc<Self>) {
@@ -262,4 +319,18 @@ impl Provider {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// `text` percent-encoded for an `application/x-www-form-urlencoded` body (and for the client
+/// credentials of RFC 6749 §2.3.1): unreserved characters as they are, everything else `%XX`.
+fn form_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

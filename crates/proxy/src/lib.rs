@@ -7,8 +7,9 @@
 //! both connections go to the [`relay::Relay`]. [`mail_transfer`] serves the inbound and
 //! outbound SMTP listeners (no queue: each message streamed to one mailbox server), [`sip`]
 //! answers telephony with redirects, [`registry`] knows every live proxied session (so that a
-//! failover or an operator can close them) and [`workers`] runs the sessions on one
-//! single-threaded runtime per core.
+//! failover or an operator can close them), [`token_checks`] closes the sessions whose OAuth
+//! token was revoked or expired, and [`workers`] runs the sessions on one single-threaded
+//! runtime per core.
 //!
 //! Protocols plug in through [`LineProtocol`]; there is one driver for all of them.
 
@@ -20,6 +21,7 @@ pub mod mail_transfer;
 pub mod registry;
 pub mod relay;
 pub mod sip;
+pub mod token_checks;
 pub mod workers;
 
 mod protocols;

@@ -15,7 +15,7 @@ use mailfront_routing::{Decision, LoginMethod, RejectKind, Request, Server};
 use tokio::time::Instant;
 
 use crate::backend::{self, BackendSession};
-use crate::registry::{Registration, SessionInfo};
+use crate::registry::{Registration, SessionInfo, WatchedToken};
 use crate::{LineProtocol, NodeServices};
 
 /// A user logged in at the server hosting the active copy of their database.
@@ -74,16 +74,19 @@ async fn try_log_in<P: LineProtocol>(
     let resolver = &services.resolver;
     let ip = client.client.ip();
     let (login, secret) = (&credentials.authcid, &credentials.password);
-    let mut principal = if credentials.is_token() {
-        // An OAuth access token: it names the user (the backend login is the master user's,
-        // or with passthrough the token itself, for a backend that checks tokens as passwords).
-        resolver
+    // An OAuth access token names the user (the backend login is the master user's, or with
+    // passthrough the token itself, for a backend that checks tokens as passwords); the session
+    // keeps it for the re-checks (revocation, expiry).
+    let (mut principal, token_expires) = if credentials.is_token() {
+        let login = resolver
             .authenticate_token(P::PROTOCOL, ip, login, secret, started)
-            .await?
+            .await?;
+        (login.principal, Some(login.expires))
     } else {
-        resolver
+        let principal = resolver
             .authenticate(P::PROTOCOL, ip, login, secret, started)
-            .await?
+            .await?;
+        (principal, None)
     };
     let address = principal.address.clone();
     let user = address.as_str();
@@ -175,6 +178,12 @@ async fn try_log_in<P: LineProtocol>(
                 }
             }
             Ok(backend) => {
+                if let Some(expires) = token_expires {
+                    registration.watch_token(WatchedToken {
+                        token: credentials.password.clone(),
+                        expires,
+                    });
+                }
                 return Ok(LoggedIn {
                     database: principal.database.clone(),
                     principal,

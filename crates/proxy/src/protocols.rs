@@ -50,6 +50,9 @@ impl LineProtocol for Imap {
             StopReason::Failover { .. } => mailfront_protocol::imap::FAILOVER_NOTICE,
             StopReason::Kicked => mailfront_protocol::imap::KICKED_NOTICE,
             StopReason::Shutdown => mailfront_protocol::imap::SHUTDOWN_NOTICE,
+            StopReason::TokenRevoked | StopReason::TokenExpired => {
+                mailfront_protocol::imap::TOKEN_ENDED_NOTICE
+            }
         })
     }
 

@@ -38,6 +38,10 @@ pub enum StopReason {
     Kicked,
     /// The node is shutting down.
     Shutdown,
+    /// The OAuth token the session was opened with was revoked (introspection says inactive).
+    TokenRevoked,
+    /// The OAuth token the session was opened with expired (`oauth.session_max = "token"`).
+    TokenExpired,
 }
 
 impl StopReason {
@@ -47,6 +51,8 @@ impl StopReason {
             StopReason::Failover { .. } => "failover",
             StopReason::Kicked => "kicked",
             StopReason::Shutdown => "shutdown",
+            StopReason::TokenRevoked => "token-revoked",
+            StopReason::TokenExpired => "token-expired",
         }
     }
 }
@@ -126,6 +132,17 @@ impl Stop {
 struct Entry {
     info: Arc<SessionInfo>,
     stop: Arc<Stop>,
+    /// The OAuth token the session was opened with, re-checked while it lasts.
+    token: Option<Arc<WatchedToken>>,
+}
+
+/// A session's OAuth token, as the re-checks need it.
+#[derive(Debug)]
+pub struct WatchedToken {
+    /// The access token.
+    pub token: mailfront_model::Secret<Vec<u8>>,
+    /// When it expires (Unix seconds).
+    pub expires: u64,
 }
 
 #[derive(Debug, Default)]
@@ -169,6 +186,14 @@ impl Registration {
     /// The reason, if the session was told to stop.
     pub fn stop_reason(&self) -> Option<StopReason> {
         self.stop.reason.get().cloned()
+    }
+
+    /// Records that the session was opened with an OAuth token, for the re-checks
+    /// ([`Registry::with_tokens`]); forgotten with the registration.
+    pub fn watch_token(&self, token: WatchedToken) {
+        if let Some(entry) = self.registry.lock().sessions.get_mut(&self.key) {
+            entry.token = Some(Arc::new(token));
+        }
     }
 }
 
@@ -246,6 +271,7 @@ impl Registry {
                 Entry {
                     info: Arc::new(info),
                     stop: Arc::clone(&stop),
+                    token: None,
                 },
             );
         }
@@ -321,6 +347,26 @@ impl Registry {
             .filter(|e| stop(&e.info))
             .filter(|e| e.stop.fire(reason.clone()))
             .count()
+    }
+
+    /// The live sessions opened with an OAuth token: each one's key and token.
+    pub fn with_tokens(&self) -> Vec<(u64, Arc<WatchedToken>)> {
+        self.lock()
+            .sessions
+            .iter()
+            .filter_map(|(key, entry)| Some((*key, Arc::clone(entry.token.as_ref()?))))
+            .collect()
+    }
+
+    /// Stops the session `key` (from [`Registry::with_tokens`]) for `reason`, if it still lives;
+    /// returns its user for the log.
+    pub fn stop_session(&self, key: u64, reason: &StopReason) -> Option<String> {
+        let inner = self.lock();
+        let entry = inner.sessions.get(&key)?;
+        entry
+            .stop
+            .fire(reason.clone())
+            .then(|| entry.info.user.clone())
     }
 
     /// Stops the sessions matching `filter` for `reason`; returns how many were stopped.

@@ -24,6 +24,15 @@ pub struct TokenLogins {
     pub scopes: BTreeMap<Protocol, String>,
 }
 
+/// A login by token: who, and until when the token is valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenLogin {
+    /// The user the token names.
+    pub principal: Principal,
+    /// When the token expires (Unix seconds).
+    pub expires: u64,
+}
+
 /// The OpenID provider as clients may be told of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProviderSummary {
@@ -87,7 +96,7 @@ impl Resolver {
         claimed: &str,
         token: &Secret<Vec<u8>>,
         started: Instant,
-    ) -> Result<Principal, Refusal> {
+    ) -> Result<TokenLogin, Refusal> {
         let bad = |detail: String| Refusal::new(RejectKind::AuthFailed, Source::Client, detail);
         let Some(logins) = self.tokens.load_full() else {
             return Err(bad("OAuth tokens are not accepted here".to_owned()));
@@ -135,6 +144,9 @@ impl Resolver {
         }
         self.throttle.succeeded(client, claimed);
         tracing::debug!(user = %principal.address, token_id = accepted.id.as_deref().unwrap_or("-"), expires = accepted.expires, "token accepted");
-        Ok(principal)
+        Ok(TokenLogin {
+            principal,
+            expires: accepted.expires,
+        })
     }
 }

@@ -22,7 +22,8 @@ use mailfront_routing::Topology;
 use tokio::task::JoinHandle;
 
 use crate::build::listeners::listener_name;
-use crate::config::{Config, ListenerProtocol};
+use crate::config::{Config, ListenerProtocol, SessionMax};
+use mailfront_proxy::token_checks::{Introspection, TokenChecks};
 
 /// Throttling as configured; its first delay is the failure delay every refusal takes.
 pub fn throttle_settings(config: &Config) -> ThrottleSettings {
@@ -152,14 +153,15 @@ pub fn admin_token(file: &Path) -> Result<Secret<String>, String> {
     Ok(Secret::new(token.to_owned()))
 }
 
-/// OAuth token logins (`[oauth]`): the provider's keys (fetched now and kept fresh by the
-/// returned task) and the resolver's token check. `None` without `[oauth]`.
+/// OAuth token logins (`[oauth]`): the provider's keys (fetched now and kept fresh by a
+/// returned task), the resolver's token check, and the re-checks of live sessions' tokens
+/// (introspection, expiry) where configured. No tasks without `[oauth]`.
 pub fn token_logins(
     config: &Config,
     services: &NodeServices,
-) -> Result<Option<JoinHandle<()>>, String> {
+) -> Result<Vec<JoinHandle<()>>, String> {
     let Some(oauth) = &config.oauth else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let provider = Arc::new(
         mailfront_oauth::Provider::new(oauth.provider_settings())
@@ -172,5 +174,39 @@ pub fn token_logins(
             verifier: Arc::new(verifier),
             scopes: oauth.scopes.clone(),
         });
-    Ok(Some(tokio::spawn(provider.run())))
+    let introspection = match (
+        &oauth.introspection_client_id,
+        &oauth.introspection_secret_file,
+    ) {
+        (Some(client_id), Some(path)) => Some(Introspection {
+            provider: Arc::clone(&provider),
+            client_id: client_id.clone(),
+            secret: read_secret_line(path)
+                .map_err(|e| format!("oauth.introspection_secret_file: {e}"))?,
+        }),
+        _ => None,
+    };
+    let end_at_expiry = oauth.session_max == SessionMax::Token;
+    let mut tasks = vec![tokio::spawn(provider.run())];
+    if introspection.is_some() || end_at_expiry {
+        tasks.push(tokio::spawn(mailfront_proxy::token_checks::run(
+            Arc::clone(&services.registry),
+            TokenChecks {
+                every: oauth.recheck,
+                end_at_expiry,
+                introspection,
+            },
+        )));
+    }
+    Ok(tasks)
+}
+
+/// The first line of the file at `path`, which must not be empty.
+fn read_secret_line(path: &Path) -> Result<Secret<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    if line.is_empty() {
+        return Err(format!("{}: the first line is empty", path.display()));
+    }
+    Ok(Secret::new(line))
 }

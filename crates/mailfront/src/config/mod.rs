@@ -51,7 +51,7 @@ pub use location::{EtcdConfig, LocationConfig};
 pub use log::{LogConfig, LogFormat};
 pub use manager::{ActiveManagerConfig, HealthConfig, ProbeModeConfig};
 pub use node::{MailRedirect, NodeConfig, SiteConfig};
-pub use oauth::{OAuthConfig, UserClaimConfig};
+pub use oauth::{OAuthConfig, SessionMax, UserClaimConfig};
 pub use placement::{PlacementConfig, PlacementMode};
 pub use servers::{
     DatabaseConfig, DeliveryEndpointConfig, DeliveryProtocolConfig, EndpointConfig, EndpointTls,
@@ -255,6 +255,14 @@ impl Config {
                 }
             }
             if let Some(file) = &mut tls.ticket_keys {
+                resolve(file);
+            }
+        }
+        if let Some(oauth) = &mut self.oauth {
+            for file in [&mut oauth.ca_file, &mut oauth.introspection_secret_file]
+                .into_iter()
+                .flatten()
+            {
                 resolve(file);
             }
         }

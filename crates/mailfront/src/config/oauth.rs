@@ -56,6 +56,35 @@ pub struct OAuthConfig {
     /// The longest one request to the provider may take. Default 5 s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// mailfront's client id at the provider, for its introspection endpoint (RFC 7662): with
+    /// it, live sessions' tokens are re-checked every `recheck` and a revoked one closes them.
+    #[serde(default)]
+    pub introspection_client_id: Option<String>,
+    /// A file holding that client's secret (one line). Required with the client id.
+    #[serde(default)]
+    pub introspection_secret_file: Option<PathBuf>,
+    /// Time between two re-checks of a live session's token. Default 60 s.
+    #[serde(default = "default_recheck", with = "humantime_serde")]
+    pub recheck: Duration,
+    /// `"token"`: a session ends when its token expires. Default `"none"` (a session opened with
+    /// a valid token lasts, like one opened with a password).
+    #[serde(default)]
+    pub session_max: SessionMax,
+}
+
+/// How long a session opened with a token may last.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMax {
+    /// As long as it is used.
+    #[default]
+    None,
+    /// Until its token expires.
+    Token,
+}
+
+fn default_recheck() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -126,6 +155,30 @@ impl OAuthConfig {
             if scope.is_empty() || scope.contains(' ') {
                 return Err(format!("oauth.scopes.{protocol}: one scope, not empty"));
             }
+        }
+        match (
+            &self.introspection_client_id,
+            &self.introspection_secret_file,
+        ) {
+            (Some(id), Some(_)) if id.trim().is_empty() => {
+                return Err("oauth.introspection_client_id: must not be empty".to_owned());
+            }
+            (Some(_), None) => {
+                return Err(
+                    "oauth.introspection_secret_file: required with introspection_client_id"
+                        .to_owned(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "oauth.introspection_client_id: required with introspection_secret_file"
+                        .to_owned(),
+                );
+            }
+            _ => {}
+        }
+        if self.recheck < Duration::from_secs(1) {
+            return Err("oauth.recheck: at least 1s".to_owned());
         }
         if self.timeout.is_zero() || self.refresh.is_zero() {
             return Err("oauth.timeout: must be more than 0 (refresh too)".to_owned());

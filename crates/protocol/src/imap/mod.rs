@@ -23,6 +23,9 @@ pub const FAILOVER_NOTICE: &[u8] =
 
 /// The notice sent to a proxied client whose session an administrator closed.
 pub const KICKED_NOTICE: &[u8] = b"* BYE Session closed by the administrator.\r\n";
+/// Sent before closing a session whose OAuth access token was revoked or expired.
+pub const TOKEN_ENDED_NOTICE: &[u8] =
+    b"* BYE Your access token is no longer valid; log in again.\r\n";
 
 /// The notice sent to a proxied client when the node shuts down (RFC 5530 `UNAVAILABLE`): the
 /// client reconnects, to another node.
