@@ -137,6 +137,11 @@ class Oidc(Child):
         self.wait_ready(lambda: http_ok(f"{self.issuer}/.well-known/openid-configuration"), timeout, interval=0.05)
         self.discovery = self._get_json("/.well-known/openid-configuration")
 
+    def attach(self) -> None:
+        """Uses a provider already running on this port (another process started it, such as
+        `scripts/demo --oidc`): reads its discovery document."""
+        self.discovery = self._get_json("/.well-known/openid-configuration")
+
     @property
     def jwks_uri(self) -> str:
         return self.discovery["jwks_uri"]

@@ -215,3 +215,24 @@ def test_demo_contract(demo):
     assert demo.wait(timeout=30) == 0
     assert not port_open(1143) and not port_open(10143) and not port_open(20143)
     assert not any(lab.alive(pid) for pid in dovecot_pids)
+
+
+def test_demo_with_oidc_gives_tokens_that_log_in():
+    """`scripts/demo --oidc`: a real OpenID provider on 127.0.0.1:9400; `scripts/demo token USER`
+    prints a token that logs in to IMAP (XOAUTH2) and submission through mailfront."""
+    with running_demo("--oidc"):
+        assert port_open(9400)
+        done = subprocess.run([str(DEMO), "token", "alice@example.com"], capture_output=True, text=True,
+                              env=DEMO_ENV, timeout=120)
+        assert done.returncode == 0, done.stderr
+        token = done.stdout.strip()
+        assert token.count(".") == 2, token
+        message = f"user=alice@example.com\x01auth=Bearer {token}\x01\x01"
+        client = imaplib.IMAP4("127.0.0.1", 1143, timeout=15)
+        assert "AUTH=XOAUTH2" in client.capabilities
+        assert client.authenticate("XOAUTH2", lambda _: message.encode())[0] == "OK"
+        assert client.select("INBOX")[0] == "OK"
+        client.logout()
+        with smtplib.SMTP("127.0.0.1", 1587, timeout=15) as submission:
+            submission.ehlo("client.example.org")
+            assert submission.auth("XOAUTH2", lambda challenge=None: message if challenge is None else "")[0] == 235
