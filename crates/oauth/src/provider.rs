@@ -232,15 +232,7 @@ impl Provider {
                 .get(uri)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            if !response.status().is_success() {
-                return Err(fail(format!("status {}", response.status())));
-            }
-            let body = Limited::new(response.into_body(), MAX_DOCUMENT)
-                .collect()
-                .await
-                .map_err(|e| fail(e.to_string()))?
-                .to_bytes();
-            serde_json::from_slice(&body).map_err(|e| fail(format!("not JSON: {e}")))
+            json_body(response).await.map_err(fail)
         };
         tokio::time::timeout(self.settings.timeout, work)
             .await
@@ -280,16 +272,7 @@ impl Provider {
                 .request(request)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            if !response.status().is_success() {
-                return Err(fail(format!("status {}", response.status())));
-            }
-            let body = Limited::new(response.into_body(), MAX_DOCUMENT)
-                .collect()
-                .await
-                .map_err(|e| fail(e.to_string()))?
-                .to_bytes();
-            let answer: Value =
-                serde_json::from_slice(&body).map_err(|e| fail(format!("not JSON: {e}")))?;
+            let answer = json_body(response).await.map_err(fail)?;
             answer
                 .get("active")
                 .and_then(Value::as_bool)
@@ -319,6 +302,20 @@ impl Provider {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// The JSON body of a successful response (at most [`MAX_DOCUMENT`] bytes); the error says why
+/// not.
+async fn json_body(response: hyper::Response<hyper::body::Incoming>) -> Result<Value, String> {
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status()));
+    }
+    let body = Limited::new(response.into_body(), MAX_DOCUMENT)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
 }
 
 /// `text` percent-encoded for an `application/x-www-form-urlencoded` body (and for the client

@@ -106,6 +106,14 @@ pub struct OAuthOffer {
 }
 
 impl OAuthOffer {
+    /// The continuation that answers a refused token (RFC 7628 §3.2.2: why, and where to get a
+    /// token), `prefix` being the protocol's (`+ `, `334 `); the command fails after the client's
+    /// dummy response. Empty challenge without an offer (no token can have been taken then).
+    pub fn refusal_line(offer: Option<&OAuthOffer>, prefix: &str) -> String {
+        let challenge = offer.map(OAuthOffer::challenge).unwrap_or_default();
+        format!("{prefix}{challenge}\r\n")
+    }
+
     /// The error challenge for a refused token, base64-encoded for the wire (RFC 7628 §3.2.2).
     pub fn challenge(&self) -> String {
         sasl::encode_base64(

@@ -412,15 +412,8 @@ impl FrontEnd for ImapFrontEnd {
                 self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(AuthFailure::BadCredentials) if token => {
-                // RFC 7628 §3.2.2: say why and where to get a token, then wait for the dummy
-                // response before failing.
-                let challenge = self
-                    .settings
-                    .oauth
-                    .as_ref()
-                    .map(OAuthOffer::challenge)
-                    .unwrap_or_default();
-                self.peer.send(format!("+ {challenge}\r\n"));
+                let line = OAuthOffer::refusal_line(self.settings.oauth.as_ref(), "+ ");
+                self.peer.send(line);
                 self.state = State::TokenRefused { tag };
             }
             AuthResult::Failed(failure) => self.failed(&tag, failure),

@@ -285,15 +285,8 @@ impl FrontEnd for Pop3FrontEnd {
                 self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(AuthFailure::BadCredentials) if token => {
-                // RFC 7628 §3.2.2: why, and where to get a token; the command fails after the
-                // client's dummy response.
-                let challenge = self
-                    .settings
-                    .oauth
-                    .as_ref()
-                    .map(OAuthOffer::challenge)
-                    .unwrap_or_default();
-                self.peer.send(format!("+ {challenge}\r\n"));
+                let line = OAuthOffer::refusal_line(self.settings.oauth.as_ref(), "+ ");
+                self.peer.send(line);
                 self.state = LineState::TokenRefused;
             }
             AuthResult::Failed(failure) => self.failed(failure),

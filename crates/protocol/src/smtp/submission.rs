@@ -268,15 +268,8 @@ impl FrontEnd for SubmissionFrontEnd {
                 self.peer.finish(FrontEvent::Proxy { pending });
             }
             AuthResult::Failed(AuthFailure::BadCredentials) if token => {
-                // RFC 7628 §3.2.2: why, and where to get a token; the command fails after the
-                // client's dummy response.
-                let challenge = self
-                    .settings
-                    .oauth
-                    .as_ref()
-                    .map(OAuthOffer::challenge)
-                    .unwrap_or_default();
-                self.peer.send(format!("334 {challenge}\r\n"));
+                let line = OAuthOffer::refusal_line(self.settings.oauth.as_ref(), "334 ");
+                self.peer.send(line);
                 self.state = LineState::TokenRefused;
             }
             AuthResult::Failed(failure) => self.failed(failure),
