@@ -122,6 +122,14 @@ CASES = [
     Case("authzid-own-alias-is-proxied",
          b"a AUTHENTICATE PLAIN " + plain("alice.smith@example.com", ALICE, PW) + b"\r\n" + Z,
          re.compile(rb"a OK \[CAPABILITY IMAP4rev1 [^\r\]]*\] Logged in\r\n" + BACKEND_LOGOUT), proxied=True),
+    # OAuth tokens where `[oauth]` is not configured (the lab's node): not offered, not taken,
+    # whatever the token looks like (test_oauth.py covers a node that takes them).
+    Case("xoauth2-not-offered",
+         b"a AUTHENTICATE XOAUTH2 " + b64(b"user=alice@example.com\x01auth=Bearer eyJhbGciOiJub25lIn0.e30.\x01\x01")
+         + b"\r\n" + Z, b"a NO Unsupported authentication mechanism.\r\n" + BYE),
+    Case("oauthbearer-not-offered",
+         b"a AUTHENTICATE OAUTHBEARER " + b64(b"n,a=alice@example.com,\x01auth=Bearer x.y.z\x01\x01")
+         + b"\r\n" + Z, b"a NO Unsupported authentication mechanism.\r\n" + BYE),
     # --- malformed base64 in AUTHENTICATE ------------------------------------------------------
     Case("base64-invalid-initial-response", b"a AUTHENTICATE PLAIN !!!\r\n" + Z, b"a " + BAD + BYE),
     Case("base64-invalid-continuation", [b"a AUTHENTICATE PLAIN\r\n", Expect(b"+ \r\n"), b"!!!\r\n" + Z],
