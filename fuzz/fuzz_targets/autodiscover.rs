@@ -45,8 +45,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = config.serves(domain);
         let benign = outlook(&config, "a@example.com", None);
         assert_eq!(markup(&outlook(&config, &text, None)), markup(&benign));
-        let benign = thunderbird(&config, "example.com");
-        assert_eq!(markup(&thunderbird(&config, domain)), markup(&benign));
+        let benign = thunderbird(&config, "example.com", None);
+        assert_eq!(markup(&thunderbird(&config, domain, None)), markup(&benign));
         let uuids = || [autodiscover::uuid_v4(), autodiscover::uuid_v4()];
         let benign = mobileconfig(&config, "a@example.com", "A", uuids()).unwrap();
         let doc = mobileconfig(&config, &text, &text, uuids()).unwrap();
