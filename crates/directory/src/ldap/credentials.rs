@@ -6,7 +6,7 @@
 //! the hash) and left out: one broken app password must not lock the user out of the others or
 //! of their main password.
 
-use mailfront_model::{Protocol, ProtocolSet, Secret};
+use mailfront_model::{ProtocolSet, Secret};
 
 use super::config::LdapAttributes;
 use super::entry::Entry;
@@ -16,23 +16,7 @@ use crate::credential::{self, AppPassword, Credential};
 /// (unknown names logged and ignored), or every protocol when the attribute is not read or the
 /// entry has none.
 pub(super) fn password_protocols(entry: &Entry, names: &LdapAttributes) -> ProtocolSet {
-    let listed = entry.values(&names.password_protocols);
-    if listed.is_empty() {
-        return ProtocolSet::ALL;
-    }
-    let mut set = ProtocolSet::NONE;
-    for value in listed {
-        match value.trim().parse::<Protocol>() {
-            Ok(protocol) => set = set.with(protocol),
-            Err(_) => tracing::warn!(
-                dn = %entry.dn,
-                attribute = %names.password_protocols,
-                value = %value,
-                "unknown protocol in directory entry; ignored"
-            ),
-        }
-    }
-    set
+    super::entry::listed_protocols(entry, &names.password_protocols)
 }
 
 /// The entry's usable app passwords, in the order the server sent them (at most

@@ -309,26 +309,31 @@ fn mailbox_guid(entry: &Entry, mapping: &Mapping) -> Result<String, EntryProblem
 /// The protocols the entry lists (every protocol when it lists none; unknown ones are logged
 /// and ignored), or none at all when the entry is disabled (by the `enabled` flag or the
 /// account control bit). An account control value that is not an integer is a problem: the
+/// The protocols the values of `attribute` name (unknown names logged and ignored), or every
+/// protocol when the entry has none (or the attribute is not read).
+pub(super) fn listed_protocols(entry: &Entry, attribute: &str) -> ProtocolSet {
+    let listed = entry.values(attribute);
+    if listed.is_empty() {
+        return ProtocolSet::ALL;
+    }
+    let mut set = ProtocolSet::NONE;
+    for value in listed {
+        match value.trim().parse::<Protocol>() {
+            Ok(protocol) => set = set.with(protocol),
+            Err(_) => tracing::warn!(
+                dn = %entry.dn,
+                attribute = %attribute,
+                value = %value,
+                "unknown protocol in directory entry; ignored"
+            ),
+        }
+    }
+    set
+}
+
 /// entry may be disabled, so it must not be used.
 fn protocols(entry: &Entry, names: &LdapAttributes) -> Result<ProtocolSet, EntryProblem> {
-    let listed = entry.values(&names.protocols);
-    let mut protocols = if listed.is_empty() {
-        ProtocolSet::ALL
-    } else {
-        let mut set = ProtocolSet::NONE;
-        for value in listed {
-            match value.trim().parse::<Protocol>() {
-                Ok(protocol) => set = set.with(protocol),
-                Err(_) => tracing::warn!(
-                    dn = %entry.dn,
-                    attribute = %names.protocols,
-                    value = %value,
-                    "unknown protocol in directory entry; ignored"
-                ),
-            }
-        }
-        set
-    };
+    let mut protocols = listed_protocols(entry, &names.protocols);
     let disabled = names
         .enabled
         .as_deref()
