@@ -128,10 +128,7 @@ impl Provider {
 
     /// Where the provider's discovery document is (for clients, in error challenges).
     pub fn discovery_url(&self) -> String {
-        format!(
-            "{}/.well-known/openid-configuration",
-            self.settings.issuer.trim_end_matches('/')
-        )
+        discovery_url(&self.settings.issuer)
     }
 
     /// An endpoint the discovery document names (`introspection_endpoint`, …), if fetched.
@@ -302,6 +299,14 @@ impl Provider {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// Where the discovery document of the provider `issuer` is (OpenID Connect Discovery §4).
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
 }
 
 /// The JSON body of a successful response (at most [`MAX_DOCUMENT`] bytes); the error says why

@@ -309,11 +309,8 @@ impl Resolver {
         started: Instant,
     ) -> Result<Principal, Refusal> {
         let bad = |detail: &str| Refusal::new(RejectKind::AuthFailed, Source::Client, detail);
-        if self.throttle.check(client, login) == Verdict::Blocked {
-            self.count_throttled(protocol, "blocked");
-            tokio::time::sleep_until(started + self.throttle.blocked_delay()).await;
-            return Err(bad("blocked by throttling"));
-        }
+        self.unless_blocked(protocol, client, login, started)
+            .await?;
         let asked = Instant::now();
         let authenticated = tokio::time::timeout(
             self.settings.directory_timeout,
@@ -360,6 +357,27 @@ impl Resolver {
                 format!("directory unavailable: {why}"),
             )),
         }
+    }
+
+    /// Refuses a login from a blocked address or for a blocked name — after the blocked delay,
+    /// counted from `started`, with the same reply as a wrong password — without asking anyone.
+    async fn unless_blocked(
+        &self,
+        protocol: Protocol,
+        client: IpAddr,
+        login: &str,
+        started: Instant,
+    ) -> Result<(), Refusal> {
+        if self.throttle.check(client, login) != Verdict::Blocked {
+            return Ok(());
+        }
+        self.count_throttled(protocol, "blocked");
+        tokio::time::sleep_until(started + self.throttle.blocked_delay()).await;
+        Err(Refusal::new(
+            RejectKind::AuthFailed,
+            Source::Client,
+            "blocked by throttling",
+        ))
     }
 
     /// Counts a refused login with the throttle and waits out its delay (the failure delay, or

@@ -13,7 +13,6 @@ use mailfront_oauth::{Verifier, VerifyError};
 use mailfront_routing::RejectKind;
 use tokio::time::Instant;
 
-use crate::throttle::Verdict;
 use crate::{Refusal, Resolver};
 
 /// What the node accepts of OAuth (`[oauth]`).
@@ -102,11 +101,8 @@ impl Resolver {
             return Err(bad("OAuth tokens are not accepted here".to_owned()));
         };
         // The claimed name is throttled like a login name; an empty one counts the address only.
-        if self.throttle.check(client, claimed) == Verdict::Blocked {
-            self.count_throttled(protocol, "blocked");
-            tokio::time::sleep_until(started + self.throttle.blocked_delay()).await;
-            return Err(bad("blocked by throttling".to_owned()));
-        }
+        self.unless_blocked(protocol, client, claimed, started)
+            .await?;
         let scope = logins.scopes.get(&protocol).map(String::as_str);
         let accepted = match logins.verifier.verify(token.expose(), scope).await {
             Ok(accepted) => accepted,

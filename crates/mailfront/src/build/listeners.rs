@@ -87,10 +87,7 @@ pub fn imap_settings(config: &Config, listener: &ListenerConfig) -> ImapSettings
 pub fn oauth_offer(config: &Config, protocol: Protocol) -> Option<OAuthOffer> {
     let oauth = config.oauth.as_ref()?;
     Some(OAuthOffer {
-        configuration: format!(
-            "{}/.well-known/openid-configuration",
-            oauth.issuer.trim_end_matches('/')
-        ),
+        configuration: mailfront_oauth::provider::discovery_url(&oauth.issuer),
         scope: oauth.scopes.get(&protocol).cloned(),
     })
 }
